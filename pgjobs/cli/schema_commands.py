@@ -1,0 +1,29 @@
+"""`pgjobs migrate`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pgjobs import migrate as migrations
+from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, open_app, reports_errors
+from pgjobs.config import resolve_schema
+
+
+@reports_errors
+def migrate(
+    database_url: DatabaseUrlOption = None,
+    schema: SchemaOption = None,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of running it (no connection).")
+    ] = False,
+) -> None:
+    """Create or upgrade the pgjobs schema (idempotent)."""
+    if sql:
+        migrations.upgrade_sql(resolve_schema(schema), sys.stdout)
+        return
+    app = open_app(database_url, schema, migrated=False)
+    migrations.upgrade(app.database.url, app.schema)
+    print(f"schema {app.schema!r} is at revision {migrations.head_revision()}", file=sys.stderr)

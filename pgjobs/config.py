@@ -1,0 +1,56 @@
+"""Where pgjobs finds its database and schema: explicit values, then the environment.
+
+The embedded cluster is the last resort so that a fresh checkout works with no setup,
+and it is started only when a connection is actually needed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pgjobs.errors import ConfigurationError
+
+DEFAULT_SCHEMA = "pgjobs"
+# PostgreSQL truncates identifiers at NAMEDATALEN - 1 bytes; refuse rather than truncate.
+_MAX_IDENTIFIER_BYTES = 63
+
+
+def database_url_from_env() -> str | None:
+    """The URL from `PGJOBS_DATABASE_URL`, then `DATABASE_URL`, or None for the embedded one."""
+    return os.environ.get("PGJOBS_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
+
+
+def resolve_database_url(explicit: str | None) -> str:
+    """The URL to connect to, starting the embedded cluster when nothing is configured."""
+    url = explicit or database_url_from_env()
+    if url:
+        return normalize_url(url)
+    from pgjobs.embedded import default_database_url
+
+    return default_database_url()
+
+
+def normalize_url(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (`postgresql+psycopg://`) as well as libpq ones."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.startswith(("postgresql+", "postgres+")):
+        return f"postgresql://{rest}"
+    return url
+
+
+def resolve_schema(explicit: str | None) -> str:
+    """The schema name from the argument, `PGJOBS_SCHEMA`, or the default, validated."""
+    return validate_schema(explicit or os.environ.get("PGJOBS_SCHEMA") or DEFAULT_SCHEMA)
+
+
+def validate_schema(schema: str) -> str:
+    """Reject names PostgreSQL would silently truncate or that cannot name a schema."""
+    if not schema or not schema.strip():
+        raise ConfigurationError("schema name must not be empty")
+    if len(schema.encode()) > _MAX_IDENTIFIER_BYTES:
+        raise ConfigurationError(
+            f"schema name {schema!r} is longer than {_MAX_IDENTIFIER_BYTES} bytes"
+        )
+    if "\x00" in schema:
+        raise ConfigurationError("schema name must not contain NUL characters")
+    return schema

@@ -1,0 +1,62 @@
+"""Exceptions pgjobs raises for callers, and the two that tasks raise on purpose.
+
+Every error a user can cause (bad input, missing schema, unreachable database) is a
+`PgJobsError`, so the CLI can print it as one line while real bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+
+class PgJobsError(Exception):
+    """Base class of every error pgjobs reports to its caller."""
+
+
+class ConfigurationError(PgJobsError):
+    """A setting is missing or malformed (database URL, schema name, option value)."""
+
+
+class DatabaseUnavailableError(PgJobsError):
+    """The configured PostgreSQL server cannot be reached."""
+
+
+class SchemaNotMigratedError(PgJobsError):
+    """The pgjobs schema does not exist yet in the target database."""
+
+
+class EmbeddedUnavailableError(PgJobsError):
+    """No PostgreSQL server binaries were found to start the embedded cluster."""
+
+
+class InvalidJobError(PgJobsError, ValueError):
+    """An enqueue option is invalid (empty task name, naive datetime, negative delay, ...)."""
+
+
+class PayloadNotSerializableError(PgJobsError, TypeError):
+    """A task argument cannot be stored as JSON; the message names the argument."""
+
+
+class UnknownTaskError(PgJobsError, LookupError):
+    """A task name is not registered with this App."""
+
+
+class JobNotFoundError(PgJobsError, LookupError):
+    """No job has the requested id."""
+
+
+class FailJob(Exception):
+    """Raise from a task to fail the job at once, with no further attempts."""
+
+
+class SnoozeJob(Exception):
+    """Raise from a task to run it again after `delay` seconds.
+
+    A snooze is not a failure: it adds no entry to `errors` and gives the attempt back by
+    raising `max_attempts` by one (the way Oban does), so `attempts` stays the true count
+    of attempts started.
+    """
+
+    def __init__(self, delay: float) -> None:
+        if delay < 0:
+            raise ValueError("SnoozeJob delay must be >= 0 seconds")
+        super().__init__(f"snoozed for {delay:g}s")
+        self.delay = float(delay)

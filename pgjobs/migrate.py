@@ -1,0 +1,58 @@
+"""Schema management through Alembic, with the migrations shipped inside the package."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any, TextIO
+
+import psycopg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from pgjobs.db import connect
+
+
+def alembic_config(schema: str, **attributes: Any) -> Config:
+    """An Alembic config pointing at the packaged migrations, for one schema."""
+    config = Config(output_buffer=attributes.pop("output_buffer", None))
+    config.set_main_option("script_location", str(files("pgjobs.migrations")))
+    config.attributes["schema"] = schema
+    config.attributes.update(attributes)
+    return config
+
+
+def _engine(url: str) -> sa.Engine:
+    # psycopg parses the URL itself (Unix-socket URLs included); SQLAlchemy only wraps it.
+    return sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: connect(url), poolclass=sa.pool.NullPool
+    )
+
+
+def upgrade(url: str, schema: str) -> None:
+    """Create or upgrade `schema` to the newest revision; safe to run repeatedly."""
+    with _engine(url).connect() as connection:
+        command.upgrade(alembic_config(schema, connection=connection), "head")
+        connection.commit()
+
+
+def upgrade_sql(schema: str, output: TextIO) -> None:
+    """Write the DDL of a full upgrade to `output` without connecting anywhere."""
+    command.upgrade(alembic_config(schema, output_buffer=output), "head", sql=True)
+
+
+def head_revision() -> str | None:
+    """The newest revision shipped with this version of pgjobs."""
+    return ScriptDirectory.from_config(alembic_config("pgjobs")).get_current_head()
+
+
+def current_revision(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    """The revision `schema` is at, or None when it was never migrated."""
+    engine = sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: conn, poolclass=sa.pool.StaticPool
+    )
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
+        return context.get_current_revision()

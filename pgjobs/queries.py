@@ -1,0 +1,181 @@
+"""Every SQL statement pgjobs runs, named, in one place.
+
+Statements are written against `{jobs}` (the schema-qualified table) and bind every value
+as a parameter; `Queries(schema)` quotes the identifiers once with `psycopg.sql`.
+Batches travel as arrays and are expanded with `unnest`, so a batch of any size is one
+statement and one round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+
+from psycopg import sql
+
+ENQUEUE = """
+INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
+SELECT i.queue, i.task, i.payload::jsonb, i.priority,
+       coalesce(i.run_at, now() + make_interval(secs => i.delay)),
+       i.max_attempts, i.unique_key
+FROM unnest(
+    %(queues)s::text[], %(tasks)s::text[], %(payloads)s::text[], %(priorities)s::int[],
+    %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+    %(unique_keys)s::text[]
+) WITH ORDINALITY AS i(queue, task, payload, priority, run_at, delay, max_attempts,
+                       unique_key, ord)
+ORDER BY i.ord
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+DO NOTHING
+RETURNING id, unique_key
+"""
+
+UNIQUE_KEY_HOLDERS = """
+SELECT unique_key, id FROM {jobs}
+WHERE unique_key = ANY(%(unique_keys)s::text[]) AND state IN ('available', 'running')
+"""
+
+# Claims up to `limit` waiting jobs in one statement. SKIP LOCKED makes concurrent
+# claimers pass over each other's rows instead of waiting, and the row lock taken by the
+# subquery is held until the UPDATE commits, so no two workers can claim one row.
+CLAIM = """
+WITH claimable AS (
+    SELECT id FROM {jobs}
+    WHERE state = 'available' AND run_at <= now() {queue_filter}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} AS j
+SET state = 'running', attempts = j.attempts + 1, started_at = now(),
+    heartbeat_at = now(), worker_id = %(worker_id)s
+FROM claimable
+WHERE j.id = claimable.id
+RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts,
+          j.created_at
+"""
+CLAIM_QUEUE_FILTER = "AND queue = %(queue)s"
+
+# Writes the outcomes of many attempts at once: completion, retry, failure, snooze and
+# put-back are all "set this state, maybe push run_at, maybe append an error". The
+# (id, attempts, running, worker) guard drops an outcome for a job that was meanwhile
+# cancelled or rescued, so a late writer can never overwrite someone else's attempt.
+RECORD_OUTCOMES = """
+UPDATE {jobs} AS j
+SET state = o.state,
+    attempts = j.attempts + o.attempts_delta,
+    max_attempts = j.max_attempts + o.max_attempts_delta,
+    run_at = CASE WHEN o.state = 'available'
+                  THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+    errors = CASE WHEN o.error IS NULL THEN j.errors
+                  ELSE j.errors || jsonb_build_array(
+                      o.error::jsonb || jsonb_build_object('at', now())) END,
+    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
+                       THEN now() END,
+    worker_id = NULL,
+    heartbeat_at = NULL
+FROM unnest(
+    %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
+    %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
+) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)
+WHERE j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+  AND j.worker_id = %(worker_id)s
+RETURNING j.id
+"""
+
+# One statement per interval keeps all of a worker's jobs alive; ids that do not come
+# back were cancelled or rescued meanwhile, and their tasks are told to stop.
+HEARTBEAT = """
+UPDATE {jobs} SET heartbeat_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
+RETURNING id
+"""
+
+# Returns running jobs whose worker stopped heart-beating. The transaction-scoped
+# advisory lock lets only one worker at a time do it; the others find nothing to do.
+RESCUE = """
+WITH leader AS (
+    SELECT pg_try_advisory_xact_lock(hashtext(%(lock_name)s)) AS held
+), stale AS (
+    SELECT id FROM {jobs}
+    WHERE state = 'running'
+      AND heartbeat_at < now() - make_interval(secs => %(rescue_after)s)
+      AND (SELECT held FROM leader)
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE {jobs} AS j
+    SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'available' END,
+        run_at = now(),
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempts, 'at', now(), 'worker', j.worker_id,
+            'error', 'worker lost: ' || coalesce(j.worker_id, 'unknown')
+                     || ' sent no heartbeat for ' || %(rescue_after)s || 's',
+            'traceback', NULL)),
+        worker_id = NULL,
+        heartbeat_at = NULL
+    FROM stale
+    WHERE j.id = stale.id
+    RETURNING j.id, j.queue, j.state
+)
+SELECT id, state, pg_notify(%(channel)s, queue) FROM rescued
+"""
+
+SCHEMA_EXISTS = "SELECT to_regclass(%(jobs_table)s) IS NOT NULL"
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema; hashed so any schema name fits in 63 bytes.
+
+    Must match `pg_notify('pgjobs_' || md5(TG_TABLE_SCHEMA), ...)` in the trigger.
+    """
+    return "pgjobs_" + hashlib.md5(schema.encode()).hexdigest()
+
+
+class Queries:
+    """The statements above, bound to one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.jobs = sql.Identifier(schema, "jobs")
+        self.channel = notify_channel(schema)
+        self.jobs_table_name = self.jobs.as_string()
+
+    def _compose(self, template: str, **parts: sql.Composable) -> sql.Composed:
+        return sql.SQL(template).format(jobs=self.jobs, **parts)
+
+    @cached_property
+    def enqueue(self) -> sql.Composed:
+        return self._compose(ENQUEUE)
+
+    @cached_property
+    def unique_key_holders(self) -> sql.Composed:
+        return self._compose(UNIQUE_KEY_HOLDERS)
+
+    @cached_property
+    def claim_any_queue(self) -> sql.Composed:
+        return self._compose(CLAIM, queue_filter=sql.SQL(""))
+
+    @cached_property
+    def claim_from_queue(self) -> sql.Composed:
+        return self._compose(CLAIM, queue_filter=sql.SQL(CLAIM_QUEUE_FILTER))
+
+    @cached_property
+    def record_outcomes(self) -> sql.Composed:
+        return self._compose(RECORD_OUTCOMES)
+
+    @cached_property
+    def heartbeat(self) -> sql.Composed:
+        return self._compose(HEARTBEAT)
+
+    @cached_property
+    def rescue(self) -> sql.Composed:
+        return self._compose(RESCUE)
+
+    @cached_property
+    def listen(self) -> sql.Composed:
+        return sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
+
+    @cached_property
+    def schema_exists(self) -> sql.Composed:
+        return self._compose(SCHEMA_EXISTS)

@@ -1,0 +1,103 @@
+"""The `jobs` table, defined once as SQLAlchemy metadata.
+
+The Alembic migrations create exactly this shape; `tests/test_migrations.py` runs
+autogenerate against a migrated schema to prove the two never drift apart.
+
+Bloat under churn: every job is inserted once and updated two or three times (claim,
+outcome, sometimes a retry). The state changes touch the partial indexes' predicate, so
+they cannot be HOT updates whatever we do; heartbeats only touch `heartbeat_at`, which no
+index covers, so they stay HOT. The table is created with `fillfactor = 80` so that the
+new row version of a claim or heartbeat usually lands on the same page, and with a more
+eager autovacuum than PostgreSQL's defaults, because a queue table turns over its live
+rows constantly. The big values (`payload`, `errors`) are TOASTed and never rewritten by
+a claim or a heartbeat. Finished jobs stay until `pgjobs prune` removes them; the partial
+indexes keep the hot path (waiting and running jobs) small however many finished rows
+accumulate.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+STATES = ("available", "running", "completed", "failed", "cancelled")
+UNFINISHED_STATES = ("available", "running")
+FINISHED_STATES = ("completed", "failed", "cancelled")
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 20
+
+JOBS_STORAGE_PARAMETERS = {
+    "fillfactor": "80",
+    "autovacuum_vacuum_scale_factor": "0.02",
+    "autovacuum_vacuum_insert_scale_factor": "0.05",
+    "autovacuum_analyze_scale_factor": "0.02",
+}
+
+
+def _state_list(states: tuple[str, ...]) -> str:
+    return ", ".join(f"'{s}'" for s in states)
+
+
+def build_metadata(schema: str) -> sa.MetaData:
+    """Metadata holding `<schema>.jobs`, for Alembic comparison and for readers."""
+    metadata = sa.MetaData(schema=schema)
+    tz = sa.DateTime(timezone=True)
+    jobs = sa.Table(
+        "jobs",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("queue", sa.Text, nullable=False, server_default=DEFAULT_QUEUE),
+        sa.Column("task", sa.Text, nullable=False),
+        sa.Column("payload", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("state", sa.Text, nullable=False, server_default="available"),
+        sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column(
+            "max_attempts", sa.Integer, nullable=False, server_default=str(DEFAULT_MAX_ATTEMPTS)
+        ),
+        sa.Column("run_at", tz, nullable=False, server_default=sa.func.now()),
+        sa.Column("created_at", tz, nullable=False, server_default=sa.func.now()),
+        sa.Column("started_at", tz, nullable=True),
+        sa.Column("finished_at", tz, nullable=True),
+        sa.Column("heartbeat_at", tz, nullable=True),
+        sa.Column("errors", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+        sa.Column("worker_id", sa.Text, nullable=True),
+        sa.Column("unique_key", sa.Text, nullable=True),
+        sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
+        sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
+    )
+    # The claim query: waiting jobs of a queue in the order they are served.
+    sa.Index(
+        "jobs_fetch_idx",
+        jobs.c.queue,
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        postgresql_where=sa.text("state = 'available'"),
+    )
+    # The claim query of a worker that serves every queue.
+    sa.Index(
+        "jobs_fetch_any_queue_idx",
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        postgresql_where=sa.text("state = 'available'"),
+    )
+    # At most one unfinished job per unique_key.
+    sa.Index(
+        "jobs_unique_key_idx",
+        jobs.c.unique_key,
+        unique=True,
+        postgresql_where=sa.text(
+            f"unique_key IS NOT NULL AND state IN ({_state_list(UNFINISHED_STATES)})"
+        ),
+    )
+    # Heartbeats and the rescuer look only at running jobs.
+    sa.Index("jobs_running_idx", jobs.c.worker_id, postgresql_where=sa.text("state = 'running'"))
+    # Pruning and listings of finished jobs.
+    sa.Index(
+        "jobs_finished_idx",
+        jobs.c.finished_at,
+        postgresql_where=sa.text(f"state IN ({_state_list(FINISHED_STATES)})"),
+    )
+    return metadata

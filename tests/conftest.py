@@ -1,0 +1,93 @@
+"""Test harness: one real PostgreSQL per session, one migrated schema per test.
+
+The server is, in order: `PGJOBS_TEST_DATABASE_URL`; a testcontainers PostgreSQL when a
+Docker daemon answers; a throwaway cluster from the local server binaries. Nothing is
+mocked; tests are isolated by schema, so they can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgjobs import App
+from pgjobs.migrate import upgrade
+
+# Settings that trade durability for speed; only the throwaway clusters get them.
+FAST_SERVER_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def docker_daemon_answers() -> bool:
+    """True when a Docker daemon responds within a few seconds."""
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+def testcontainers_url(stack: ExitStack) -> str:
+    """Start a disposable PostgreSQL container for the session."""
+    from testcontainers.postgres import PostgresContainer
+
+    container = stack.enter_context(PostgresContainer("postgres:15-alpine", driver=None))
+    url: str = container.get_connection_url()
+    return url
+
+
+def local_cluster_url(stack: ExitStack) -> str:
+    """Start a throwaway cluster from the PostgreSQL server binaries on this machine."""
+    from pgjobs.embedded import temporary_cluster
+
+    return stack.enter_context(temporary_cluster(server_options=FAST_SERVER_OPTIONS))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """The URL of the session's PostgreSQL server."""
+    with ExitStack() as stack:
+        url = os.environ.get("PGJOBS_TEST_DATABASE_URL")
+        if not url:
+            url = testcontainers_url(stack) if docker_daemon_answers() else local_cluster_url(stack)
+        yield url
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    """A freshly migrated schema of this test's own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    upgrade(database_url, name)
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def app(database_url: str, schema: str) -> Iterator[App]:
+    """An App on the test's schema."""
+    application = App(database_url, schema=schema)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A psycopg connection for the test's own queries (not autocommit)."""
+    with psycopg.connect(database_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def observer(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A second, autocommit connection: sees only what is committed."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection

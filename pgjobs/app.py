@@ -45,6 +45,15 @@ class App:
         )
         self.tasks: dict[str, Task[Any, Any]] = {}
 
+    def configure(self, *, database_url: str | None = None, schema: str | None = None) -> None:
+        """Point the App at another database or schema (the CLI's options win over code)."""
+        if database_url is not None:
+            self.database.close()
+            self.database = Database(database_url)
+        if schema is not None:
+            self.schema = resolve_schema(schema)
+            self.queries = Queries(self.schema)
+
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
 

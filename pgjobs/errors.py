@@ -43,6 +43,17 @@ class JobNotFoundError(PgJobsError, LookupError):
     """No job has the requested id."""
 
 
+class JobStateError(PgJobsError):
+    """Jobs are not in a state that allows the requested change; nothing was changed.
+
+    `problems` maps each offending job id to a sentence saying why.
+    """
+
+    def __init__(self, problems: dict[int, str]) -> None:
+        super().__init__("\n".join(problems.values()))
+        self.problems = problems
+
+
 class FailJob(Exception):
     """Raise from a task to fail the job at once, with no further attempts."""
 

@@ -121,6 +121,101 @@ WITH leader AS (
 SELECT id, state, pg_notify(%(channel)s, queue) FROM rescued
 """
 
+# Counts by queue and state, the oldest overdue waiting job and recent throughput, in one
+# pass over the table. Throughput counts jobs a worker finished (completed or failed);
+# cancellations are a user's doing, not work done.
+QUEUE_STATS = """
+SELECT queue,
+       count(*) FILTER (WHERE state = 'available') AS available,
+       count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'completed') AS completed,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+       now() - min(run_at) FILTER (WHERE state = 'available' AND run_at <= now())
+           AS oldest_waiting,
+       count(*) FILTER (WHERE state IN ('completed', 'failed')
+                          AND finished_at > now() - interval '1 minute')
+           AS finished_last_minute,
+       count(*) FILTER (WHERE state IN ('completed', 'failed')
+                          AND finished_at > now() - interval '5 minutes')
+           AS finished_last_5_minutes
+FROM {jobs}
+GROUP BY queue
+ORDER BY queue
+"""
+
+# A NULL filter means "any"; newest first by id, which the primary key serves backwards.
+LIST_JOBS = """
+SELECT id, queue, task, state, priority, attempts, max_attempts, run_at, created_at,
+       started_at, finished_at, errors -> -1 ->> 'error' AS last_error
+FROM {jobs}
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+  AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+GET_JOB = """
+SELECT id, queue, task, payload, state, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, heartbeat_at, worker_id, unique_key, errors
+FROM {jobs}
+WHERE id = %(id)s
+"""
+
+# Retry and cancel lock their rows first (in id order, so two admins cannot deadlock),
+# check them, then change them all in one statement: a change is all or nothing, and no
+# worker can move a row in between.
+LOCK_JOBS_FOR_CHANGE = """
+SELECT id, state, unique_key FROM {jobs}
+WHERE id = ANY(%(ids)s::bigint[])
+ORDER BY id
+FOR UPDATE
+"""
+
+# A retried job gets at least one more attempt, so one that ran out can run again.
+# Only INSERTs fire the wake-up trigger, so this statement notifies the workers itself;
+# PostgreSQL folds the duplicate notifications of a transaction into one per queue.
+RETRY_JOBS = """
+WITH retried AS (
+    UPDATE {jobs} AS j
+    SET state = 'available',
+        run_at = now(),
+        finished_at = NULL,
+        max_attempts = greatest(j.max_attempts, j.attempts + 1),
+        worker_id = NULL,
+        heartbeat_at = NULL
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state IN ('failed', 'cancelled')
+    RETURNING j.id, j.queue
+)
+SELECT id, pg_notify(%(channel)s, queue) FROM retried
+"""
+
+# A running job's worker finds out at its next heartbeat, and its outcome write is
+# dropped by the (state = 'running') guard of RECORD_OUTCOMES.
+CANCEL_JOBS = """
+UPDATE {jobs}
+SET state = 'cancelled', finished_at = now(), worker_id = NULL, heartbeat_at = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('available', 'running')
+RETURNING id
+"""
+
+# Deletes one batch, so a large prune is many short transactions rather than one long
+# lock. The literal state list lets the planner use the partial jobs_finished_idx.
+PRUNE_FINISHED = """
+WITH batch AS (
+    SELECT id FROM {jobs}
+    WHERE state IN ('completed', 'failed', 'cancelled')
+      AND state = ANY(%(states)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {jobs} AS j
+USING batch
+WHERE j.id = batch.id
+"""
+
 SCHEMA_EXISTS = "SELECT to_regclass(%(jobs_table)s) IS NOT NULL"
 
 
@@ -179,3 +274,31 @@ class Queries:
     @cached_property
     def schema_exists(self) -> sql.Composed:
         return self._compose(SCHEMA_EXISTS)
+
+    @cached_property
+    def queue_stats(self) -> sql.Composed:
+        return self._compose(QUEUE_STATS)
+
+    @cached_property
+    def list_jobs(self) -> sql.Composed:
+        return self._compose(LIST_JOBS)
+
+    @cached_property
+    def get_job(self) -> sql.Composed:
+        return self._compose(GET_JOB)
+
+    @cached_property
+    def lock_jobs_for_change(self) -> sql.Composed:
+        return self._compose(LOCK_JOBS_FOR_CHANGE)
+
+    @cached_property
+    def retry_jobs(self) -> sql.Composed:
+        return self._compose(RETRY_JOBS)
+
+    @cached_property
+    def cancel_jobs(self) -> sql.Composed:
+        return self._compose(CANCEL_JOBS)
+
+    @cached_property
+    def prune_finished(self) -> sql.Composed:
+        return self._compose(PRUNE_FINISHED)

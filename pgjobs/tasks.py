@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -93,11 +93,6 @@ class Task(Generic[P, R]):
     def enqueue(self, conn: CallerConnection, /, **kwargs: Any) -> int:
         """Insert one job with these keyword arguments; returns its id."""
         return TaskCall(self, JobOptions()).enqueue(conn, **kwargs)
-
-    def bind_arguments(self, payload: Mapping[str, Any], context: JobContext | None) -> Any:
-        """Call the function with the stored arguments (and the context if it asked)."""
-        args: Sequence[Any] = (context,) if self.pass_context else ()
-        return self.func(*args, **payload)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,12 @@ mocked; tests are isolated by schema, so they can run in any order.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,6 +21,7 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
+from pgjobs.embedded import LocalCluster
 from pgjobs.migrate import upgrade
 
 # Settings that trade durability for speed; only the throwaway clusters get them.
@@ -44,21 +48,41 @@ def testcontainers_url(stack: ExitStack) -> str:
     return url
 
 
-def local_cluster_url(stack: ExitStack) -> str:
-    """Start a throwaway cluster from the PostgreSQL server binaries on this machine."""
-    from pgjobs.embedded import temporary_cluster
-
-    return stack.enter_context(temporary_cluster(server_options=FAST_SERVER_OPTIONS))
+def throwaway_cluster(stack: ExitStack) -> LocalCluster:
+    """Start a cluster in a fresh temp dir from the server binaries on this machine."""
+    root = Path(tempfile.mkdtemp(prefix="pgjobs-test-"))
+    stack.callback(shutil.rmtree, root, ignore_errors=True)
+    cluster = LocalCluster(root / "pgdata", server_options=FAST_SERVER_OPTIONS)
+    stack.callback(cluster.stop)  # runs before the rmtree above
+    cluster.ensure_running()
+    return cluster
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """The URL of the session's PostgreSQL server."""
+def test_server() -> Iterator[tuple[str, LocalCluster | None]]:
+    """The session's server: its URL, and the cluster when this session started it."""
     with ExitStack() as stack:
         url = os.environ.get("PGJOBS_TEST_DATABASE_URL")
+        cluster = None
         if not url:
-            url = testcontainers_url(stack) if docker_daemon_answers() else local_cluster_url(stack)
-        yield url
+            if docker_daemon_answers():
+                url = testcontainers_url(stack)
+            else:
+                cluster = throwaway_cluster(stack)
+                url = cluster.ensure_running()
+        yield url, cluster
+
+
+@pytest.fixture(scope="session")
+def database_url(test_server: tuple[str, LocalCluster | None]) -> str:
+    """The URL of the session's PostgreSQL server."""
+    return test_server[0]
+
+
+@pytest.fixture(scope="session")
+def local_cluster(test_server: tuple[str, LocalCluster | None]) -> LocalCluster | None:
+    """The session's own local cluster, which tests may restart; None for other servers."""
+    return test_server[1]
 
 
 @pytest.fixture

@@ -7,7 +7,10 @@ import sys
 import typer
 
 from pgjobs.cli.enqueue_command import enqueue
+from pgjobs.cli.inspect_commands import list_jobs, show, stats
+from pgjobs.cli.manage_commands import cancel, prune, retry
 from pgjobs.cli.schema_commands import migrate
+from pgjobs.cli.work_command import work
 
 cli = typer.Typer(
     name="pgjobs",
@@ -19,6 +22,13 @@ cli = typer.Typer(
 )
 cli.command()(migrate)
 cli.command()(enqueue)
+cli.command()(stats)
+cli.command("list")(list_jobs)
+cli.command()(show)
+cli.command()(retry)
+cli.command()(cancel)
+cli.command()(prune)
+cli.command()(work)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,268 @@
+"""Inspecting and managing jobs: what `pgjobs stats/list/show/retry/cancel/prune` do.
+
+The functions take an App, so applications can call them as the CLI does. Retry and
+cancel are all or nothing: they lock and check every requested job first, and change
+none of them unless all of them can be changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pgjobs.app import App
+from pgjobs.db import fetch_all
+from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError
+from pgjobs.schema import FINISHED_STATES, STATES, UNFINISHED_STATES
+
+PRUNE_BATCH_SIZE = 10_000
+RETRYABLE_STATES = ("failed", "cancelled")
+CANCELLABLE_STATES = UNFINISHED_STATES
+_BIGINT_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """One queue's jobs by state, its oldest overdue waiting job and its recent throughput.
+
+    `oldest_waiting` is how long the longest-waiting available job has been runnable
+    (None when nothing is waiting); the `finished_*` counts are jobs a worker completed or
+    failed in the last one and five minutes.
+    """
+
+    queue: str
+    counts: dict[str, int]
+    oldest_waiting: timedelta | None
+    finished_last_minute: int
+    finished_last_5_minutes: int
+
+    @property
+    def total(self) -> int:
+        """Jobs of this queue in any state."""
+        return sum(self.counts.values())
+
+
+def queue_stats(app: App) -> list[QueueStats]:
+    """Statistics of every queue that has jobs, by queue name, in one statement."""
+    with app.database.transaction() as conn:
+        rows = _dict_rows(conn, app.queries.queue_stats, {})
+    return [
+        QueueStats(
+            queue=row["queue"],
+            counts={state: row[state] for state in STATES},
+            oldest_waiting=row["oldest_waiting"],
+            finished_last_minute=row["finished_last_minute"],
+            finished_last_5_minutes=row["finished_last_5_minutes"],
+        )
+        for row in rows
+    ]
+
+
+def list_jobs(
+    app: App,
+    *,
+    states: Collection[str] = (),
+    queues: Collection[str] = (),
+    tasks: Collection[str] = (),
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The newest `limit` jobs matching every given filter (an empty filter matches all).
+
+    Each job is a dict of its summary columns plus `last_error`, the message of its last
+    failed attempt.
+    """
+    check_states(states)
+    if limit < 1:
+        raise ConfigurationError(f"limit must be at least 1, got {limit}")
+    params = {
+        "states": list(states) or None,
+        "queues": list(queues) or None,
+        "tasks": list(tasks) or None,
+        "limit": limit,
+    }
+    with app.database.transaction() as conn:
+        return _dict_rows(conn, app.queries.list_jobs, params)
+
+
+def get_job(app: App, job_id: int) -> dict[str, Any]:
+    """Every column of one job, `errors` holding its attempt history."""
+    if _in_bigint_range(job_id):
+        with app.database.transaction() as conn:
+            rows = _dict_rows(conn, app.queries.get_job, {"id": job_id})
+        if rows:
+            return rows[0]
+    raise JobNotFoundError(f"no job with id {job_id}")
+
+
+def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
+    """Put failed or cancelled jobs back in their queue to run now; returns their ids.
+
+    A job that ran out of attempts gets one more. Waiting workers are woken.
+    Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
+    unknown, in another state, or would take a `unique_key` that an unfinished job holds.
+    """
+    wanted = _distinct(ids)
+    if not wanted:
+        return []
+    with app.database.transaction() as conn:
+        locked = _lock(conn, app, wanted)
+        problems = {
+            job_id: f"job {job_id} is {state}; only failed or cancelled jobs can be retried"
+            for job_id, (state, _) in locked.items()
+            if state not in RETRYABLE_STATES
+        }
+        problems.update(_unique_key_conflicts(conn, app, locked, problems))
+        if problems:
+            raise JobStateError(problems)
+        try:
+            rows = fetch_all(
+                conn, app.queries.retry_jobs, {"ids": wanted, "channel": app.queries.channel}
+            )
+        except psycopg.errors.UniqueViolation:
+            # A producer enqueued a job with the same unique_key after the check above.
+            raise JobStateError(
+                {job_id: f"job {job_id}'s unique_key was taken meanwhile" for job_id in wanted}
+            ) from None
+    return _in_order(wanted, rows)
+
+
+def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
+    """Cancel waiting or running jobs; returns their ids.
+
+    A running job's worker learns of it at its next heartbeat and its result is dropped.
+    Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
+    unknown or already finished.
+    """
+    wanted = _distinct(ids)
+    if not wanted:
+        return []
+    with app.database.transaction() as conn:
+        locked = _lock(conn, app, wanted)
+        problems = {
+            job_id: f"job {job_id} is {state}; only available or running jobs can be cancelled"
+            for job_id, (state, _) in locked.items()
+            if state not in CANCELLABLE_STATES
+        }
+        if problems:
+            raise JobStateError(problems)
+        rows = fetch_all(conn, app.queries.cancel_jobs, {"ids": wanted})
+    return _in_order(wanted, rows)
+
+
+def prune_jobs(
+    app: App,
+    older_than_seconds: float,
+    states: Collection[str] = FINISHED_STATES,
+    *,
+    batch_size: int = PRUNE_BATCH_SIZE,
+) -> int:
+    """Delete jobs in `states` that finished more than `older_than_seconds` ago.
+
+    Deletes `batch_size` rows per transaction, so a large prune never holds a long lock
+    or one huge transaction. Returns how many jobs were deleted.
+    """
+    check_states(states)
+    unfinished = [state for state in states if state not in FINISHED_STATES]
+    if unfinished or not states:
+        raise ConfigurationError(
+            f"only finished jobs can be pruned; choose states from {', '.join(FINISHED_STATES)}"
+        )
+    if not math.isfinite(older_than_seconds) or older_than_seconds < 0:
+        raise ConfigurationError(f"older_than must be >= 0 seconds, got {older_than_seconds}")
+    params = {
+        "states": list(states),
+        "older_than": float(older_than_seconds),
+        "batch_size": batch_size,
+    }
+    deleted = 0
+    while True:
+        with app.database.transaction() as conn:
+            batch = conn.execute(app.queries.prune_finished, params).rowcount
+        deleted += batch
+        if batch < batch_size:
+            return deleted
+
+
+def check_states(states: Iterable[str]) -> None:
+    """Raise `ConfigurationError` naming the first value that is not a job state."""
+    for state in states:
+        if state not in STATES:
+            raise ConfigurationError(f"unknown state {state!r}; choose from {', '.join(STATES)}")
+
+
+def _dict_rows(conn: psycopg.Connection[Any], query: Any, params: Any) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def _distinct(ids: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(ids))
+
+
+def _in_bigint_range(job_id: int) -> bool:
+    return 0 < job_id <= _BIGINT_MAX
+
+
+def _lock(
+    conn: psycopg.Connection[Any], app: App, wanted: list[int]
+) -> dict[int, tuple[str, str | None]]:
+    """Lock the requested jobs; {id: (state, unique_key)}, or JobNotFoundError."""
+    rows = fetch_all(
+        conn,
+        app.queries.lock_jobs_for_change,
+        {"ids": [job_id for job_id in wanted if _in_bigint_range(job_id)]},
+    )
+    locked = {job_id: (state, unique_key) for job_id, state, unique_key in rows}
+    missing = [job_id for job_id in wanted if job_id not in locked]
+    if len(missing) == 1:
+        raise JobNotFoundError(f"no job with id {missing[0]}")
+    if missing:
+        raise JobNotFoundError(f"no jobs with ids {', '.join(map(str, missing))}")
+    return locked
+
+
+def _unique_key_conflicts(
+    conn: psycopg.Connection[Any],
+    app: App,
+    locked: dict[int, tuple[str, str | None]],
+    already_refused: Collection[int],
+) -> dict[int, str]:
+    """Jobs whose retry would give a unique_key a second unfinished holder."""
+    candidates = {
+        job_id: key
+        for job_id, (_, key) in locked.items()
+        if key is not None and job_id not in already_refused
+    }
+    if not candidates:
+        return {}
+    holders = dict(
+        fetch_all(conn, app.queries.unique_key_holders, {"unique_keys": list(candidates.values())})
+    )
+    problems = {}
+    first_retried: dict[str, int] = {}
+    for job_id, key in sorted(candidates.items()):
+        if key in holders:
+            problems[job_id] = (
+                f"job {job_id} cannot be retried: job {holders[key]} already holds "
+                f"its unique_key {key!r}"
+            )
+        elif key in first_retried:
+            problems[job_id] = (
+                f"job {job_id} cannot be retried with job {first_retried[key]}: "
+                f"both have unique_key {key!r}"
+            )
+        else:
+            first_retried[key] = job_id
+    return problems
+
+
+def _in_order(wanted: list[int], rows: list[tuple[Any, ...]]) -> list[int]:
+    changed = {row[0] for row in rows}
+    return [job_id for job_id in wanted if job_id in changed]

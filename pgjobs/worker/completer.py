@@ -1,0 +1,117 @@
+"""The completer: the one place that writes attempts' outcomes, in batches.
+
+Executor threads hand outcomes over and go back to work; the completer writes whatever
+has piled up in a single statement. Under load that turns hundreds of small
+transactions into one, and under no load it costs one round trip per outcome, with no
+added latency. The hand-over queue is bounded, so when the database falls behind the
+executors block instead of the backlog growing without limit. A batch that fails on a
+broken connection is kept and written again after reconnecting: the statement's guard
+(same attempt, still running, still ours) makes a repeated write harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from pgjobs.queries import Queries
+from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.jobs import Outcome
+
+log = logging.getLogger("pgjobs.worker")
+
+MAX_BATCH = 1000
+BACKLOG_LIMIT = 10_000
+
+
+class Completer:
+    """Collects outcomes from executor threads and writes them in batches."""
+
+    def __init__(
+        self,
+        connection: ResilientConnection,
+        queries: Queries,
+        worker_id: str,
+        *,
+        on_written: Callable[[list[Outcome], set[int]], None] | None = None,
+    ) -> None:
+        self.connection = connection
+        self.queries = queries
+        self.worker_id = worker_id
+        self.on_written = on_written
+        self.backlog: queue.Queue[Outcome] = queue.Queue(maxsize=BACKLOG_LIMIT)
+        self._stop = threading.Event()
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pgjobs-completer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, outcome: Outcome) -> None:
+        """Queue an outcome for writing; blocks while the backlog is full."""
+        self.backlog.put(outcome)
+
+    def write(self, batch: list[Outcome]) -> set[int]:
+        """Write one batch now; returns the ids whose outcome was applied."""
+
+        params = {
+            "ids": [o.job_id for o in batch],
+            "attempts": [o.attempt for o in batch],
+            "states": [o.state for o in batch],
+            "delays": [o.delay for o in batch],
+            "errors": [o.error_json for o in batch],
+            "attempts_deltas": [o.attempts_delta for o in batch],
+            "max_attempts_deltas": [o.max_attempts_delta for o in batch],
+            "worker_id": self.worker_id,
+        }
+        rows = self.connection.run(
+            lambda conn: conn.execute(self.queries.record_outcomes, params).fetchall(),
+            give_up=self._abandon,
+        )
+        return {row[0] for row in rows}
+
+    def _next_batch(self) -> list[Outcome]:
+        try:
+            batch = [self.backlog.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self.backlog.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self.backlog.empty()):
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                applied = self.write(batch)
+            except Exception:
+                log.exception(
+                    "could not write outcomes; their jobs will be rescued",
+                    extra={"count": len(batch)},
+                )
+                continue
+            dropped = {o.job_id for o in batch} - applied
+            if dropped:
+                log.info(
+                    "outcomes dropped: jobs were cancelled or rescued meanwhile",
+                    extra={"job_ids": sorted(dropped)},
+                )
+            if self.on_written is not None:
+                self.on_written(batch, applied)
+
+    def stop(self, timeout: float) -> bool:
+        """Write what is queued, then stop; True when everything was written in time."""
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abandon.set()  # stop retrying a dead database; rescue covers the rest
+            self._thread.join(1.0)
+            return False
+        return True

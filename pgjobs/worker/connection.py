@@ -1,0 +1,84 @@
+"""A dedicated connection that survives database restarts.
+
+Each long-running part of the worker owns one. A statement that fails because the
+connection broke is retried on a new connection after an exponential pause, so a
+restart or a killed backend costs a log line, not a dead thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from pgjobs.db import first_line
+
+T = TypeVar("T")
+log = logging.getLogger("pgjobs.worker")
+
+RECONNECT_INITIAL_DELAY = 0.1
+RECONNECT_MAX_DELAY = 5.0
+
+
+class ResilientConnection:
+    """One psycopg connection, reopened on failure."""
+
+    def __init__(self, url: str, name: str, *, autocommit: bool = False) -> None:
+        self.url = url
+        self.name = name
+        self.autocommit = autocommit
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """The open connection, opening it if needed (may raise OperationalError)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=self.autocommit, connect_timeout=5)
+        return self._conn
+
+    def discard(self) -> None:
+        """Drop a broken connection so that the next use opens a fresh one."""
+        if self._conn is not None:
+            # Closing a broken socket may fail too; it is gone either way.
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def run(
+        self,
+        operation: Callable[[psycopg.Connection[Any]], T],
+        *,
+        give_up: threading.Event | None = None,
+        attempts: int | None = None,
+    ) -> T:
+        """Run `operation` in a transaction, retrying on broken connections.
+
+        Retries until it succeeds, `give_up` is set, or `attempts` are used up; then the
+        last error is raised. Errors that are not about the connection are raised at once.
+        """
+        delay = RECONNECT_INITIAL_DELAY
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                conn = self.connection()
+                with conn.transaction():
+                    return operation(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                self.discard()
+                if (give_up is not None and give_up.is_set()) or (
+                    attempts is not None and tries >= attempts
+                ):
+                    raise
+                log.warning(
+                    "database connection lost, retrying",
+                    extra={"component": self.name, "error": first_line(error), "retry_in": delay},
+                )
+                (give_up or threading.Event()).wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    def close(self) -> None:
+        self.discard()

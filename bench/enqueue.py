@@ -123,19 +123,25 @@ def measure(bench: Bench, measurements: list[Measurement], repeats: int) -> None
             measurement.rates.append(measurement.jobs / (time.perf_counter() - started))
 
 
-def report(measurements: list[Measurement], baseline: Measurement, title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("workload")
+def report(measurements: list[Measurement], baseline: Measurement, repeats: int) -> Table:
+    table = Table(
+        title="pgjobs enqueue throughput",
+        caption=(
+            f"jobs/s: median of {repeats} rounds; range: slowest and fastest round; "
+            "vs baseline: median / baseline median"
+        ),
+    )
+    table.add_column("workload", no_wrap=True)
     table.add_column("jobs", justify="right")
-    table.add_column("median jobs/s", justify="right")
-    table.add_column("min-max jobs/s", justify="right")
+    table.add_column("jobs/s", justify="right")
+    table.add_column("range", justify="right")
     table.add_column("vs baseline", justify="right")
     for m in measurements:
         table.add_row(
             m.name,
             f"{m.jobs:,}",
             f"{m.median:,.0f}",
-            f"{min(m.rates):,.0f} - {max(m.rates):,.0f}",
+            f"{min(m.rates):,.0f}-{max(m.rates):,.0f}",
             f"{m.median / baseline.median:.2f}x",
         )
     return table
@@ -171,29 +177,29 @@ def main() -> None:
         server = bench.conn.info.parameter_status("server_version")
 
         baseline = Measurement(
-            "baseline: INSERT, 1 per commit",
+            "baseline INSERT 1/commit",
             SINGLE_JOBS,
             partial(bench.plain_inserts, SINGLE_JOBS),
         )
         measurements = [
             baseline,
             Measurement(
-                "enqueue, 1 per commit",
+                "enqueue 1/commit",
                 SINGLE_JOBS,
                 partial(bench.single_enqueues, SINGLE_JOBS),
             ),
             *(
                 Measurement(
-                    f"enqueue_many({size:,})",
+                    "enqueue_many",
                     size,
                     partial(bench.bulk_enqueue, size),
                 )
                 for size in BULK_SIZES
             ),
         ]
-        console.print(f"PostgreSQL {server} on {where}; {args.repeats} rounds, median shown")
+        console.print(f"PostgreSQL {server} on {where}")
         measure(bench, measurements, args.repeats)
-        console.print(report(measurements, baseline, "pgjobs enqueue throughput"))
+        console.print(report(measurements, baseline, args.repeats))
 
 
 def drop_schema(url: str, schema: str) -> None:

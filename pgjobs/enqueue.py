@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgjobs.db import CallerConnection, Database, fetch_all
-from pgjobs.errors import InvalidJobError, PayloadNotSerializableError
+from pgjobs.errors import InvalidJobError, PayloadNotSerializableError, PgJobsError
 from pgjobs.queries import Queries
 
+_UNIQUE_KEY_RACE_RETRIES = 3
 MAX_QUEUE_NAME_LENGTH = 200  # queue names travel as NOTIFY payloads (8000 bytes max)
 _PG_INT_MAX = 2**31 - 1
 
@@ -144,7 +145,14 @@ def insert_jobs(
     """
     if not rows:
         return []
-    params = {
+    if conn is None:
+        with database.transaction() as own:
+            return _insert(own, queries, rows)
+    return _insert(conn, queries, rows)
+
+
+def _params(rows: Sequence[JobRow]) -> dict[str, list[Any]]:
+    return {
         "queues": [r.queue for r in rows],
         "tasks": [r.task for r in rows],
         "payloads": [r.payload_json for r in rows],
@@ -154,23 +162,30 @@ def insert_jobs(
         "max_attempts": [r.max_attempts for r in rows],
         "unique_keys": [r.unique_key for r in rows],
     }
-    if conn is None:
-        with database.transaction() as own:
-            return _insert(own, queries, rows, params)
-    return _insert(conn, queries, rows, params)
 
 
-def _insert(
-    conn: Any, queries: Queries, rows: Sequence[JobRow], params: Mapping[str, Any]
-) -> list[int]:
-    inserted = fetch_all(conn, queries.enqueue, params)
-    # Ids come from the identity sequence in insertion order (the INSERT sorts by input
-    # position), so sorting them recovers which input row each belongs to.
-    inserted.sort(key=lambda row: row[0])
-    id_by_key = {key: job_id for job_id, key in inserted if key is not None}
-    plain_ids = iter(job_id for job_id, key in inserted if key is None)
-    missing = {r.unique_key for r in rows if r.unique_key and r.unique_key not in id_by_key}
-    if missing:
-        holders = fetch_all(conn, queries.unique_key_holders, {"unique_keys": sorted(missing)})
-        id_by_key.update(dict(holders))
-    return [id_by_key[r.unique_key] if r.unique_key is not None else next(plain_ids) for r in rows]
+def _insert(conn: Any, queries: Queries, rows: Sequence[JobRow]) -> list[int]:
+    ids: list[int | None] = [None] * len(rows)
+    pending = list(range(len(rows)))
+    # A unique_key's holder can finish between our conflicting insert and the lookup of
+    # its id; those rows are simply inserted again, now that the key is free.
+    for _ in range(_UNIQUE_KEY_RACE_RETRIES):
+        batch = [rows[i] for i in pending]
+        inserted = fetch_all(conn, queries.enqueue, _params(batch))
+        # Ids come from the identity sequence in insertion order (the INSERT sorts by
+        # input position), so sorting them recovers which input row each belongs to.
+        inserted.sort(key=lambda row: row[0])
+        id_by_key = {key: job_id for job_id, key in inserted if key is not None}
+        plain_ids = iter(job_id for job_id, key in inserted if key is None)
+        missing = {r.unique_key for r in batch if r.unique_key and r.unique_key not in id_by_key}
+        if missing:
+            holders = fetch_all(conn, queries.unique_key_holders, {"unique_keys": sorted(missing)})
+            id_by_key.update(dict(holders))
+        for index, row in zip(pending, batch, strict=True):
+            ids[index] = (
+                next(plain_ids) if row.unique_key is None else id_by_key.get(row.unique_key)
+            )
+        pending = [i for i in pending if ids[i] is None]
+        if not pending:
+            return [job_id for job_id in ids if job_id is not None]
+    raise PgJobsError("unique_key holders kept finishing during enqueue; try again")

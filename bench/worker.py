@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import os
 import signal
@@ -45,6 +46,7 @@ from typing import IO, Any
 
 import psycopg
 from psycopg import sql
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -202,7 +204,7 @@ class Bench:
                 row = self.admin.execute(unfinished).fetchone()
                 if row is not None and row[0] == 0:
                     break
-                check_alive(process)
+                process.check_alive()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the worker did not drain {jobs} jobs in {TIMEOUT:g}s")
                 time.sleep(POLL)
@@ -214,9 +216,10 @@ class Bench:
     def pickup_latency(self, label: str, count: int, *worker_args: str) -> Latencies:
         self.admin.execute(self.q("TRUNCATE {j}, {s} RESTART IDENTITY", j=self.jobs, s=self.starts))
         committed: dict[int, float] = {}
-        with self.worker(LATENCY_CONCURRENCY, *worker_args) as process, psycopg.connect(
-            self.url
-        ) as producer:
+        with (
+            self.worker(LATENCY_CONCURRENCY, *worker_args) as process,
+            psycopg.connect(self.url) as producer,
+        ):
             # A first job proves the worker is up and listening; it is not measured.
             warmup = self.app.enqueue(None, RECORD_START)
             self.wait_for_starts(1, process)
@@ -231,11 +234,11 @@ class Bench:
         started = {job_id: value for job_id, value in rows if job_id != warmup}
         return Latencies(label, [(started[j] - committed[j]) * 1000 for j in committed])
 
-    def wait_for_starts(self, count: int, process: subprocess.Popen[bytes]) -> None:
+    def wait_for_starts(self, count: int, process: WorkerProcess) -> None:
         query = self.q("SELECT count(*) FROM {s}", s=self.starts)
         deadline = time.monotonic() + 60
         while (row := self.admin.execute(query).fetchone()) is None or row[0] < count:
-            check_alive(process)
+            process.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {row and row[0]} of {count} jobs started in 60s")
             time.sleep(POLL)
@@ -243,7 +246,7 @@ class Bench:
     # -- the worker under test ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def worker(self, concurrency: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    def worker(self, concurrency: int, *extra: str) -> Iterator[WorkerProcess]:
         """A `pgjobs work` subprocess, stopped with SIGTERM (a graceful shutdown) after."""
         command = [
             sys.executable,
@@ -261,9 +264,8 @@ class Bench:
         env = {**os.environ, "PGJOBS_DATABASE_URL": self.url, "PGJOBS_SCHEMA": self.schema}
         with tempfile.TemporaryFile() as log:
             process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-            process.log = log  # type: ignore[attr-defined]
             try:
-                yield process
+                yield WorkerProcess(process, log)
             finally:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -273,14 +275,20 @@ class Bench:
                     process.wait()
 
 
-def check_alive(process: subprocess.Popen[bytes]) -> None:
-    """Fail with the worker's output if it exited early."""
-    if process.poll() is None:
-        return
-    log: IO[bytes] = process.log  # type: ignore[attr-defined]
-    log.seek(0)
-    output = log.read().decode(errors="replace")
-    raise RuntimeError(f"the worker exited with status {process.returncode}:\n{output}")
+@dataclass(frozen=True)
+class WorkerProcess:
+    """The worker under test and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def check_alive(self) -> None:
+        """Fail with the worker's output if it exited early."""
+        if self.process.poll() is None:
+            return
+        self.log.seek(0)
+        output = self.log.read().decode(errors="replace")
+        raise RuntimeError(f"the worker exited with status {self.process.returncode}:\n{output}")
 
 
 def say(message: str) -> None:
@@ -320,52 +328,58 @@ def report(
     pgjobs: Sequence[Drain],
     latencies: Sequence[Latencies],
 ) -> None:
-    console = Console(highlight=False)
-    console.print(
-        f"PostgreSQL {version} ({where}), {os.cpu_count()} CPUs, Python "
-        f"{sys.version.split()[0]}; median of {args.repeats} runs"
-    )
+    """Print the results as Markdown tables, ready to paste into a README."""
     base = statistics.median(d.seconds for d in baseline)
     ours = statistics.median(d.seconds for d in pgjobs)
     startup = statistics.median(d.startup for d in pgjobs if d.startup is not None)
-    drain = Table(
-        title=f"Drain {args.jobs:,} no-op jobs, concurrency {args.concurrency}",
-        title_justify="left",
-    )
-    for column in ("", "seconds", "jobs/s", "vs baseline", "runs (s)"):
-        drain.add_column(column, justify="left" if not column else "right")
-    drain.add_row(
-        "bare SKIP LOCKED loop (1 row/txn)",
-        f"{base:.2f}",
-        f"{args.jobs / base:,.0f}",
-        "1.00x",
-        " ".join(f"{d.seconds:.2f}" for d in baseline),
-    )
-    drain.add_row(
-        "pgjobs work (subprocess)",
-        f"{ours:.2f}",
-        f"{args.jobs / ours:,.0f}",
-        f"{base / ours:.2f}x",
-        " ".join(f"{d.seconds:.2f}" for d in pgjobs),
-    )
-    console.print(drain)
-    console.print(f"(pgjobs worker start-up, spawn to first claim, not counted: {startup:.2f}s)")
-    latency = Table(
-        title=(
-            f"Idle pickup latency, commit to task start, {args.latency_jobs} jobs "
-            f"{LATENCY_SPACING * 1000:.0f} ms apart, concurrency {LATENCY_CONCURRENCY}"
-        ),
-        title_justify="left",
-    )
-    for column in ("worker", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        latency.add_column(column, justify="left" if column == "worker" else "right")
+    drain = markdown_table("", "seconds", "jobs/s", "throughput vs baseline", "each run (s)")
+    for label, median, runs in (
+        ("bare SKIP LOCKED loop, 1 row/txn", base, baseline),
+        ("pgjobs work (subprocess)", ours, pgjobs),
+    ):
+        drain.add_row(
+            label,
+            f"{median:.2f}",
+            f"{args.jobs / median:,.0f}",
+            f"{base / median:.2f}x",
+            " ".join(f"{d.seconds:.2f}" for d in runs),
+        )
+    latency = markdown_table("worker", "p50 ms", "p95 ms", "p99 ms", "max ms")
     for result in latencies:
         latency.add_row(
             result.label,
             *(f"{result.percentile(p):.1f}" for p in (50, 95, 99)),
             f"{max(result.values):.1f}",
         )
-    console.print(latency)
+    print(
+        f"PostgreSQL {version} ({where}), {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}\n\n"
+        f"Drain {args.jobs:,} no-op jobs, concurrency {args.concurrency}, median of "
+        f"{args.repeats} runs, first claim to last completion:\n\n"
+        f"{render(drain)}\n\n"
+        f"pgjobs worker start-up (spawn to first claim, not counted): {startup:.2f}s\n\n"
+        f"Idle pickup latency, commit to task start: {args.latency_jobs} jobs committed one "
+        f"at a time {LATENCY_SPACING * 1000:.0f} ms apart, worker concurrency "
+        f"{LATENCY_CONCURRENCY}:\n\n"
+        f"{render(latency)}"
+    )
+
+
+def markdown_table(*columns: str) -> Table:
+    """A table drawn as Markdown; the first column left-aligned, the others right."""
+    table = Table(box=box.MARKDOWN)
+    for n, column in enumerate(columns):
+        table.add_column(column, justify="left" if n == 0 else "right")
+    return table
+
+
+def render(table: Table) -> str:
+    """The table as text, without the blank border lines the Markdown box draws."""
+    console = Console(file=io.StringIO(), width=200, highlight=False, markup=False)
+    with console.capture() as captured:
+        console.print(table)
+    lines = (line.rstrip() for line in captured.get().splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def main() -> None:

@@ -14,10 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgjobs.app import App
-from pgjobs.db import fetch_all
+from pgjobs.db import Params, fetch_all
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError
 from pgjobs.schema import FINISHED_STATES, STATES, UNFINISHED_STATES
 
@@ -196,7 +197,9 @@ def check_states(states: Iterable[str]) -> None:
             raise ConfigurationError(f"unknown state {state!r}; choose from {', '.join(STATES)}")
 
 
-def _dict_rows(conn: psycopg.Connection[Any], query: Any, params: Any) -> list[dict[str, Any]]:
+def _dict_rows(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: Params
+) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return cur.fetchall()

@@ -14,7 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgjobs.db import CallerConnection, Database, fetch_all
-from pgjobs.errors import InvalidJobError, PayloadNotSerializableError, PgJobsError
+from pgjobs.errors import (
+    InvalidJobError,
+    PayloadNotSerializableError,
+    PgJobsError,
+    SchemaNotMigratedError,
+)
 from pgjobs.queries import Queries
 
 _UNIQUE_KEY_RACE_RETRIES = 3
@@ -145,10 +150,13 @@ def insert_jobs(
     """
     if not rows:
         return []
-    if conn is None:
-        with database.transaction() as own:
-            return _insert(own, queries, rows)
-    return _insert(conn, queries, rows)
+    try:
+        if conn is None:
+            with database.transaction() as own:
+                return _insert(own, queries, rows)
+        return _insert(conn, queries, rows)
+    except SchemaNotMigratedError:
+        raise SchemaNotMigratedError.for_schema(queries.schema) from None
 
 
 def _params(rows: Sequence[JobRow]) -> dict[str, list[Any]]:

@@ -6,6 +6,8 @@ Every error a user can cause (bad input, missing schema, unreachable database) i
 
 from __future__ import annotations
 
+import shlex
+
 
 class PgJobsError(Exception):
     """Base class of every error pgjobs reports to its caller."""
@@ -21,6 +23,12 @@ class DatabaseUnavailableError(PgJobsError):
 
 class SchemaNotMigratedError(PgJobsError):
     """The pgjobs schema does not exist yet in the target database."""
+
+    @classmethod
+    def for_schema(cls, schema: str) -> SchemaNotMigratedError:
+        """The error for `schema`, with the exact command that fixes it."""
+        option = "" if schema == "pgjobs" else f" --schema {shlex.quote(schema)}"
+        return cls(f"schema {schema!r} is not migrated: run `pgjobs migrate{option}` first")
 
 
 class EmbeddedUnavailableError(PgJobsError):

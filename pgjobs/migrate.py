@@ -5,11 +5,9 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any, TextIO
 
-import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from pgjobs.db import connect
@@ -46,13 +44,3 @@ def upgrade_sql(schema: str, output: TextIO) -> None:
 def head_revision() -> str | None:
     """The newest revision shipped with this version of pgjobs."""
     return ScriptDirectory.from_config(alembic_config("pgjobs")).get_current_head()
-
-
-def current_revision(conn: psycopg.Connection[Any], schema: str) -> str | None:
-    """The revision `schema` is at, or None when it was never migrated."""
-    engine = sa.create_engine(
-        "postgresql+psycopg://", creator=lambda: conn, poolclass=sa.pool.StaticPool
-    )
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
-        return context.get_current_revision()

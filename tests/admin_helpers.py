@@ -40,7 +40,11 @@ def run_cli(
 
 
 def make_job(
-    app: App, observer: psycopg.Connection[Any], *, task: str = "t", queue: str = "default",
+    app: App,
+    observer: psycopg.Connection[Any],
+    *,
+    task: str = "t",
+    queue: str = "default",
     **columns: Any,
 ) -> int:
     """Enqueue a job, then set `columns` directly, as a worker would have."""
@@ -50,9 +54,7 @@ def make_job(
     return job_id
 
 
-def update_job(
-    observer: psycopg.Connection[Any], schema: str, job_id: int, **columns: Any
-) -> None:
+def update_job(observer: psycopg.Connection[Any], schema: str, job_id: int, **columns: Any) -> None:
     """Set columns of one job directly."""
     assignments = [
         sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in columns

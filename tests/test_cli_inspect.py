@@ -80,9 +80,9 @@ def test_stats_reports_oldest_waiting_age_ignoring_delayed_jobs(
     by_queue = {q["queue"]: q for q in stats["queues"]}
     assert 119 < by_queue["default"]["oldest_waiting_seconds"] < 180
     assert 4 < by_queue["mail"]["oldest_waiting_seconds"] < 60
-    assert stats["totals"]["oldest_waiting_seconds"] == by_queue["default"][
-        "oldest_waiting_seconds"
-    ]
+    assert (
+        stats["totals"]["oldest_waiting_seconds"] == by_queue["default"]["oldest_waiting_seconds"]
+    )
 
 
 def test_stats_reports_recent_throughput_of_completed_and_failed_jobs(
@@ -100,9 +100,7 @@ def test_stats_reports_recent_throughput_of_completed_and_failed_jobs(
     assert stats["throughput"]["jobs_per_second_5m"] == pytest.approx(3 / 300)
 
 
-def test_stats_table_has_a_row_per_queue_and_a_total(
-    cli: Any, mixed_jobs: dict[str, int]
-) -> None:
+def test_stats_table_has_a_row_per_queue_and_a_total(cli: Any, mixed_jobs: dict[str, int]) -> None:
     result = cli("stats")
 
     assert result.code == 0, result.err
@@ -123,9 +121,7 @@ def test_stats_of_an_empty_queue_says_so(cli: Any, schema: str) -> None:
     assert json.loads(cli("stats", "--json").out)["queues"] == []
 
 
-def test_list_shows_newest_jobs_first_up_to_the_limit(
-    cli: Any, mixed_jobs: dict[str, int]
-) -> None:
+def test_list_shows_newest_jobs_first_up_to_the_limit(cli: Any, mixed_jobs: dict[str, int]) -> None:
     jobs = json.loads(cli("list", "--json", "--limit", "3").out)
 
     assert [j["id"] for j in jobs] == sorted(mixed_jobs.values(), reverse=True)[:3]
@@ -157,7 +153,14 @@ def test_list_table_shows_attempts_and_first_line_of_last_error(
     assert result.code == 0, result.err
     [header, _, row] = result.out.splitlines()
     assert header.split()[:6] == ["id", "queue", "task", "state", "priority", "attempts"]
-    assert row.split()[:6] == [str(mixed_jobs["mail_failed"]), "mail", "email.send", "failed", "0", "2/2"]
+    assert row.split()[:6] == [
+        str(mixed_jobs["mail_failed"]),
+        "mail",
+        "email.send",
+        "failed",
+        "0",
+        "2/2",
+    ]
     assert row.endswith("ValueError: second")
 
 
@@ -171,9 +174,7 @@ def test_list_rejects_an_unknown_state_in_one_line(cli: Any) -> None:
     )
 
 
-def test_show_prints_the_job_and_its_attempt_history(
-    cli: Any, mixed_jobs: dict[str, int]
-) -> None:
+def test_show_prints_the_job_and_its_attempt_history(cli: Any, mixed_jobs: dict[str, int]) -> None:
     result = cli("show", str(mixed_jobs["mail_failed"]))
 
     assert result.code == 0, result.err

@@ -267,7 +267,7 @@ def notifications_before_sentinel(
     sent arrives before the sentinel: proving "nothing was sent" needs no waiting.
     """
     app.enqueue(None, "sentinel", {}, queue=SENTINEL_QUEUE)
-    received = []
+    received: list[psycopg.Notify] = []
     for notification in listener.notifies(timeout=10):
         if notification.payload == SENTINEL_QUEUE:
             return received

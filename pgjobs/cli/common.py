@@ -65,7 +65,11 @@ def open_app(database_url: str | None, schema: str | None, *, migrated: bool = T
     """An App for a command; checks that the schema exists when the command needs it."""
     app = App(database_url, schema=schema)
     if migrated:
-        require_migrated(app)
+        try:
+            require_migrated(app)
+        except BaseException:
+            app.close()
+            raise
     return app
 
 
@@ -76,8 +80,4 @@ def require_migrated(app: App) -> None:
             app.queries.schema_exists, {"jobs_table": app.queries.jobs_table_name}
         ).fetchone()
     if not row or not row[0]:
-        raise SchemaNotMigratedError(
-            f"schema {app.schema!r} is not migrated: run `pgjobs migrate"
-            + (f" --schema {app.schema}" if app.schema != "pgjobs" else "")
-            + "` first"
-        )
+        raise SchemaNotMigratedError.for_schema(app.schema)

@@ -29,7 +29,9 @@ def enqueue(
         raise fail(f"--payload is not valid JSON: {error}") from None
     if not isinstance(arguments, dict):
         raise fail("--payload must be a JSON object of argument names to values")
-    app = open_app(database_url, schema)
+    # Options are validated before anything connects; a missing schema is reported by
+    # the insert itself.
+    app = open_app(database_url, schema, migrated=False)
     job_id = app.enqueue(
         None,
         task,

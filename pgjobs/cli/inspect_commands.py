@@ -46,8 +46,8 @@ def stats(
     if as_json:
         print_json(
             {
-                "queues": [_stats_json(q.queue, q) for q in queues],
-                "totals": _stats_json(None, totals),
+                "queues": [{"queue": q.queue, **_stats_json(q)} for q in queues],
+                "totals": _stats_json(totals),
                 "throughput": {
                     "finished_last_1m": totals.finished_last_minute,
                     "finished_last_5m": totals.finished_last_5_minutes,
@@ -100,16 +100,14 @@ def _totals(queues: list[admin.QueueStats]) -> admin.QueueStats:
     )
 
 
-def _stats_json(queue: str | None, row: admin.QueueStats) -> dict[str, Any]:
-    document: dict[str, Any] = {} if queue is None else {"queue": queue}
-    document.update(
-        counts=row.counts,
-        total=row.total,
-        oldest_waiting_seconds=row.oldest_waiting,
-        finished_last_1m=row.finished_last_minute,
-        finished_last_5m=row.finished_last_5_minutes,
-    )
-    return document
+def _stats_json(row: admin.QueueStats) -> dict[str, Any]:
+    return {
+        "counts": row.counts,
+        "total": row.total,
+        "oldest_waiting_seconds": row.oldest_waiting,
+        "finished_last_1m": row.finished_last_minute,
+        "finished_last_5m": row.finished_last_5_minutes,
+    }
 
 
 @reports_errors
@@ -246,5 +244,5 @@ def _attempts(errors: list[dict[str, Any]]) -> list[RenderableType]:
         if traceback:
             shown.append("")
             shown.append(Text(f"traceback of attempt {entry.get('attempt', '?')}:", style="bold"))
-            shown.append(Text(textwrap.indent(traceback, "  ") + "\n"))
+            shown.append(Text(textwrap.indent(traceback, "  ")))
     return shown

@@ -64,7 +64,7 @@ def format_age(value: timedelta | None) -> str:
     if value is None:
         return "-"
     seconds = max(0, int(value.total_seconds()))
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if parts or seconds >= size or unit == "s":
             parts.append(f"{seconds // size}{unit}")

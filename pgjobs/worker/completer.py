@@ -44,6 +44,8 @@ class Completer:
         self.backlog: queue.Queue[Outcome] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._stop = threading.Event()
         self._abandon = threading.Event()
+        self._pending: set[int] = set()
+        self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="pgjobs-completer", daemon=True)
 
     def start(self) -> None:
@@ -51,7 +53,19 @@ class Completer:
 
     def submit(self, outcome: Outcome) -> None:
         """Queue an outcome for writing; blocks while the backlog is full."""
+        with self._pending_lock:
+            self._pending.add(outcome.job_id)
         self.backlog.put(outcome)
+
+    def pending_ids(self) -> list[int]:
+        """Jobs whose outcome is queued or being written.
+
+        They are still `running` in the table, so the heartbeat must keep them alive:
+        otherwise, after an outage longer than `rescue_after`, a job that finished during
+        it would be rescued and run again before its outcome could be written.
+        """
+        with self._pending_lock:
+            return list(self._pending)
 
     def write(self, batch: list[Outcome]) -> set[int]:
         """Write one batch now; returns the ids whose outcome was applied."""
@@ -97,6 +111,9 @@ class Completer:
                     extra={"count": len(batch)},
                 )
                 continue
+            finally:
+                with self._pending_lock:
+                    self._pending.difference_update(o.job_id for o in batch)
             dropped = {o.job_id for o in batch} - applied
             if dropped:
                 log.info(

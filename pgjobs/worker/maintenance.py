@@ -88,6 +88,9 @@ class Maintenance:
                         "maintenance step failed, will retry",
                         extra={"step": step.__name__, "error": str(error).strip()},
                     )
+                    # No rescue in a pass whose heartbeat failed: right after an outage
+                    # it would find this worker's own live jobs stale and take them.
+                    break
 
     def stop(self) -> None:
         self._stop.set()

@@ -114,7 +114,8 @@ class Worker:
             ResilientConnection(url, "maintenance"),
             queries,
             self.worker_id,
-            held_ids=self.pool.held_ids,
+            # Finished jobs stay `running` until the completer writes them: beat for both.
+            held_ids=lambda: self.pool.held_ids() + self.completer.pending_ids(),
             on_lost=self.pool.forget,
             heartbeat_interval=self.settings.heartbeat_interval,
             rescue_after=self.settings.rescue_after,

@@ -40,7 +40,9 @@ def normalize_url(url: str) -> str:
 
 def resolve_schema(explicit: str | None) -> str:
     """The schema name from the argument, `PGJOBS_SCHEMA`, or the default, validated."""
-    return validate_schema(explicit or os.environ.get("PGJOBS_SCHEMA") or DEFAULT_SCHEMA)
+    if explicit is not None:
+        return validate_schema(explicit)
+    return validate_schema(os.environ.get("PGJOBS_SCHEMA") or DEFAULT_SCHEMA)
 
 
 def validate_schema(schema: str) -> str:

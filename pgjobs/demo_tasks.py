@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 from pgjobs.app import App, BulkItem
@@ -57,9 +57,9 @@ def send_email(ctx: JobContext, to: str, subject: str, refusals: int = 0) -> Non
 @app.task(name="demo.build_report", max_attempts=3)
 def build_report(month: str) -> None:
     """Build the sales report of `month` (YYYY-MM); a month that does not exist never will."""
-    _simulate_work(month, 0.05, 0.1)
-    first_day = datetime.strptime(month, "%Y-%m")
-    _simulate_work(first_day.isoformat(), 0.05, 0.1)
+    year, number = (int(part) for part in month.split("-"))
+    first_day = date(year, number, 1)  # ValueError for a month that does not exist
+    _simulate_work(first_day.isoformat(), 0.05, 0.2)
 
 
 @app.task(name="demo.charge_card")

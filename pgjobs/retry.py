@@ -6,6 +6,7 @@ check exact delays and workers use `random.random`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ class Backoff:
     def delay(self, attempt: int, random: Callable[[], float]) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         exponent = max(attempt - 1, 0)
-        # Compare in log space would be exact, but capping the exponent avoids overflow.
-        raw = self.cap if exponent > 1024 else min(self.cap, self.base * self.factor**exponent)
-        return raw * (1.0 - self.jitter * random())
+        try:
+            grown = self.base * float(self.factor) ** exponent
+        except OverflowError:  # past the float range, so past any cap (unless base is 0)
+            grown = math.inf if self.base > 0 else 0.0
+        return min(self.cap, grown) * (1.0 - self.jitter * random())

@@ -41,6 +41,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_APP = "tests.worker_app:app"
 
 Message = str | Callable[[], str]
+# The `start_worker` fixture's type: start_worker(*args, ready=True, app=WORKER_APP).
+StartWorker = Callable[..., "WorkerProcess"]
 
 
 def _text(message: Message) -> str:
@@ -108,9 +110,7 @@ class WorkerProcess:
     killed, so no test leaves a worker behind.
     """
 
-    def __init__(
-        self, database_url: str, schema: str, *args: str, app: str = WORKER_APP
-    ) -> None:
+    def __init__(self, database_url: str, schema: str, *args: str, app: str = WORKER_APP) -> None:
         self.database_url = database_url
         self.schema = schema
         self.args = list(args)
@@ -360,7 +360,32 @@ def runs(observer: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]
     """Every row of `<schema>.runs`, in the order the runs were recorded."""
     with observer.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            sql.SQL("SELECT * FROM {} ORDER BY at, job_id, attempt").format(
-                _table(schema, "runs")
-            )
+            sql.SQL("SELECT * FROM {} ORDER BY at, job_id, attempt").format(_table(schema, "runs"))
         ).fetchall()
+
+
+def wait_for_job(
+    observer: psycopg.Connection[Any],
+    schema: str,
+    job_id: int,
+    state: str = "completed",
+    *,
+    timeout: float = 10.0,
+    worker: WorkerProcess | None = None,
+) -> dict[str, Any]:
+    """Wait until job `job_id` is in `state`; returns its row.
+
+    On timeout the message shows the job as it is and, given `worker`, the worker's logs.
+    """
+    found: dict[str, Any] = {}
+
+    def reached() -> bool:
+        found.update(job(observer, schema, job_id))
+        return found["state"] == state
+
+    def explain() -> str:
+        logs = f"; {worker.describe()}" if worker is not None else ""
+        return f"job {job_id} never became {state}: {found}{logs}"
+
+    wait_until(reached, timeout, message=explain)
+    return found

@@ -5,15 +5,13 @@ Use them from a test module with `pytest_plugins = ["tests.worker_fixtures"]`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.support import WORKER_APP, WorkerProcess, create_runs_table
-
-StartWorker = Callable[..., WorkerProcess]
+from tests.support import WORKER_APP, StartWorker, WorkerProcess, create_runs_table
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from pgjobs.cli.demo_command import demo
 from pgjobs.cli.enqueue_command import enqueue
 from pgjobs.cli.inspect_commands import list_jobs, show, stats
 from pgjobs.cli.manage_commands import cancel, prune, retry
@@ -29,6 +30,7 @@ cli.command()(retry)
 cli.command()(cancel)
 cli.command()(prune)
 cli.command()(work)
+cli.command()(demo)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,11 @@
 """The completer: the one place that writes attempts' outcomes, in batches.
 
-Executor threads hand outcomes over and go back to work; the completer writes whatever
-has piled up in a single statement. Under load that turns hundreds of small
+Executor threads hand outcomes over and wait for the write; the completer writes
+whatever has piled up in a single statement. Under load that turns many small
 transactions into one, and under no load it costs one round trip per outcome, with no
-added latency. The hand-over queue is bounded, so when the database falls behind the
-executors block instead of the backlog growing without limit. A batch that fails on a
+added latency. Because an executor thread (and so its slot) stays busy until its
+outcome is written, a worker never holds more claimed jobs than it has threads, and when
+the database falls behind the fetcher simply stops claiming. A batch that fails on a
 broken connection is kept and written again after reconnecting: the statement's guard
 (same attempt, still running, still ours) makes a repeated write harmless.
 """
@@ -23,7 +24,6 @@ from pgjobs.worker.jobs import Outcome
 log = logging.getLogger("pgjobs.worker")
 
 MAX_BATCH = 1000
-BACKLOG_LIMIT = 10_000
 
 
 class Completer:
@@ -41,7 +41,7 @@ class Completer:
         self.queries = queries
         self.worker_id = worker_id
         self.on_written = on_written
-        self.backlog: queue.Queue[Outcome] = queue.Queue(maxsize=BACKLOG_LIMIT)
+        self.backlog: queue.Queue[tuple[Outcome, threading.Event]] = queue.Queue()
         self._stop = threading.Event()
         self._abandon = threading.Event()
         self._pending: set[int] = set()
@@ -51,11 +51,13 @@ class Completer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, outcome: Outcome) -> None:
-        """Queue an outcome for writing; blocks while the backlog is full."""
+    def submit(self, outcome: Outcome) -> threading.Event:
+        """Queue an outcome; the returned event is set once its batch was written or given up."""
+        written = threading.Event()
         with self._pending_lock:
             self._pending.add(outcome.job_id)
-        self.backlog.put(outcome)
+        self.backlog.put((outcome, written))
+        return written
 
     def pending_ids(self) -> list[int]:
         """Jobs whose outcome is queued or being written.
@@ -86,7 +88,7 @@ class Completer:
         )
         return {row[0] for row in rows}
 
-    def _next_batch(self) -> list[Outcome]:
+    def _next_batch(self) -> list[tuple[Outcome, threading.Event]]:
         try:
             batch = [self.backlog.get(timeout=0.1)]
         except queue.Empty:
@@ -100,9 +102,10 @@ class Completer:
 
     def _run(self) -> None:
         while not (self._stop.is_set() and self.backlog.empty()):
-            batch = self._next_batch()
-            if not batch:
+            entries = self._next_batch()
+            if not entries:
                 continue
+            batch = [outcome for outcome, _ in entries]
             try:
                 applied = self.write(batch)
             except Exception:
@@ -114,6 +117,8 @@ class Completer:
             finally:
                 with self._pending_lock:
                     self._pending.difference_update(o.job_id for o in batch)
+                for _, written in entries:
+                    written.set()
             dropped = {o.job_id for o in batch} - applied
             if dropped:
                 log.info(

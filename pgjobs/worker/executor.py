@@ -50,7 +50,7 @@ class ExecutorPool:
         concurrency: int,
         tasks: dict[str, Task[Any, Any]],
         worker_id: str,
-        report: Callable[[Outcome], None],
+        report: Callable[[Outcome], threading.Event],
         backoff: Backoff,
         random: Callable[[], float],
         on_slot_freed: Callable[[], None],
@@ -120,7 +120,7 @@ class ExecutorPool:
         count = 0
         for attempt in self._snapshot():
             attempt.context.stop.set()
-            if self._settle(attempt, put_back(attempt.job)):
+            if self._settle(attempt, put_back(attempt.job)) is not None:
                 count += 1
                 log.info("job put back", extra=self._fields(attempt))
         return count
@@ -130,7 +130,7 @@ class ExecutorPool:
         for attempt in self._snapshot():
             if attempt.job.id in job_ids:
                 attempt.context.stop.set()
-                if self._settle(attempt, None):
+                if self._settle(attempt, None) is not None:
                     log.warning(
                         "job taken away (cancelled or rescued)", extra=self._fields(attempt)
                     )
@@ -151,14 +151,17 @@ class ExecutorPool:
             **more,
         }
 
-    def _settle(self, attempt: Attempt, outcome: Outcome | None) -> bool:
+    def _settle(self, attempt: Attempt, outcome: Outcome | None) -> threading.Event | None:
+        """Decide the attempt once; returns an event set when its outcome is written."""
         with attempt.lock:
             if attempt.settled:
-                return False
+                return None
             attempt.settled = True
-        if outcome is not None:
-            self.report(outcome)
-        return True
+        if outcome is None:
+            done = threading.Event()
+            done.set()
+            return done
+        return self.report(outcome)
 
     def _work(self) -> None:
         while True:
@@ -201,7 +204,8 @@ class ExecutorPool:
             outcome = outcome_of_exception(
                 job, error, backoff=backoff, random=self.random, worker_id=self.worker_id
             )
-        if self._settle(attempt, outcome):
+        written = self._settle(attempt, outcome)
+        if written is not None:
             fields = self._fields(attempt, state=outcome.state)
             if outcome.error is not None:
                 fields["error"] = outcome.error["error"]
@@ -213,6 +217,9 @@ class ExecutorPool:
                 log.info("job snoozed", extra={**fields, "retry_in": outcome.delay})
             else:
                 log.warning("job attempt failed", extra={**fields, "retry_in": outcome.delay})
+            # The slot stays taken until the outcome is in the table, so this worker never
+            # holds more claimed jobs than it has threads.
+            written.wait()
         else:
             log.info("late result ignored: attempt already settled", extra=self._fields(attempt))
 
@@ -233,7 +240,7 @@ class ExecutorPool:
                     random=self.random,
                     worker_id=self.worker_id,
                 )
-                if self._settle(attempt, outcome):
+                if self._settle(attempt, outcome) is not None:
                     log.warning(
                         "job timed out",
                         extra=self._fields(attempt, state=outcome.state, retry_in=outcome.delay),

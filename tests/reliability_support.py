@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -26,11 +27,7 @@ from tests.support import WorkerProcess, wait_until
 
 
 def query(
-    database_url: str,
-    statement: str | sql.Composable,
-    params: Any = None,
-    *,
-    retry_for: float = 30.0,
+    database_url: str, statement: str | sql.Composed, params: Any = None, *, retry_for: float = 30.0
 ) -> list[tuple[Any, ...]]:
     """Run one statement on a new connection; retry connection failures for `retry_for` s."""
     deadline = time.monotonic() + retry_for
@@ -121,6 +118,11 @@ def worker_pid(worker_id: str) -> int:
     return int(worker_id.rsplit(":", 2)[1])
 
 
+def serving(worker: WorkerProcess) -> bool:
+    """Whether the worker got past start-up (its signal handlers are installed)."""
+    return "worker started" in worker.logs()
+
+
 class Fleet:
     """Worker processes kept at `size`: a dead one is replaced, as systemd would."""
 
@@ -146,8 +148,7 @@ class Fleet:
         its App would test nothing.
         """
         running = [w for w in self.workers if w.running()]
-        serving = [w for w in running if "worker started" in w.logs()]
-        victim = rng.choice(serving or running)
+        victim = rng.choice([w for w in running if serving(w)] or running)
         victim.send(signal.SIGKILL)
         victim.wait_exit()
         self.replace_dead()
@@ -160,6 +161,6 @@ class Fleet:
         before it installs its handler, which says nothing about pgjobs.
         """
         for worker in self.workers:
-            wait_until(lambda w=worker: "worker started" in w.logs(), 20, message=worker.describe)
+            wait_until(partial(serving, worker), 20, message=worker.describe)
             worker.send(signal.SIGTERM)
         return [worker.wait_exit(30) for worker in self.workers]

@@ -4,8 +4,9 @@
   exactly as long as it must and fails with a message instead of hanging.
 - `WorkerProcess`: one `pgjobs work` subprocess on a test schema, with its output in a
   file (a pipe could fill up and block the worker), signals, exit status and logs.
-- `job`, `jobs`, `runs`: read the jobs table and the `runs` table that the tasks of
-  `tests/worker_app.py` write to; `create_runs_table` creates the latter.
+- `job`, `jobs`, `runs`, `wait_for_job`: read the jobs table and the `runs` table that
+  the tasks of `tests/worker_app.py` write to; `create_runs_table` creates the latter.
+- `job_row_locked`: hold a job's row lock, so that writing its outcome has to wait.
 
 The matching pytest fixtures (`runs_table`, `start_worker`) live in
 `tests/worker_fixtures.py`; a test module pulls them in with
@@ -22,7 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -335,6 +337,21 @@ def create_runs_table(conn: psycopg.Connection[Any], schema: str) -> None:
             " at timestamptz DEFAULT clock_timestamp())"
         ).format(_table(schema, "runs"))
     )
+
+
+@contextmanager
+def job_row_locked(database_url: str, schema: str, job_id: int) -> Iterator[None]:
+    """Hold a row lock on one job for the duration, so a worker's write to it waits.
+
+    A way to freeze the moment between "the task returned" and "its outcome is in the
+    table" (claims skip locked rows, so the rest of the queue keeps moving).
+    """
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(_table(schema, "jobs")),
+            (job_id,),
+        )
+        yield
 
 
 def job(observer: psycopg.Connection[Any], schema: str, job_id: int) -> dict[str, Any]:

@@ -8,8 +8,6 @@ non-ASCII letters go through enqueue, NOTIFY, claim and completion untouched.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +20,10 @@ from psycopg.conninfo import make_conninfo
 
 from pgjobs import App
 from pgjobs.migrate import upgrade
+from tests.admin_helpers import run_cli
 from tests.poison_app import ODD_TASK_NAME
 from tests.reliability_support import state_counts
-from tests.support import REPO_ROOT, WorkerProcess, create_runs_table, runs, wait_until
+from tests.support import WorkerProcess, create_runs_table, runs, wait_until
 
 # What the README tells the owner to run after `pgjobs migrate`, for the role that
 # workers, producers and the admin commands use. The id is an identity column, so
@@ -50,16 +49,6 @@ class Roles:
     producer: str
     schema: str
     urls: dict[str, str]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pgjobs", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def apply_grants(conn: psycopg.Connection[Any], template: str, schema: str, role: str) -> None:
@@ -102,10 +91,10 @@ def roles(database_url: str) -> Iterator[Roles]:
 
 
 @pytest.fixture
-def migrated_by_owner(roles: Roles, database_url: str) -> Roles:
+def migrated_by_owner(roles: Roles, capsys: pytest.CaptureFixture[str]) -> Roles:
     """The owner migrated a schema and granted the documented rights; runs table added."""
-    result = run_cli("migrate", "--database-url", roles.urls["owner"], "--schema", roles.schema)
-    assert result.returncode == 0, result.stderr
+    result = run_cli(capsys, roles.urls["owner"], roles.schema, "migrate")
+    assert result.code == 0, result.err
     with psycopg.connect(roles.urls["owner"], autocommit=True) as owner:
         apply_grants(owner, GRANTS, roles.schema, roles.worker)
         apply_grants(owner, PRODUCER_GRANTS, roles.schema, roles.producer)
@@ -157,12 +146,14 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
     assert ran == {(ok_id, 1), (flaky_id, 1), (flaky_id, 2), (orphan_id, 2)}
 
 
-def test_worker_and_admin_commands_work_as_the_worker_role(migrated_by_owner: Roles) -> None:
+def test_admin_commands_work_as_the_worker_role(
+    migrated_by_owner: Roles, capsys: pytest.CaptureFixture[str]
+) -> None:
     roles = migrated_by_owner
-    common = ("--database-url", roles.urls["worker"], "--schema", roles.schema)
-    enqueued = run_cli("enqueue", "noop", "--payload", "{}", "--delay", "3600", *common)
-    assert enqueued.returncode == 0, enqueued.stderr
-    job_id = enqueued.stdout.strip()
+    url, schema = roles.urls["worker"], roles.schema
+    enqueued = run_cli(capsys, url, schema, "enqueue", "noop", "--payload", "{}", "--delay", "60")
+    assert enqueued.code == 0, enqueued.err
+    job_id = enqueued.out.strip()
     for command in (
         ("stats",),
         ("list",),
@@ -171,8 +162,8 @@ def test_worker_and_admin_commands_work_as_the_worker_role(migrated_by_owner: Ro
         ("retry", job_id),
         ("prune",),
     ):
-        result = run_cli(*command, *common)
-        assert result.returncode == 0, (command, result.stderr)
+        result = run_cli(capsys, url, schema, *command)
+        assert result.code == 0, (command, result.err)
 
 
 SCHEMA_CHANGES = (
@@ -233,7 +224,9 @@ def odd_schema(database_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
-def test_odd_schema_queue_and_task_names_run_end_to_end(database_url: str, odd_schema: str) -> None:
+def test_odd_schema_queue_and_task_names_run_end_to_end(
+    database_url: str, odd_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     # given a worker serving only the odd queue, woken only by NOTIFY (the poll is 30 s
     # away), so the notification channel of the odd schema must work too
     with WorkerProcess(
@@ -252,18 +245,17 @@ def test_odd_schema_queue_and_task_names_run_end_to_end(database_url: str, odd_s
         api_id = app.enqueue(None, ODD_TASK_NAME, {"label": "api"}, queue=ODD_QUEUE)
         app.close()
         cli = run_cli(
+            capsys,
+            database_url,
+            odd_schema,
             "enqueue",
             ODD_TASK_NAME,
             "--payload",
             '{"label": "cli \'; --"}',
             "--queue",
             ODD_QUEUE,
-            "--database-url",
-            database_url,
-            "--schema",
-            odd_schema,
         )
-        assert cli.returncode == 0, cli.stderr
+        assert cli.code == 0, cli.err
 
         # then both run, with names and payloads intact
         wait_until(
@@ -281,6 +273,6 @@ def test_odd_schema_queue_and_task_names_run_end_to_end(database_url: str, odd_s
         labels = [r["label"] for r in runs(conn, odd_schema)]
     assert rows == [
         (api_id, ODD_QUEUE, ODD_TASK_NAME),
-        (int(cli.stdout), ODD_QUEUE, ODD_TASK_NAME),
+        (int(cli.out), ODD_QUEUE, ODD_TASK_NAME),
     ]
     assert sorted(labels) == ["api", "cli '; --"]

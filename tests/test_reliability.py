@@ -143,8 +143,8 @@ def test_every_job_completes_across_a_postgres_restart(
     [(recovery,)] = query(
         database_url,
         sql.SQL(
-            "SELECT extract(epoch FROM min(started_at) - pg_postmaster_start_time())"
-            " FROM {} WHERE started_at > pg_postmaster_start_time()"
+            "SELECT extract(epoch FROM min(finished_at) - pg_postmaster_start_time())"
+            " FROM {} WHERE finished_at > pg_postmaster_start_time()"
         ).format(sql.Identifier(runs_table, "jobs")),
     )
     # Jobs whose own statements the outage broke failed that attempt and were retried,
@@ -161,7 +161,7 @@ def test_every_job_completes_across_a_postgres_restart(
         completed_before=before["completed"],
         ran_twice=sum(1 for count in started.values() if count > 1),
         rescued=0,
-        server_up_to_first_claim_s=f"{float(recovery):.2f}",
+        server_up_to_first_outcome_written_s=f"{float(recovery):.2f}",
     )
 
 
@@ -201,12 +201,12 @@ def test_worker_recovers_when_every_client_backend_is_terminated(own_database: s
         )
         [(recovery,)] = query(
             own_database,
-            "SELECT extract(epoch FROM min(started_at) - %s) FROM pgjobs.jobs"
-            " WHERE started_at > %s",
+            "SELECT extract(epoch FROM min(finished_at) - %s) FROM pgjobs.jobs"
+            " WHERE finished_at > %s",
             (terminated_at, terminated_at),
         )
-        enqueued_at = time.monotonic()
         new_id = app.enqueue(None, "record", {"label": "after"})
+        enqueued_at = time.monotonic()
         wait_until(
             lambda: (
                 query(own_database, "SELECT state FROM pgjobs.jobs WHERE id = %s", (new_id,))
@@ -228,7 +228,7 @@ def test_worker_recovers_when_every_client_backend_is_terminated(own_database: s
         jobs=total,
         backends_terminated=terminated,
         ran_twice=sum(1 for count in started.values() if count > 1),
-        terminated_to_first_claim_s=f"{float(recovery):.2f}",
+        terminated_to_first_outcome_written_s=f"{float(recovery):.2f}",
         new_job_enqueue_to_completed_s=f"{new_job_latency:.2f}",
     )
 

@@ -16,7 +16,15 @@ import psycopg
 from psycopg import sql
 
 from pgjobs import App
-from tests.support import StartWorker, job, runs, stays_true, wait_for_job, wait_until
+from tests.support import (
+    StartWorker,
+    job,
+    job_row_locked,
+    runs,
+    stays_true,
+    wait_for_job,
+    wait_until,
+)
 
 pytest_plugins = ["tests.worker_fixtures"]
 
@@ -253,6 +261,57 @@ def test_worker_never_runs_more_jobs_than_its_concurrency(
         ).format(jobs=sql.Identifier(app.schema, "jobs"))
     ).fetchone()[0]
     assert held_at_claim <= 3, f"{held_at_claim} jobs held at once with --concurrency 3"
+
+
+def test_finished_job_holds_its_slot_until_its_outcome_is_written(
+    app: App,
+    database_url: str,
+    observer: Connection,
+    runs_table: str,
+    start_worker: StartWorker,
+) -> None:
+    # given: a one-thread worker running a job, and another job waiting
+    worker = start_worker("--concurrency", "1")
+    first_id = app.enqueue(None, "sleep", {"seconds": 0.3}, priority=1)
+    wait_for_run(observer, app.schema, first_id, "started")
+    second_id = app.enqueue(None, "record", {"label": "second"})
+    # when: the first job returns but its outcome cannot be written yet
+    with job_row_locked(database_url, app.schema, first_id):
+        wait_for_run(observer, app.schema, first_id, "finished")
+        # then: the worker still holds the first job, so it claims nothing else
+        stays_true(
+            lambda: job(observer, app.schema, second_id)["state"] == "available",
+            duration=0.5,
+            message="a second job was claimed while the first was still held (running)",
+        )
+    # and once the outcome is written the second job runs
+    wait_for_job(observer, app.schema, first_id, "completed", worker=worker)
+    wait_for_job(observer, app.schema, second_id, "completed", worker=worker)
+
+
+def test_timed_out_job_holds_its_slot_until_its_outcome_is_written(
+    app: App,
+    database_url: str,
+    observer: Connection,
+    runs_table: str,
+    start_worker: StartWorker,
+) -> None:
+    # given: a one-thread worker running a job that will time out, and another job waiting
+    worker = start_worker("--concurrency", "1")
+    first_id = app.enqueue(None, "times_out", max_attempts=1, priority=1)
+    wait_for_run(observer, app.schema, first_id, "started")
+    second_id = app.enqueue(None, "record", {"label": "second"})
+    # when: the task stops at its timeout and returns, but the timeout is not written yet
+    with job_row_locked(database_url, app.schema, first_id):
+        wait_for_run(observer, app.schema, first_id, "saw stop flag")
+        # then
+        stays_true(
+            lambda: job(observer, app.schema, second_id)["state"] == "available",
+            duration=0.5,
+            message="a second job was claimed while the timed-out one was still held",
+        )
+    wait_for_job(observer, app.schema, first_id, "failed", worker=worker)
+    wait_for_job(observer, app.schema, second_id, "completed", worker=worker)
 
 
 def test_sigterm_lets_a_running_job_finish(

@@ -38,6 +38,7 @@ class Attempt:
     timeout: float | None
     started: float
     settled: bool = False
+    written: threading.Event | None = None  # set once the settled outcome is in the table
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -157,11 +158,13 @@ class ExecutorPool:
             if attempt.settled:
                 return None
             attempt.settled = True
-        if outcome is None:
-            done = threading.Event()
-            done.set()
-            return done
-        return self.report(outcome)
+            # Reported under the lock, so whoever finds the attempt settled finds the event.
+            if outcome is None:
+                attempt.written = threading.Event()
+                attempt.written.set()
+            else:
+                attempt.written = self.report(outcome)
+            return attempt.written
 
     def _work(self) -> None:
         while True:
@@ -217,11 +220,14 @@ class ExecutorPool:
                 log.info("job snoozed", extra={**fields, "retry_in": outcome.delay})
             else:
                 log.warning("job attempt failed", extra={**fields, "retry_in": outcome.delay})
-            # The slot stays taken until the outcome is in the table, so this worker never
-            # holds more claimed jobs than it has threads.
-            written.wait()
         else:
             log.info("late result ignored: attempt already settled", extra=self._fields(attempt))
+            with attempt.lock:  # settled by its timeout (or shutdown, or cancellation)
+                written = attempt.written
+        # The slot stays taken until the outcome is in the table, whoever settled it, so
+        # this worker never holds more claimed jobs than it has threads.
+        if written is not None:
+            written.wait()
 
     def _watch_deadlines(self) -> None:
         while not self._stopped.wait(WATCHDOG_INTERVAL):

@@ -105,7 +105,7 @@ class Worker:
             random=random,
         )
         self.listener = Listener(
-            ResilientConnection(url, "listener", autocommit=True),
+            ResilientConnection(url, "listener"),
             queries,
             wants=self.settings.queues.wants,
             wake=self.fetcher.notify_job_available,

@@ -216,6 +216,9 @@ USING batch
 WHERE j.id = batch.id
 """
 
+# Every job of one queue, whatever its state (the demo starts each run afresh with it).
+DELETE_QUEUE_JOBS = "DELETE FROM {jobs} WHERE queue = %(queue)s"
+
 SCHEMA_EXISTS = "SELECT to_regclass(%(jobs_table)s) IS NOT NULL"
 
 
@@ -302,3 +305,7 @@ class Queries:
     @cached_property
     def prune_finished(self) -> sql.Composed:
         return self._compose(PRUNE_FINISHED)
+
+    @cached_property
+    def delete_queue_jobs(self) -> sql.Composed:
+        return self._compose(DELETE_QUEUE_JOBS)

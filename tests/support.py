@@ -108,8 +108,9 @@ class WorkerProcess:
     The worker gets `--database-url` with an `application_name` of its own, so its
     connections (and not those its tasks open) can be told apart in `pg_stat_activity`;
     the tasks read `PGJOBS_DATABASE_URL` and `PGJOBS_SCHEMA` from the environment.
-    Use it as a context manager, or call `close()`: a process still running then is
-    killed, so no test leaves a worker behind.
+    Use it as a context manager (which also deletes the log file on exit), or call
+    `close()`: a process still running then is killed, so no test leaves a worker behind.
+    Failure messages of its waits include the logs (`describe()`).
     """
 
     def __init__(self, database_url: str, schema: str, *args: str, app: str = WORKER_APP) -> None:
@@ -144,6 +145,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
+        """The process id (the worker must have been started)."""
         return self._started().pid
 
     def start(self) -> WorkerProcess:
@@ -173,6 +175,7 @@ class WorkerProcess:
         return self.process
 
     def running(self) -> bool:
+        """Whether the process has not exited yet."""
         return self._started().poll() is None
 
     def logs(self) -> str:
@@ -218,8 +221,8 @@ class WorkerProcess:
     def wait_listening(self, timeout: float = 20.0) -> None:
         """Wait until a NOTIFY on the schema's channel makes the worker claim.
 
-        `pg_stat_activity` cannot say whether a session listens (its `query` column
-        shows the last statement, the COMMIT after LISTEN), so this probes: send a
+        `pg_stat_activity` only shows a session's last statement, not whether its LISTEN
+        is in effect nor whether anyone reads the notifications, so this probes: send a
         notification for a queue the worker serves and watch its connections for the
         claim it triggers. Two probes in a row must answer, so the claim the fetcher
         makes at start-up cannot pass for an answer. The probe is only conclusive for a
@@ -252,7 +255,7 @@ class WorkerProcess:
     def last_activity(self) -> datetime | None:
         """When the worker's connections last started a statement now finished.
 
-        Only idle sessions count, so a transaction in flight is seen once, at its COMMIT.
+        Only idle sessions count, so a statement (or transaction) is seen once, finished.
         None when no connection of the worker has finished a statement yet.
         """
         row = (
@@ -311,6 +314,7 @@ class WorkerProcess:
             self._observer = None
 
     def remove_log(self) -> None:
+        """Delete the log file (after `close()`, once the logs are no longer needed)."""
         self.log_path.unlink(missing_ok=True)
 
     def _observe(self) -> psycopg.Connection[Any]:
@@ -323,6 +327,7 @@ class WorkerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+        self.remove_log()
 
 
 def _table(schema: str, name: str) -> sql.Identifier:
@@ -398,7 +403,7 @@ def wait_for_job(
 
     def reached() -> bool:
         found.update(job(observer, schema, job_id))
-        return found["state"] == state
+        return bool(found["state"] == state)
 
     def explain() -> str:
         logs = f"; {worker.describe()}" if worker is not None else ""

@@ -32,7 +32,8 @@ Connection = psycopg.Connection[Any]
 
 # The test App's retry policy: Backoff(base=0.05, factor=2, cap=0.4, jitter=0.2).
 BACKOFF_BASE, BACKOFF_CAP, BACKOFF_JITTER = 0.05, 0.4, 0.2
-# Retries and snoozes are found by the poll (only inserts send NOTIFY); poll fast.
+# Retries and snoozes send no NOTIFY (only inserts do); a fast poll keeps the tests that
+# wait for them quick without depending on how the worker schedules its next poll.
 FAST_POLL = ("--poll-interval", "0.05")
 
 
@@ -123,10 +124,10 @@ def test_retry_waits_grow_with_each_failure_and_stay_under_the_cap(
 
     # when: watching run_at each time the job waits for its retry
     def completed() -> bool:
-        state, attempts, wait = observer.execute(wait_query, (job_id,)).fetchone()
+        [(state, attempts, wait)] = observer.execute(wait_query, (job_id,)).fetchall()
         if state == "available" and attempts > 0:
             waits[attempts] = wait
-        return state == "completed"
+        return bool(state == "completed")
 
     wait_until(completed, timeout=15, interval=0.005, message=worker.describe)
 
@@ -253,13 +254,13 @@ def test_worker_never_runs_more_jobs_than_its_concurrency(
     # then: sampled while it ran
     assert peak == 3, f"at most 3 jobs may run at once, and 3 should; saw {peak}"
     # and, exactly, from the record: no job was claimed while 3 others were still held
-    held_at_claim = observer.execute(
+    [(held_at_claim,)] = observer.execute(
         sql.SQL(
             "SELECT max((SELECT count(*) FROM {jobs} k"
             "            WHERE k.started_at <= j.started_at AND j.started_at < k.finished_at))"
             " FROM {jobs} j"
         ).format(jobs=sql.Identifier(app.schema, "jobs"))
-    ).fetchone()[0]
+    ).fetchall()
     assert held_at_claim <= 3, f"{held_at_claim} jobs held at once with --concurrency 3"
 
 

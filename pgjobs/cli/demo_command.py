@@ -48,9 +48,6 @@ SETTINGS = WorkerSettings(
     shutdown_timeout=5.0,
     poll_interval=0.5,
 )
-# The demo's jobs are its queue's jobs; the worker serves no other queue, and only these
-# are cleared, so pointing the demo at a schema that holds real jobs leaves those alone.
-CLEAR_DEMO_JOBS = "DELETE FROM {jobs} WHERE queue = %(queue)s"
 # Display order: `available` is split into runnable now and waiting for its `run_at`.
 ROWS = (
     ("waiting", "available, runnable now"),
@@ -133,10 +130,10 @@ def _run_tour(console: Console, app: App, database_url: str | None) -> bool:
     console.print("pgjobs demo: a job queue in PostgreSQL, on a small workload", style="bold")
     console.print(f"  database  {_without_password(where)}")
     upgrade(url, app.schema)
+    # The demo's jobs are its queue's jobs; the worker serves no other queue, and only
+    # these are cleared, so a schema that holds real jobs keeps them.
     with app.database.transaction() as conn:
-        cleared = conn.execute(
-            sql.SQL(CLEAR_DEMO_JOBS).format(jobs=app.queries.jobs), {"queue": DEMO_QUEUE}
-        ).rowcount
+        cleared = conn.execute(app.queries.delete_queue_jobs, {"queue": DEMO_QUEUE}).rowcount
     again = f"; {cleared} jobs of the last demo cleared" if cleared else ""
     console.print(f"  schema    {app.schema} (migrated{again})\n")
 

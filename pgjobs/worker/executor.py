@@ -171,6 +171,10 @@ class ExecutorPool:
             job = self._inbox.get()
             try:
                 self._run(job)
+            except Exception:
+                # A bug of ours (tasks' errors are caught in _run): log it and keep the
+                # thread, or the pool would shrink silently. The job is rescued later.
+                log.exception("executor error", extra=job.log_fields())
             finally:
                 with self._idle:
                     self._busy -= 1

@@ -108,7 +108,10 @@ class Fetcher:
     def _claim_statement(self, limit: int, queue: str | None) -> list[ClaimedJob]:
         query = self.queries.claim_any_queue if queue is None else self.queries.claim_from_queue
         params = {"limit": limit, "worker_id": self.worker_id, "queue": queue}
-        rows = self.connection.run(lambda conn: conn.execute(query, params).fetchall(), attempts=1)
+        # One quick retry covers a connection that went stale while idle. Retrying a claim
+        # is safe: if the first one committed unseen, its jobs are never heart-beaten and
+        # the rescuer returns them.
+        rows = self.connection.run(lambda conn: conn.execute(query, params).fetchall(), attempts=2)
         self.claim_count += 1
         return [ClaimedJob.from_row(row) for row in rows]
 
@@ -126,6 +129,12 @@ class Fetcher:
                     log.warning("claim failed, retrying", extra={"error": str(error).strip()})
                     maybe_more = True
                     self._stop.wait(min(self.poll_interval, 1.0))
+                    continue
+                except Exception:
+                    # E.g. a revoked privilege: keep trying at the poll pace rather than
+                    # let the thread die and the worker sit idle without a word.
+                    log.exception("claim failed unexpectedly, retrying")
+                    self._stop.wait(self.poll_interval)
                     continue
                 for job in jobs:
                     self.pool.submit(job)

@@ -92,18 +92,14 @@ def test_task_options_are_stored(app: App, observer: Any, schema: str) -> None:
     assert (second["queue"], second["priority"], second["max_attempts"]) == ("urgent", 9, 10)
 
 
-def test_delay_and_run_at_set_future_run_time(
-    resize: Any, observer: Any, schema: str
-) -> None:
+def test_delay_and_run_at_set_future_run_time(resize: Any, observer: Any, schema: str) -> None:
     later = datetime.now(timezone.utc) + timedelta(hours=2)
     resize.options(delay=60).enqueue(None, path="x", width=1)
     resize.options(delay=timedelta(minutes=5)).enqueue(None, path="x", width=1)
     resize.options(run_at=later).enqueue(None, path="x", width=1)
 
     delayed, delayed_td, scheduled = jobs(observer, schema)
-    assert timedelta(seconds=59) < delayed["run_at"] - delayed["created_at"] < timedelta(
-        seconds=61
-    )
+    assert timedelta(seconds=59) < delayed["run_at"] - delayed["created_at"] < timedelta(seconds=61)
     assert delayed_td["run_at"] - delayed_td["created_at"] == pytest.approx(
         timedelta(minutes=5), abs=timedelta(seconds=1)
     )

@@ -26,7 +26,7 @@ from pgjobs import App
 from pgjobs.cli import main
 from pgjobs.migrate import head_revision, upgrade
 from pgjobs.queries import notify_channel
-from pgjobs.schema import build_metadata
+from pgjobs.schema import JOBS_STORAGE_PARAMETERS, build_metadata
 
 REPO_ROOT = Path(__file__).parents[1]
 SENTINEL_QUEUE = "sentinel"
@@ -127,6 +127,30 @@ def schema_differences(engine: sa.Engine, schema: str, metadata: sa.MetaData) ->
 
 def test_migrated_schema_matches_the_metadata(engine: sa.Engine, schema: str) -> None:
     assert schema_differences(engine, schema, build_metadata(schema)) == []
+
+
+def test_storage_parameters_and_partial_indexes_match_the_metadata(
+    observer: psycopg.Connection[Any], schema: str
+) -> None:
+    # Autogenerate compares neither storage parameters nor index predicates.
+    jobs = f"{sql.Identifier(schema).as_string()}.jobs"
+    [options] = observer.execute(
+        "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [jobs]
+    ).fetchone() or [None]
+    partial = dict(
+        observer.execute(
+            "SELECT c.relname, i.indpred IS NOT NULL FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+            [jobs],
+        ).fetchall()
+    )
+
+    assert dict(option.split("=", 1) for option in options) == JOBS_STORAGE_PARAMETERS
+    expected = {
+        index.name: index.dialect_options["postgresql"]["where"] is not None
+        for index in build_metadata(schema).tables[f"{schema}.jobs"].indexes
+    }
+    assert {name: flag for name, flag in partial.items() if name != "jobs_pkey"} == expected
 
 
 def _add_column(metadata: sa.MetaData, schema: str) -> None:

@@ -48,7 +48,6 @@ class Fetcher:
         self.random = random
         self.clock = clock
         self.job_available = threading.Event()  # set by the listener
-        self.claim_count = 0  # statements run, for tests and stats
         self._next_poll = clock()
         self._poll_lock = threading.Lock()
         self._wake = threading.Event()
@@ -112,7 +111,6 @@ class Fetcher:
         # is safe: if the first one committed unseen, its jobs are never heart-beaten and
         # the rescuer returns them.
         rows = self.connection.run(lambda conn: conn.execute(query, params).fetchall(), attempts=2)
-        self.claim_count += 1
         return [ClaimedJob.from_row(row) for row in rows]
 
     def _run(self) -> None:

@@ -32,7 +32,6 @@ class Listener:
         self.queries = queries
         self.wants = wants
         self.wake = wake
-        self.listening = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgjobs-listener", daemon=True)
 
@@ -46,7 +45,6 @@ class Listener:
         while not self._stop.is_set():
             try:
                 self._listen()
-                self.listening.set()
                 self.wake()
                 conn = self.connection.connection()
                 while not self._stop.is_set():
@@ -54,7 +52,6 @@ class Listener:
                         if self.wants(notify.payload):
                             self.wake()
             except Exception as error:
-                self.listening.clear()
                 self.connection.discard()
                 if self._stop.is_set():
                     return

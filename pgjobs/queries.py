@@ -60,7 +60,15 @@ CLAIM_QUEUE_FILTER = "AND queue = %(queue)s"
 # put-back are all "set this state, maybe push run_at, maybe append an error". The
 # (id, attempts, running, worker) guard drops an outcome for a job that was meanwhile
 # cancelled or rescued, so a late writer can never overwrite someone else's attempt.
+# Rows are locked in id order first, as the heartbeat does, so that the two statements,
+# which touch the same rows, cannot deadlock.
 RECORD_OUTCOMES = """
+WITH held AS (
+    SELECT id FROM {jobs}
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
+    ORDER BY id
+    FOR UPDATE
+)
 UPDATE {jobs} AS j
 SET state = o.state,
     attempts = j.attempts + o.attempts_delta,
@@ -77,8 +85,9 @@ SET state = o.state,
 FROM unnest(
     %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
     %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
-) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)
-WHERE j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta),
+     held
+WHERE j.id = held.id AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
   AND j.worker_id = %(worker_id)s
 RETURNING j.id
 """
@@ -86,9 +95,16 @@ RETURNING j.id
 # One statement per interval keeps all of a worker's jobs alive; ids that do not come
 # back were cancelled or rescued meanwhile, and their tasks are told to stop.
 HEARTBEAT = """
-UPDATE {jobs} SET heartbeat_at = now()
-WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
-RETURNING id
+WITH held AS (
+    SELECT id FROM {jobs}
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE {jobs} AS j SET heartbeat_at = now()
+FROM held
+WHERE j.id = held.id
+RETURNING j.id
 """
 
 # Returns running jobs whose worker stopped heart-beating. The transaction-scoped

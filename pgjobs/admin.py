@@ -113,11 +113,7 @@ def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
         return []
     with app.database.transaction() as conn:
         locked = _lock(conn, app, wanted)
-        problems = {
-            job_id: f"job {job_id} is {state}; only failed or cancelled jobs can be retried"
-            for job_id, (state, _) in locked.items()
-            if state not in RETRYABLE_STATES
-        }
+        problems = _wrong_state(locked, RETRYABLE_STATES, "retried")
         problems.update(_unique_key_conflicts(conn, app, locked, problems))
         if problems:
             raise JobStateError(problems)
@@ -145,11 +141,7 @@ def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
         return []
     with app.database.transaction() as conn:
         locked = _lock(conn, app, wanted)
-        problems = {
-            job_id: f"job {job_id} is {state}; only available or running jobs can be cancelled"
-            for job_id, (state, _) in locked.items()
-            if state not in CANCELLABLE_STATES
-        }
+        problems = _wrong_state(locked, CANCELLABLE_STATES, "cancelled")
         if problems:
             raise JobStateError(problems)
         rows = fetch_all(conn, app.queries.cancel_jobs, {"ids": wanted})
@@ -229,6 +221,17 @@ def _lock(
     if missing:
         raise JobNotFoundError(f"no jobs with ids {', '.join(map(str, missing))}")
     return locked
+
+
+def _wrong_state(
+    locked: dict[int, tuple[str, str | None]], allowed: tuple[str, ...], done: str
+) -> dict[int, str]:
+    """Refusals for the locked jobs whose state does not allow the change."""
+    return {
+        job_id: f"job {job_id} is {state}; only {' or '.join(allowed)} jobs can be {done}"
+        for job_id, (state, _) in locked.items()
+        if state not in allowed
+    }
 
 
 def _unique_key_conflicts(

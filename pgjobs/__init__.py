@@ -1,41 +1,116 @@
 """pgjobs: a durable background-job queue on PostgreSQL.
 
 Enqueue inside your own transaction, run `pgjobs work`, inspect with plain SQL.
+
+The public names are imported on first use, so that `import pgjobs` (and so every
+`pgjobs` command, `--help` included) does not pay for psycopg until it needs it.
 """
 
-from pgjobs.app import App
-from pgjobs.enqueue import JobOptions
-from pgjobs.errors import (
-    ConfigurationError,
-    DatabaseUnavailableError,
-    FailJob,
-    InvalidJobError,
-    JobNotFoundError,
-    PayloadNotSerializableError,
-    PgJobsError,
-    SchemaNotMigratedError,
-    SnoozeJob,
-    UnknownTaskError,
-)
-from pgjobs.retry import Backoff
-from pgjobs.tasks import JobContext, Task
+from __future__ import annotations
 
-__all__ = [
-    "App",
-    "Backoff",
-    "ConfigurationError",
-    "DatabaseUnavailableError",
-    "FailJob",
-    "InvalidJobError",
-    "JobContext",
-    "JobNotFoundError",
-    "JobOptions",
-    "PayloadNotSerializableError",
-    "PgJobsError",
-    "SchemaNotMigratedError",
-    "SnoozeJob",
-    "Task",
-    "UnknownTaskError",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgjobs.app import (
+        App as App,
+    )
+    from pgjobs.enqueue import (
+        EnqueueOptions as EnqueueOptions,
+    )
+    from pgjobs.enqueue import (
+        JobOptions as JobOptions,
+    )
+    from pgjobs.errors import (
+        ConfigurationError as ConfigurationError,
+    )
+    from pgjobs.errors import (
+        DatabaseUnavailableError as DatabaseUnavailableError,
+    )
+    from pgjobs.errors import (
+        EmbeddedUnavailableError as EmbeddedUnavailableError,
+    )
+    from pgjobs.errors import (
+        FailJob as FailJob,
+    )
+    from pgjobs.errors import (
+        InvalidJobError as InvalidJobError,
+    )
+    from pgjobs.errors import (
+        InvalidTaskError as InvalidTaskError,
+    )
+    from pgjobs.errors import (
+        JobNotFoundError as JobNotFoundError,
+    )
+    from pgjobs.errors import (
+        JobStateError as JobStateError,
+    )
+    from pgjobs.errors import (
+        PayloadNotSerializableError as PayloadNotSerializableError,
+    )
+    from pgjobs.errors import (
+        PgJobsError as PgJobsError,
+    )
+    from pgjobs.errors import (
+        SchemaNotMigratedError as SchemaNotMigratedError,
+    )
+    from pgjobs.errors import (
+        SnoozeJob as SnoozeJob,
+    )
+    from pgjobs.errors import (
+        UnknownTaskError as UnknownTaskError,
+    )
+    from pgjobs.job import (
+        Job as Job,
+    )
+    from pgjobs.job import (
+        JobState as JobState,
+    )
+    from pgjobs.retry import (
+        Backoff as Backoff,
+    )
+    from pgjobs.tasks import (
+        JobContext as JobContext,
+    )
+    from pgjobs.tasks import (
+        Task as Task,
+    )
+
+_HOMES = {
+    "App": "pgjobs.app",
+    "Backoff": "pgjobs.retry",
+    "ConfigurationError": "pgjobs.errors",
+    "DatabaseUnavailableError": "pgjobs.errors",
+    "EmbeddedUnavailableError": "pgjobs.errors",
+    "EnqueueOptions": "pgjobs.enqueue",
+    "FailJob": "pgjobs.errors",
+    "InvalidJobError": "pgjobs.errors",
+    "InvalidTaskError": "pgjobs.errors",
+    "Job": "pgjobs.job",
+    "JobContext": "pgjobs.tasks",
+    "JobNotFoundError": "pgjobs.errors",
+    "JobOptions": "pgjobs.enqueue",
+    "JobState": "pgjobs.job",
+    "JobStateError": "pgjobs.errors",
+    "PayloadNotSerializableError": "pgjobs.errors",
+    "PgJobsError": "pgjobs.errors",
+    "SchemaNotMigratedError": "pgjobs.errors",
+    "SnoozeJob": "pgjobs.errors",
+    "Task": "pgjobs.tasks",
+    "UnknownTaskError": "pgjobs.errors",
+}
+
+__all__ = sorted(_HOMES)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is asked for."""
+    try:
+        home = _HOMES[name]
+    except KeyError:
+        raise AttributeError(f"module 'pgjobs' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -9,60 +9,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from pgjobs.app import App
-from pgjobs.db import Params, fetch_all
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError
-from pgjobs.schema import FINISHED_STATES, STATES, UNFINISHED_STATES
+from pgjobs.job import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
+from pgjobs.store import QueueStats
 
 PRUNE_BATCH_SIZE = 10_000
-RETRYABLE_STATES = ("failed", "cancelled")
 CANCELLABLE_STATES = UNFINISHED_STATES
 _BIGINT_MAX = 2**63 - 1
 
-
-@dataclass(frozen=True)
-class QueueStats:
-    """One queue's jobs by state, its oldest overdue waiting job and its recent throughput.
-
-    `oldest_waiting` is how long the longest-waiting available job has been runnable
-    (None when nothing is waiting); the `finished_*` counts are jobs a worker completed or
-    failed in the last one and five minutes.
-    """
-
-    queue: str
-    counts: dict[str, int]
-    oldest_waiting: timedelta | None
-    finished_last_minute: int
-    finished_last_5_minutes: int
-
-    @property
-    def total(self) -> int:
-        """Jobs of this queue in any state."""
-        return sum(self.counts.values())
+__all__ = [
+    "QueueStats",
+    "cancel_jobs",
+    "check_states",
+    "get_job",
+    "list_jobs",
+    "prune_jobs",
+    "queue_stats",
+    "retry_jobs",
+]
 
 
 def queue_stats(app: App) -> list[QueueStats]:
     """Statistics of every queue that has jobs, by queue name, in one statement."""
     with app.database.transaction() as conn:
-        rows = _dict_rows(conn, app.queries.queue_stats, {})
-    return [
-        QueueStats(
-            queue=row["queue"],
-            counts={state: row[state] for state in STATES},
-            oldest_waiting=row["oldest_waiting"],
-            finished_last_minute=row["finished_last_minute"],
-            finished_last_5_minutes=row["finished_last_5_minutes"],
-        )
-        for row in rows
-    ]
+        return app.store.queue_stats(conn)
 
 
 def list_jobs(
@@ -72,32 +47,28 @@ def list_jobs(
     queues: Collection[str] = (),
     tasks: Collection[str] = (),
     limit: int = 50,
-) -> list[dict[str, Any]]:
-    """The newest `limit` jobs matching every given filter (an empty filter matches all).
-
-    Each job is a dict of its summary columns plus `last_error`, the message of its last
-    failed attempt.
-    """
+) -> list[Job]:
+    """The newest `limit` jobs matching every given filter (an empty filter matches all)."""
     check_states(states)
     if limit < 1:
         raise ConfigurationError(f"limit must be at least 1, got {limit}")
-    params = {
-        "states": list(states) or None,
-        "queues": list(queues) or None,
-        "tasks": list(tasks) or None,
-        "limit": limit,
-    }
     with app.database.transaction() as conn:
-        return _dict_rows(conn, app.queries.list_jobs, params)
+        return app.store.list_jobs(
+            conn,
+            states=[str(state) for state in states] or None,
+            queues=list(queues) or None,
+            tasks=list(tasks) or None,
+            limit=limit,
+        )
 
 
-def get_job(app: App, job_id: int) -> dict[str, Any]:
-    """Every column of one job, `errors` holding its attempt history."""
+def get_job(app: App, job_id: int) -> Job:
+    """One job, with `errors` holding its attempt history."""
     if _in_bigint_range(job_id):
         with app.database.transaction() as conn:
-            rows = _dict_rows(conn, app.queries.get_job, {"id": job_id})
-        if rows:
-            return rows[0]
+            job = app.store.get_job(conn, job_id)
+        if job is not None:
+            return job
     raise JobNotFoundError(f"no job with id {job_id}")
 
 
@@ -118,15 +89,13 @@ def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
         if problems:
             raise JobStateError(problems)
         try:
-            rows = fetch_all(
-                conn, app.queries.retry_jobs, {"ids": wanted, "channel": app.queries.channel}
-            )
+            changed = app.store.retry_jobs(conn, wanted)
         except psycopg.errors.UniqueViolation:
             # A producer enqueued a job with the same unique_key after the check above.
             raise JobStateError(
                 {job_id: f"job {job_id}'s unique_key was taken meanwhile" for job_id in wanted}
             ) from None
-    return _in_order(wanted, rows)
+    return _in_order(wanted, changed)
 
 
 def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
@@ -144,8 +113,8 @@ def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
         problems = _wrong_state(locked, CANCELLABLE_STATES, "cancelled")
         if problems:
             raise JobStateError(problems)
-        rows = fetch_all(conn, app.queries.cancel_jobs, {"ids": wanted})
-    return _in_order(wanted, rows)
+        changed = app.store.cancel_jobs(conn, wanted)
+    return _in_order(wanted, changed)
 
 
 def prune_jobs(
@@ -164,19 +133,20 @@ def prune_jobs(
     unfinished = [state for state in states if state not in FINISHED_STATES]
     if unfinished or not states:
         raise ConfigurationError(
-            f"only finished jobs can be pruned; choose states from {', '.join(FINISHED_STATES)}"
+            "only finished jobs can be pruned; choose states from "
+            + ", ".join(s.value for s in FINISHED_STATES)
         )
     if not math.isfinite(older_than_seconds) or older_than_seconds < 0:
         raise ConfigurationError(f"older_than must be >= 0 seconds, got {older_than_seconds}")
-    params = {
-        "states": list(states),
-        "older_than": float(older_than_seconds),
-        "batch_size": batch_size,
-    }
     deleted = 0
     while True:
         with app.database.transaction() as conn:
-            batch = conn.execute(app.queries.prune_finished, params).rowcount
+            batch = app.store.prune_batch(
+                conn,
+                states=[str(state) for state in states],
+                older_than_seconds=float(older_than_seconds),
+                batch_size=batch_size,
+            )
         deleted += batch
         if batch < batch_size:
             return deleted
@@ -186,15 +156,8 @@ def check_states(states: Iterable[str]) -> None:
     """Raise `ConfigurationError` naming the first value that is not a job state."""
     for state in states:
         if state not in STATES:
-            raise ConfigurationError(f"unknown state {state!r}; choose from {', '.join(STATES)}")
-
-
-def _dict_rows(
-    conn: psycopg.Connection[Any], query: sql.Composed, params: Params
-) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
+            names = ", ".join(s.value for s in STATES)
+            raise ConfigurationError(f"unknown state {state!r}; choose from {names}")
 
 
 def _distinct(ids: Iterable[int]) -> list[int]:
@@ -207,14 +170,9 @@ def _in_bigint_range(job_id: int) -> bool:
 
 def _lock(
     conn: psycopg.Connection[Any], app: App, wanted: list[int]
-) -> dict[int, tuple[str, str | None]]:
+) -> dict[int, tuple[JobState, str | None]]:
     """Lock the requested jobs; {id: (state, unique_key)}, or JobNotFoundError."""
-    rows = fetch_all(
-        conn,
-        app.queries.lock_jobs_for_change,
-        {"ids": [job_id for job_id in wanted if _in_bigint_range(job_id)]},
-    )
-    locked = {job_id: (state, unique_key) for job_id, state, unique_key in rows}
+    locked = app.store.lock_jobs(conn, [job_id for job_id in wanted if _in_bigint_range(job_id)])
     missing = [job_id for job_id in wanted if job_id not in locked]
     if len(missing) == 1:
         raise JobNotFoundError(f"no job with id {missing[0]}")
@@ -224,11 +182,12 @@ def _lock(
 
 
 def _wrong_state(
-    locked: dict[int, tuple[str, str | None]], allowed: tuple[str, ...], done: str
+    locked: dict[int, tuple[JobState, str | None]], allowed: tuple[JobState, ...], done: str
 ) -> dict[int, str]:
     """Refusals for the locked jobs whose state does not allow the change."""
+    names = " or ".join(state.value for state in allowed)
     return {
-        job_id: f"job {job_id} is {state}; only {' or '.join(allowed)} jobs can be {done}"
+        job_id: f"job {job_id} is {state.value}; only {names} jobs can be {done}"
         for job_id, (state, _) in locked.items()
         if state not in allowed
     }
@@ -237,7 +196,7 @@ def _wrong_state(
 def _unique_key_conflicts(
     conn: psycopg.Connection[Any],
     app: App,
-    locked: dict[int, tuple[str, str | None]],
+    locked: dict[int, tuple[JobState, str | None]],
     already_refused: Collection[int],
 ) -> dict[int, str]:
     """Jobs whose retry would give a unique_key a second unfinished holder."""
@@ -248,9 +207,7 @@ def _unique_key_conflicts(
     }
     if not candidates:
         return {}
-    holders = dict(
-        fetch_all(conn, app.queries.unique_key_holders, {"unique_keys": list(candidates.values())})
-    )
+    holders = app.store.unique_key_holders(conn, list(candidates.values()))
     problems = {}
     first_retried: dict[str, int] = {}
     for job_id, key in sorted(candidates.items()):
@@ -269,6 +226,5 @@ def _unique_key_conflicts(
     return problems
 
 
-def _in_order(wanted: list[int], rows: list[tuple[Any, ...]]) -> list[int]:
-    changed = {row[0] for row in rows}
+def _in_order(wanted: list[int], changed: set[int]) -> list[int]:
     return [job_id for job_id in wanted if job_id in changed]

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
 from typing import Any, overload
 
 from pgjobs.config import resolve_schema
-from pgjobs.db import CallerConnection, Database
-from pgjobs.enqueue import JobOptions, JobRow, build_row, insert_jobs
-from pgjobs.errors import UnknownTaskError
-from pgjobs.queries import Queries
+from pgjobs.db import DEFAULT_WAIT, CallerConnection, Database
+from pgjobs.enqueue import EnqueueOptions, JobOptions, JobRow, Unpack, build_row, insert_jobs
+from pgjobs.errors import InvalidTaskError, UnknownTaskError
+from pgjobs.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from pgjobs.retry import Backoff
-from pgjobs.schema import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
-from pgjobs.tasks import P, R, Task
+from pgjobs.store import Store
+from pgjobs.tasks import P, R, Task, check_task_function
 
 # An item of `enqueue_many`: (task name, arguments) or (task name, arguments, options).
 BulkItem = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
@@ -23,7 +22,9 @@ class App:
     """A pgjobs application: where tasks are registered and jobs enqueued.
 
     `database_url` and `schema` default to `PGJOBS_DATABASE_URL` (then `DATABASE_URL`)
-    and `PGJOBS_SCHEMA`; with no URL at all the embedded local cluster is used. Nothing
+    and `PGJOBS_SCHEMA`; with no URL at all the embedded local cluster is used.
+    `database_wait` is how long an enqueue with `conn=None` waits for a connection
+    before raising `DatabaseUnavailableError`. Nothing
     connects until the first enqueue without a caller connection, or a worker starts.
     """
 
@@ -35,10 +36,11 @@ class App:
         backoff: Backoff | None = None,
         default_queue: str = DEFAULT_QUEUE,
         default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        database_wait: float = DEFAULT_WAIT,
     ) -> None:
         self.schema = resolve_schema(schema)
-        self.database = Database(database_url)
-        self.queries = Queries(self.schema)
+        self.database = Database(database_url, wait=database_wait)
+        self.store = Store(self.schema)
         self.backoff = backoff or Backoff()
         self.defaults = JobOptions(
             queue=default_queue, priority=0, max_attempts=default_max_attempts
@@ -49,10 +51,10 @@ class App:
         """Point the App at another database or schema (the CLI's options win over code)."""
         if database_url is not None:
             self.database.close()
-            self.database = Database(database_url)
+            self.database = Database(database_url, wait=self.database.wait)
         if schema is not None:
             self.schema = resolve_schema(schema)
-            self.queries = Queries(self.schema)
+            self.store = Store(self.schema)
 
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
@@ -91,8 +93,14 @@ class App:
 
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{function.__module__}.{function.__name__}"
-            if timeout is not None and timeout <= 0:
-                raise ValueError(f"timeout of task {task_name!r} must be > 0 seconds")
+            check_task_function(task_name, function, timeout)
+            if task_name in self.tasks:
+                other = self.tasks[task_name].func
+                raise InvalidTaskError(
+                    f"task name {task_name!r} is already registered "
+                    f"(by {other.__module__}.{other.__qualname__}); give one of them "
+                    "another name="
+                )
             options = JobOptions(queue=queue, priority=priority, max_attempts=max_attempts)
             registered: Task[Any, Any] = Task(
                 self,
@@ -119,8 +127,10 @@ class App:
 
     def _row(self, name: str, payload: Mapping[str, Any], options: JobOptions) -> JobRow:
         task = self.tasks.get(name)
-        defaults = task.defaults if task is not None else self.defaults
-        return build_row(name, payload, options.merged_over(defaults))
+        if task is None:
+            return build_row(name, payload, options.merged_over(self.defaults))
+        task.check_arguments(payload)
+        return build_row(name, payload, options.merged_over(task.defaults))
 
     def enqueue(
         self,
@@ -129,23 +139,20 @@ class App:
         payload: Mapping[str, Any] | None = None,
         *,
         options: JobOptions | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
+        **call_options: Unpack[EnqueueOptions],
     ) -> int:
         """Enqueue a job by task name, in `conn`'s transaction (or at once with None).
 
         The task need not be registered here: producers may not import the task code.
-        Returns the new job's id, or the id of the unfinished job holding `unique_key`.
+        When it is, its defaults apply and the arguments are checked against its
+        signature. Returns the new job's id, or the id of the unfinished job holding
+        `unique_key`.
         """
-        call_options = JobOptions(queue, priority, run_at, delay, max_attempts, unique_key)
+        merged = JobOptions(**call_options)
         if options is not None:
-            call_options = call_options.merged_over(options)
-        row = self._row(name, payload or {}, call_options)
-        return insert_jobs(conn, self.database, self.queries, [row])[0]
+            merged = merged.merged_over(options)
+        row = self._row(name, payload or {}, merged)
+        return insert_jobs(conn, self.database, self.store, [row])[0]
 
     def enqueue_many(self, conn: CallerConnection, items: Iterable[BulkItem]) -> list[int]:
         """Enqueue many jobs in one statement; returns their ids in the same order.
@@ -159,7 +166,7 @@ class App:
             name, payload, *rest = item
             options = JobOptions(**rest[0]) if rest else JobOptions()
             rows.append(self._row(name, payload, options))
-        return insert_jobs(conn, self.database, self.queries, rows)
+        return insert_jobs(conn, self.database, self.store, rows)
 
     def close(self) -> None:
         """Close pgjobs' own connection pool (the App can be used again afterwards)."""

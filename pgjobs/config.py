@@ -32,9 +32,26 @@ def resolve_database_url(explicit: str | None) -> str:
 
 def normalize_url(url: str) -> str:
     """Accept SQLAlchemy-style URLs (`postgresql+psycopg://`) as well as libpq ones."""
-    scheme, sep, rest = url.partition("://")
+    scheme, sep, rest = validate_database_url(url).partition("://")
     if sep and scheme.startswith(("postgresql+", "postgres+")):
         return f"postgresql://{rest}"
+    return url
+
+
+def validate_database_url(url: str) -> str:
+    """Refuse what cannot name a PostgreSQL database: another database's URL, or text that
+    is neither a URL nor a libpq `key=value` connection string.
+
+    The message never repeats the URL, which may hold a password.
+    """
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.partition("+")[0] not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"the database URL must start with postgresql://, not {scheme}://")
+    if not sep and "=" not in url:
+        raise ConfigurationError(
+            "the database URL is neither a PostgreSQL URL "
+            "(postgresql://user:password@host/dbname) nor a key=value connection string"
+        )
     return url
 
 

@@ -1,27 +1,29 @@
-"""Connections: pgjobs' own pool, and running a statement on a caller's connection.
+"""Connections: pgjobs' own pool for producers and commands, and dedicated connections.
 
-Producers enqueue on *their* connection so the job commits or rolls back with their
-data; this module hides whether that is psycopg, a SQLAlchemy Connection or a Session.
+Producers usually enqueue on *their* connection so the job commits or rolls back with
+their data (`store.py` runs the statement there); this pool serves `conn=None` and the
+CLI.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, TypeAlias
 
 import psycopg
-from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgjobs.config import resolve_database_url
-from pgjobs.errors import DatabaseUnavailableError, SchemaNotMigratedError
+from pgjobs.errors import ConfigurationError, DatabaseUnavailableError
 
 # What `enqueue(conn, ...)` accepts: a psycopg Connection, a SQLAlchemy Connection or
 # Session, or None. Typed loosely so that SQLAlchemy stays an import-time detail.
 CallerConnection: TypeAlias = Any
-Params = Mapping[str, Any]
 
 
 def first_line(error: BaseException) -> str:
@@ -40,14 +42,49 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         ) from error
 
 
-class Database:
-    """pgjobs' own connections, opened lazily so that defining an App costs nothing."""
+# How long a producer waits for a pooled connection before giving up.
+DEFAULT_WAIT = 5.0
+POOL_NAME = "pgjobs"
+# While the server is down the pool retries in the background and logs every failed
+# attempt; one such warning per this many seconds says enough.
+POOL_WARNING_EVERY = 60.0
 
-    def __init__(self, url: str | None, *, max_size: int = 10) -> None:
+
+class _OneWarningPerOutage(logging.Filter):
+    """Lets through one "error connecting" record of pgjobs' pool per interval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if f"'{POOL_NAME}'" not in record.getMessage():
+            return True
+        now = time.monotonic()
+        if now - self._last < POOL_WARNING_EVERY:
+            return False
+        self._last = now
+        return True
+
+
+logging.getLogger("psycopg.pool").addFilter(_OneWarningPerOutage())
+
+
+class Database:
+    """pgjobs' own connections, opened lazily so that defining an App costs nothing.
+
+    A producer whose database went away gets `DatabaseUnavailableError` after `wait`
+    seconds, with one warning, instead of hanging in the pool's retries.
+    """
+
+    def __init__(self, url: str | None, *, max_size: int = 10, wait: float = DEFAULT_WAIT) -> None:
+        if not math.isfinite(wait) or wait <= 0:
+            raise ConfigurationError(f"the connection wait must be > 0 seconds, got {wait}")
         self._explicit_url = url
         self._url: str | None = None
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._max_size = max_size
+        self.wait = wait
         self._lock = threading.Lock()
 
     @property
@@ -56,10 +93,6 @@ class Database:
         if self._url is None:
             self._url = resolve_database_url(self._explicit_url)
         return self._url
-
-    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-        """A dedicated connection outside the pool (LISTEN, long-lived loops)."""
-        return connect(self.url, autocommit=autocommit)
 
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -73,14 +106,22 @@ class Database:
                     max_size=self._max_size,
                     open=True,
                     check=ConnectionPool.check_connection,
-                    name="pgjobs",
+                    kwargs={"connect_timeout": max(1, round(self.wait))},
+                    timeout=self.wait,
+                    name=POOL_NAME,
                 )
             return self._pool
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection in a transaction that commits on success."""
-        with self.pool.connection() as conn:
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self.pool.connection())
+            except PoolTimeout as error:
+                raise DatabaseUnavailableError(
+                    f"no connection to PostgreSQL within {self.wait:g}s; is the server up?"
+                ) from error
             yield conn
 
     def close(self) -> None:
@@ -88,52 +129,3 @@ class Database:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-
-
-def _sqlalchemy_connection(conn: Any) -> Any | None:
-    """The SQLAlchemy Connection behind `conn` (a Connection or a Session), else None."""
-    try:
-        from sqlalchemy.engine import Connection
-        from sqlalchemy.orm import Session
-    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
-        return None
-    if isinstance(conn, Session):
-        return conn.connection()  # joins (or begins) the session's transaction
-    if isinstance(conn, Connection):
-        return conn
-    return None
-
-
-def fetch_all(conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
-    """Run `query` on a caller's psycopg or SQLAlchemy connection, inside its transaction."""
-    try:
-        if isinstance(conn, psycopg.Connection):
-            with conn.cursor() as cur:
-                cur.execute(query, params)
-                return cur.fetchall() if cur.description else []
-        sa_conn = _sqlalchemy_connection(conn)
-        if sa_conn is None:
-            raise TypeError(
-                "conn must be a psycopg Connection, a SQLAlchemy Connection or Session, "
-                f"or None; got {type(conn).__name__}"
-            )
-        if sa_conn.dialect.driver != "psycopg":
-            raise TypeError(
-                "pgjobs needs SQLAlchemy's psycopg 3 driver (postgresql+psycopg://...); "
-                f"this engine uses {sa_conn.dialect.driver!r}"
-            )
-        raw = sa_conn.connection.driver_connection
-        result = sa_conn.exec_driver_sql(query.as_string(raw), dict(params))
-        return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
-    except psycopg.errors.UndefinedTable as error:
-        raise SchemaNotMigratedError(
-            f"pgjobs tables not found ({first_line(error)}): run `pgjobs migrate`"
-        ) from error
-    except Exception as error:
-        # SQLAlchemy wraps driver errors; unwrap the one case users can fix themselves.
-        orig = getattr(error, "orig", None)
-        if isinstance(orig, psycopg.errors.UndefinedTable):
-            raise SchemaNotMigratedError(
-                f"pgjobs tables not found ({first_line(orig)}): run `pgjobs migrate`"
-            ) from error
-        raise

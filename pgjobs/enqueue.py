@@ -8,28 +8,54 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
-from pgjobs.db import CallerConnection, Database, fetch_all
-from pgjobs.errors import (
-    InvalidJobError,
-    PayloadNotSerializableError,
-    PgJobsError,
-    SchemaNotMigratedError,
-)
-from pgjobs.queries import Queries
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover - Python 3.10
+    pass
+
+# `Unpack` types `**options: Unpack[EnqueueOptions]` in app.py and tasks.py.
+if sys.version_info >= (3, 11):
+    from typing import Unpack as Unpack
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Unpack as Unpack
+
+from pgjobs.db import CallerConnection, Database
+from pgjobs.errors import InvalidJobError, PayloadNotSerializableError, PgJobsError
+from pgjobs.storable import json_is_storable, text_is_storable
+from pgjobs.store import Store
 
 _UNIQUE_KEY_RACE_RETRIES = 3
 MAX_QUEUE_NAME_LENGTH = 200  # queue names travel as NOTIFY payloads (8000 bytes max)
+# A btree entry must fit in a third of a page (about 2,700 bytes); well under that, a
+# key is still far longer than any sensible one.
+MAX_UNIQUE_KEY_BYTES = 1000
 _PG_INT_MAX = 2**31 - 1
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """The per-job options, as keyword arguments of `enqueue` and `Task.options`.
+
+    `queue`; `priority` (higher runs first); `run_at` (aware datetime) or `delay`
+    (seconds or timedelta); `max_attempts`; `unique_key` (at most one unfinished job).
+    """
+
+    queue: str | None
+    priority: int | None
+    run_at: datetime | None
+    delay: float | timedelta | None
+    max_attempts: int | None
+    unique_key: str | None
 
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Per-job options; None means "use the task's or the app's default"."""
+    """Per-job options (see `EnqueueOptions`); None means "the task's or the app's default"."""
 
     queue: str | None = None
     priority: int | None = None
@@ -41,14 +67,12 @@ class JobOptions:
     def merged_over(self, defaults: JobOptions) -> JobOptions:
         """These options, falling back to `defaults` field by field."""
         return JobOptions(
-            queue=self.queue if self.queue is not None else defaults.queue,
-            priority=self.priority if self.priority is not None else defaults.priority,
-            run_at=self.run_at if self.run_at is not None else defaults.run_at,
-            delay=self.delay if self.delay is not None else defaults.delay,
-            max_attempts=(
-                self.max_attempts if self.max_attempts is not None else defaults.max_attempts
-            ),
-            unique_key=self.unique_key if self.unique_key is not None else defaults.unique_key,
+            **{
+                f.name: mine
+                if (mine := getattr(self, f.name)) is not None
+                else getattr(defaults, f.name)
+                for f in fields(JobOptions)
+            }
         )
 
 
@@ -67,24 +91,58 @@ class JobRow:
 
 
 def encode_payload(task: str, payload: Mapping[str, Any]) -> str:
-    """JSON for the payload, or an error naming the argument that cannot be stored."""
+    """JSON for the payload, or an error naming the argument that cannot be stored.
+
+    The whole payload is encoded once; only when that fails is each argument encoded
+    on its own, to name the culprit.
+    """
     if not isinstance(payload, Mapping):
         raise PayloadNotSerializableError(
             f"payload of task {task!r} must be a mapping of argument names to values, "
             f"not {type(payload).__name__}"
         )
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and json_is_storable(text):
+        return text
     for name, value in payload.items():
         if not isinstance(name, str):
             raise PayloadNotSerializableError(
                 f"argument names of task {task!r} must be strings, got {name!r}"
             )
+        if not text_is_storable(name):
+            raise PayloadNotSerializableError(
+                f"argument name {name!r} of task {task!r} holds a NUL character or a lone "
+                "surrogate, which PostgreSQL cannot store"
+            )
         try:
-            json.dumps(value, allow_nan=False)
+            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as error:
             raise PayloadNotSerializableError(
                 f"argument {name!r} of task {task!r} is not JSON-serialisable: {error}"
             ) from error
-    return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        if not json_is_storable(encoded):
+            raise PayloadNotSerializableError(
+                f"argument {name!r} of task {task!r} holds a NUL character or a lone "
+                "surrogate, which PostgreSQL cannot store"
+            )
+    raise PayloadNotSerializableError(f"payload of task {task!r} cannot be stored as JSON")
+
+
+def _check_text(name: str, value: object, *, max_length: int | None = None) -> str:
+    """A non-empty string PostgreSQL can store (and index, within `max_length` bytes)."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidJobError(f"{name} must be a non-empty string, got {value!r}")
+    if not text_is_storable(value):
+        raise InvalidJobError(
+            f"{name} {value!r} holds a NUL character or a lone surrogate, "
+            "which PostgreSQL cannot store"
+        )
+    if max_length is not None and len(value.encode()) > max_length:
+        raise InvalidJobError(f"{name} is longer than {max_length} bytes")
+    return value
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> int:
@@ -108,13 +166,8 @@ def _delay_seconds(delay: float | timedelta | None) -> float:
 
 def build_row(task: str, payload: Mapping[str, Any], options: JobOptions) -> JobRow:
     """Validate one job completely; raises before anything touches the database."""
-    if not isinstance(task, str) or not task.strip():
-        raise InvalidJobError(f"task name must be a non-empty string, got {task!r}")
-    queue = options.queue
-    if not isinstance(queue, str) or not queue.strip():
-        raise InvalidJobError(f"queue must be a non-empty string, got {queue!r}")
-    if len(queue) > MAX_QUEUE_NAME_LENGTH:
-        raise InvalidJobError(f"queue name is longer than {MAX_QUEUE_NAME_LENGTH} characters")
+    _check_text("task name", task)
+    queue = _check_text("queue", options.queue, max_length=MAX_QUEUE_NAME_LENGTH)
     if options.run_at is not None and options.delay is not None:
         raise InvalidJobError("give either run_at or delay, not both")
     run_at = options.run_at
@@ -126,8 +179,8 @@ def build_row(task: str, payload: Mapping[str, Any], options: JobOptions) -> Job
                 f"run_at must be timezone-aware (naive datetime {run_at.isoformat()} given)"
             )
     unique_key = options.unique_key
-    if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
-        raise InvalidJobError(f"unique_key must be a non-empty string, got {unique_key!r}")
+    if unique_key is not None:
+        _check_text("unique_key", unique_key, max_length=MAX_UNIQUE_KEY_BYTES)
     return JobRow(
         task=task,
         payload_json=encode_payload(task, payload),
@@ -141,7 +194,7 @@ def build_row(task: str, payload: Mapping[str, Any], options: JobOptions) -> Job
 
 
 def insert_jobs(
-    conn: CallerConnection, database: Database, queries: Queries, rows: Sequence[JobRow]
+    conn: CallerConnection, database: Database, store: Store, rows: Sequence[JobRow]
 ) -> list[int]:
     """Insert `rows` in one statement; returns one id per row, in order.
 
@@ -150,36 +203,20 @@ def insert_jobs(
     """
     if not rows:
         return []
-    try:
-        if conn is None:
-            with database.transaction() as own:
-                return _insert(own, queries, rows)
-        return _insert(conn, queries, rows)
-    except SchemaNotMigratedError:
-        raise SchemaNotMigratedError.for_schema(queries.schema) from None
+    if conn is None:
+        with database.transaction() as own:
+            return _insert(own, store, rows)
+    return _insert(conn, store, rows)
 
 
-def _params(rows: Sequence[JobRow]) -> dict[str, list[Any]]:
-    return {
-        "queues": [r.queue for r in rows],
-        "tasks": [r.task for r in rows],
-        "payloads": [r.payload_json for r in rows],
-        "priorities": [r.priority for r in rows],
-        "run_ats": [r.run_at for r in rows],
-        "delays": [r.delay_seconds for r in rows],
-        "max_attempts": [r.max_attempts for r in rows],
-        "unique_keys": [r.unique_key for r in rows],
-    }
-
-
-def _insert(conn: Any, queries: Queries, rows: Sequence[JobRow]) -> list[int]:
+def _insert(conn: Any, store: Store, rows: Sequence[JobRow]) -> list[int]:
     ids: list[int | None] = [None] * len(rows)
     pending = list(range(len(rows)))
     # A unique_key's holder can finish between our conflicting insert and the lookup of
     # its id; those rows are simply inserted again, now that the key is free.
     for _ in range(_UNIQUE_KEY_RACE_RETRIES):
         batch = [rows[i] for i in pending]
-        inserted = fetch_all(conn, queries.enqueue, _params(batch))
+        inserted = store.insert_jobs(conn, batch)
         # Ids come from the identity sequence in insertion order (the INSERT sorts by
         # input position), so sorting them recovers which input row each belongs to.
         inserted.sort(key=lambda row: row[0])
@@ -187,8 +224,7 @@ def _insert(conn: Any, queries: Queries, rows: Sequence[JobRow]) -> list[int]:
         plain_ids = iter(job_id for job_id, key in inserted if key is None)
         missing = {r.unique_key for r in batch if r.unique_key and r.unique_key not in id_by_key}
         if missing:
-            holders = fetch_all(conn, queries.unique_key_holders, {"unique_keys": sorted(missing)})
-            id_by_key.update(dict(holders))
+            id_by_key.update(store.unique_key_holders(conn, sorted(missing)))
         for index, row in zip(pending, batch, strict=True):
             ids[index] = (
                 next(plain_ids) if row.unique_key is None else id_by_key.get(row.unique_key)

@@ -39,6 +39,10 @@ class InvalidJobError(PgJobsError, ValueError):
     """An enqueue option is invalid (empty task name, naive datetime, negative delay, ...)."""
 
 
+class InvalidTaskError(PgJobsError, ValueError):
+    """A task declaration is invalid (coroutine function, duplicate name, bad timeout)."""
+
+
 class PayloadNotSerializableError(PgJobsError, TypeError):
     """A task argument cannot be stored as JSON; the message names the argument."""
 

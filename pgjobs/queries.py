@@ -30,6 +30,18 @@ DO NOTHING
 RETURNING id, unique_key
 """
 
+# ENQUEUE for one job, the common case: plain values instead of eight one-element arrays,
+# which psycopg would adapt element by element and the server would unnest and sort.
+ENQUEUE_ONE = """
+INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
+VALUES (%(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
+        %(max_attempts)s, %(unique_key)s)
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+DO NOTHING
+RETURNING id, unique_key
+"""
+
 UNIQUE_KEY_HOLDERS = """
 SELECT unique_key, id FROM {jobs}
 WHERE unique_key = ANY(%(unique_keys)s::text[]) AND state IN ('available', 'running')
@@ -51,24 +63,27 @@ SET state = 'running', attempts = j.attempts + 1, started_at = now(),
     heartbeat_at = now(), worker_id = %(worker_id)s
 FROM claimable
 WHERE j.id = claimable.id
-RETURNING j.id, j.queue, j.task, j.payload, j.priority, j.attempts, j.max_attempts,
-          j.created_at
+RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.run_at
 """
 CLAIM_QUEUE_FILTER = "AND queue = %(queue)s"
+
+# The rows of `ids` this worker still holds, locked in id order. Outcome writes and
+# heartbeats touch the same rows; locking them in one order means they cannot deadlock.
+HELD_BY_WORKER = """
+    SELECT id FROM {jobs}
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
+    ORDER BY id
+    FOR UPDATE
+"""
 
 # Writes the outcomes of many attempts at once: completion, retry, failure, snooze and
 # put-back are all "set this state, maybe push run_at, maybe append an error". The
 # (id, attempts, running, worker) guard drops an outcome for a job that was meanwhile
 # cancelled or rescued, so a late writer can never overwrite someone else's attempt.
-# Rows are locked in id order first, as the heartbeat does, so that the two statements,
-# which touch the same rows, cannot deadlock.
+# The worker that finished a job stays in `worker_id` (who ran it); a job that goes back
+# to waiting is nobody's.
 RECORD_OUTCOMES = """
-WITH held AS (
-    SELECT id FROM {jobs}
-    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
-    ORDER BY id
-    FOR UPDATE
-)
+WITH held AS ({held})
 UPDATE {jobs} AS j
 SET state = o.state,
     attempts = j.attempts + o.attempts_delta,
@@ -80,7 +95,7 @@ SET state = o.state,
                       o.error::jsonb || jsonb_build_object('at', now())) END,
     finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
                        THEN now() END,
-    worker_id = NULL,
+    worker_id = CASE WHEN o.state = 'available' THEN NULL ELSE j.worker_id END,
     heartbeat_at = NULL
 FROM unnest(
     %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
@@ -92,15 +107,23 @@ WHERE j.id = held.id AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'r
 RETURNING j.id
 """
 
+# The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
+# attempts that succeeded. Two arrays instead of seven and no per-row CASE make it about
+# twice as cheap for the database and for the worker that sends it.
+COMPLETE_JOBS = """
+WITH held AS ({held})
+UPDATE {jobs} AS j
+SET state = 'completed', finished_at = now(), heartbeat_at = NULL
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt), held
+WHERE j.id = held.id AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
+  AND j.worker_id = %(worker_id)s
+RETURNING j.id
+"""
+
 # One statement per interval keeps all of a worker's jobs alive; ids that do not come
 # back were cancelled or rescued meanwhile, and their tasks are told to stop.
 HEARTBEAT = """
-WITH held AS (
-    SELECT id FROM {jobs}
-    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
-    ORDER BY id
-    FOR UPDATE
-)
+WITH held AS ({held})
 UPDATE {jobs} AS j SET heartbeat_at = now()
 FROM held
 WHERE j.id = held.id
@@ -160,10 +183,15 @@ GROUP BY queue
 ORDER BY queue
 """
 
+# Every column of a job, in the order of `pgjobs.job.Job`'s fields.
+JOB_COLUMNS = """
+id, queue, task, payload, state, priority, attempts, max_attempts, run_at, created_at,
+started_at, finished_at, heartbeat_at, worker_id, unique_key, errors
+"""
+
 # A NULL filter means "any"; newest first by id, which the primary key serves backwards.
 LIST_JOBS = """
-SELECT id, queue, task, state, priority, attempts, max_attempts, run_at, created_at,
-       started_at, finished_at, errors -> -1 ->> 'error' AS last_error
+SELECT {job_columns}
 FROM {jobs}
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
@@ -173,8 +201,7 @@ LIMIT %(limit)s
 """
 
 GET_JOB = """
-SELECT id, queue, task, payload, state, priority, attempts, max_attempts, run_at,
-       created_at, started_at, finished_at, heartbeat_at, worker_id, unique_key, errors
+SELECT {job_columns}
 FROM {jobs}
 WHERE id = %(id)s
 """
@@ -258,9 +285,19 @@ class Queries:
     def _compose(self, template: str, **parts: sql.Composable) -> sql.Composed:
         return sql.SQL(template).format(jobs=self.jobs, **parts)
 
+    def _with_held(self, template: str) -> sql.Composed:
+        return self._compose(template, held=self._compose(HELD_BY_WORKER))
+
+    def _with_job_columns(self, template: str) -> sql.Composed:
+        return self._compose(template, job_columns=sql.SQL(JOB_COLUMNS.strip()))
+
     @cached_property
     def enqueue(self) -> sql.Composed:
         return self._compose(ENQUEUE)
+
+    @cached_property
+    def enqueue_one(self) -> sql.Composed:
+        return self._compose(ENQUEUE_ONE)
 
     @cached_property
     def unique_key_holders(self) -> sql.Composed:
@@ -276,11 +313,15 @@ class Queries:
 
     @cached_property
     def record_outcomes(self) -> sql.Composed:
-        return self._compose(RECORD_OUTCOMES)
+        return self._with_held(RECORD_OUTCOMES)
+
+    @cached_property
+    def complete_jobs(self) -> sql.Composed:
+        return self._with_held(COMPLETE_JOBS)
 
     @cached_property
     def heartbeat(self) -> sql.Composed:
-        return self._compose(HEARTBEAT)
+        return self._with_held(HEARTBEAT)
 
     @cached_property
     def rescue(self) -> sql.Composed:
@@ -300,11 +341,11 @@ class Queries:
 
     @cached_property
     def list_jobs(self) -> sql.Composed:
-        return self._compose(LIST_JOBS)
+        return self._with_job_columns(LIST_JOBS)
 
     @cached_property
     def get_job(self) -> sql.Composed:
-        return self._compose(GET_JOB)
+        return self._with_job_columns(GET_JOB)
 
     @cached_property
     def lock_jobs_for_change(self) -> sql.Composed:

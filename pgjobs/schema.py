@@ -20,11 +20,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-STATES = ("available", "running", "completed", "failed", "cancelled")
-UNFINISHED_STATES = ("available", "running")
-FINISHED_STATES = ("completed", "failed", "cancelled")
-DEFAULT_QUEUE = "default"
-DEFAULT_MAX_ATTEMPTS = 20
+from pgjobs.job import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE,
+    FINISHED_STATES,
+    STATES,
+    UNFINISHED_STATES,
+    JobState,
+)
 
 JOBS_STORAGE_PARAMETERS = {
     "fillfactor": "80",
@@ -34,8 +37,8 @@ JOBS_STORAGE_PARAMETERS = {
 }
 
 
-def _state_list(states: tuple[str, ...]) -> str:
-    return ", ".join(f"'{s}'" for s in states)
+def _state_list(states: tuple[JobState, ...]) -> str:
+    return ", ".join(f"'{s.value}'" for s in states)
 
 
 def build_metadata(schema: str) -> sa.MetaData:
@@ -92,8 +95,9 @@ def build_metadata(schema: str) -> sa.MetaData:
             f"unique_key IS NOT NULL AND state IN ({_state_list(UNFINISHED_STATES)})"
         ),
     )
-    # Heartbeats and the rescuer look only at running jobs.
-    sa.Index("jobs_running_idx", jobs.c.worker_id, postgresql_where=sa.text("state = 'running'"))
+    # Outcome writes and heartbeats find running jobs by id; the rescuer scans them all.
+    # Keyed by id, not worker: see migration 0002 for the plan a shared key led to.
+    sa.Index("jobs_running_idx", jobs.c.id, postgresql_where=sa.text("state = 'running'"))
     # Pruning and listings of finished jobs.
     sa.Index(
         "jobs_finished_idx",

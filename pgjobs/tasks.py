@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from pgjobs.db import CallerConnection
-from pgjobs.enqueue import JobOptions
+from pgjobs.enqueue import EnqueueOptions, JobOptions, Unpack
+from pgjobs.errors import InvalidJobError, InvalidTaskError
 from pgjobs.retry import Backoff
 
 if TYPE_CHECKING:
@@ -74,25 +75,49 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
-    def options(
-        self,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_attempts: int | None = None,
-        unique_key: str | None = None,
-    ) -> TaskCall:
+    def options(self, **options: Unpack[EnqueueOptions]) -> TaskCall:
         """Options for one enqueue, e.g. `task.options(delay=60).enqueue(conn, ...)`."""
-        return TaskCall(
-            self,
-            JobOptions(queue, priority, run_at, delay, max_attempts, unique_key),
-        )
+        return TaskCall(self, JobOptions(**options))
 
     def enqueue(self, conn: CallerConnection, /, **kwargs: Any) -> int:
         """Insert one job with these keyword arguments; returns its id."""
         return TaskCall(self, JobOptions()).enqueue(conn, **kwargs)
+
+    def check_arguments(self, payload: Mapping[str, Any]) -> None:
+        """Raise `InvalidJobError` when `payload` does not fit the function's signature.
+
+        Checked at enqueue, so a job that could never run is refused rather than
+        retried for hours.
+        """
+        leading = (None,) if self.pass_context else ()
+        try:
+            self.signature.bind(*leading, **payload)
+        except TypeError as error:
+            raise InvalidJobError(
+                f"arguments {sorted(payload)} do not fit task {self.name}: {error}"
+            ) from None
+
+
+def check_task_function(name: str, func: Callable[..., Any], timeout: float | None) -> None:
+    """Refuse what a worker thread could not run as a task, at declaration."""
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        raise InvalidTaskError(
+            f"task {name!r} is an async function; pgjobs runs tasks on threads, so declare "
+            "it with def (async tasks are not supported yet)"
+        )
+    if inspect.isgeneratorfunction(func):
+        raise InvalidTaskError(
+            f"task {name!r} is a generator function; calling it would run none of its body"
+        )
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidTaskError(
+            f"timeout of task {name!r} must be a finite number of seconds > 0, got {timeout!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 
 from pgjobs import App, ConfigurationError, JobNotFoundError
 from pgjobs.admin import cancel_jobs, prune_jobs, retry_jobs
-from pgjobs.cli.manage_commands import parse_duration
+from pgjobs.cli.common import parse_duration
 from pgjobs.errors import JobStateError
 from pgjobs.queries import notify_channel
 from tests.admin_helpers import (

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,32 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-REPO_ROOT = Path(__file__).parents[1]
-UNREACHABLE_URL = "postgresql://x@127.0.0.1:1/db"
-
-
-def pgjobs(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pgjobs ARGS` with no database or schema inherited from this shell."""
-    hidden = {"PGJOBS_DATABASE_URL", "DATABASE_URL", "PGJOBS_SCHEMA", "PGJOBS_DEBUG"}
-    env = {key: value for key, value in os.environ.items() if key not in hidden}
-    return subprocess.run(
-        [sys.executable, "-m", "pgjobs", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def the_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The single `pgjobs: error:` line a failed command must print, and nothing else."""
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("pgjobs: error: ")
-    return lines[0]
+from tests.cli_support import UNREACHABLE_URL, pgjobs, the_error_line
 
 
 def jobs(observer: psycopg.Connection[Any], schema: str) -> list[tuple[Any, ...]]:
@@ -145,3 +117,91 @@ def test_help_describes_the_command(command: str, own_option: str) -> None:
     assert own_option in result.stdout
     assert "--database-url" in result.stdout
     assert "--schema" in result.stdout
+
+
+@pytest.mark.parametrize("url", ["not a url", "mysql://root:s3cret@db.example.com/shop"])
+def test_database_url_that_is_not_postgresql_is_one_line_without_the_password(url: str) -> None:
+    result = pgjobs("stats", "--database-url", url)
+
+    line = the_error_line(result)
+    assert "database URL" in line
+    assert "s3cret" not in line
+
+
+def test_database_url_from_the_environment_is_checked_too() -> None:
+    result = pgjobs("stats", env={"PGJOBS_DATABASE_URL": "mysql://localhost/shop"})
+
+    assert "postgresql://" in the_error_line(result)
+
+
+def test_prune_retention_too_long_to_compute_is_one_line(database_url: str, schema: str) -> None:
+    result = pgjobs(
+        "prune",
+        "--older-than",
+        "99999999999999999999w",
+        "--database-url",
+        database_url,
+        "--schema",
+        schema,
+    )
+
+    assert "--older-than must be at most" in the_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--concurrency", "100000"),
+        ("--poll-interval", "nan"),
+        ("--rescue-after", "nan"),
+        ("--shutdown-timeout", "inf"),
+    ],
+)
+def test_bad_worker_setting_is_one_line_before_importing_the_app_or_connecting(
+    option: str, value: str
+) -> None:
+    # The App's module does not exist and the database cannot be reached: the error can
+    # only be about the setting if the setting is checked first.
+    result = pgjobs(
+        "work", "--app", "no_such_module:app", option, value, "--database-url", UNREACHABLE_URL
+    )
+
+    assert option in the_error_line(result)
+
+
+def write_module(folder: Path, name: str, source: str) -> None:
+    (folder / f"{name}.py").write_text(source)
+
+
+def test_app_whose_module_imports_a_missing_module_names_the_missing_one(tmp_path: Path) -> None:
+    write_module(tmp_path, "tasks2", "import missing_dep\nimport pgjobs\napp = pgjobs.App()\n")
+
+    result = pgjobs("work", "--app", "tasks2:app", "--database-url", UNREACHABLE_URL, cwd=tmp_path)
+
+    assert the_error_line(result) == (
+        "pgjobs: error: --app: importing 'tasks2' failed: No module named 'missing_dep'"
+    )
+
+
+def test_app_whose_module_raises_on_import_is_one_line_with_the_cause(tmp_path: Path) -> None:
+    write_module(tmp_path, "tasks3", "raise RuntimeError('SMTP_HOST is not set\\nmore')\n")
+
+    result = pgjobs("enqueue", "t", "--app", "tasks3:app", cwd=tmp_path)
+
+    assert the_error_line(result) == (
+        "pgjobs: error: --app: importing 'tasks3' failed: RuntimeError: SMTP_HOST is not set"
+    )
+
+
+def test_app_module_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    result = pgjobs("work", "--app", "nowhere.tasks:app", cwd=tmp_path)
+
+    assert "cannot import module 'nowhere.tasks'" in the_error_line(result)
+
+
+def test_debug_flag_shows_the_traceback() -> None:
+    result = pgjobs("stats", "--database-url", UNREACHABLE_URL, env={"PGJOBS_DEBUG": "1"})
+
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "pgjobs: error:" not in result.stderr

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from pgjobs import App
+from pgjobs.cli.output import format_time
 from tests.admin_helpers import (
     ERRORS,
     Result,
@@ -20,6 +21,7 @@ from tests.admin_helpers import (
     run_cli,
     running,
 )
+from tests.admin_helpers import job as job_row
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -164,6 +166,54 @@ def test_list_table_shows_attempts_and_first_line_of_last_error(
     assert row.endswith("ValueError: second")
 
 
+def test_list_fits_80_columns_shortening_only_long_text(
+    cli: Any, app: App, observer: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_worker = {"worker_id": "worker-7f9c2d.eu-west-1.compute.internal:123456:abcdef"}
+    make_job(app, observer, task="reports.build_monthly_sales_summary", **failed(3 * 86400))
+    make_job(app, observer, task="email.send", **{**completed(40), **long_worker})
+    make_job(app, observer, **cancelled(5))
+    make_job(app, observer, **running())
+    make_job(app, observer, run_at=ago(-600))
+    monkeypatch.setenv("COLUMNS", "80")
+
+    result = cli("list")
+
+    assert result.code == 0, result.err
+    [header, rule, *rows] = result.out.splitlines()
+    assert header.split() == ["id", "task", "state", "attempts", "when", "worker", "last", "error"]
+    assert len(rule) <= 80 and all(len(row) <= 80 for row in rows)
+    states = ["available", "running", "cancelled", "completed", "failed"]
+    assert [row.split()[2] for row in rows] == states  # one line per job, none cut short
+    assert "reports.bu" in rows[-1] and "…" in rows[-1]
+    assert "in 9m" in rows[0] and "3d 0h ago" in rows[-1]
+
+
+def test_list_wide_shows_when_a_job_finished_and_which_worker_ran_it(
+    cli: Any, app: App, observer: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = make_job(app, observer, **{**completed(), "worker_id": "host-c:99:0a1b2c"})
+    finished_at = job_row(observer, app.schema, done)["finished_at"]
+    monkeypatch.setenv("COLUMNS", "80")
+
+    result = cli("list", "--wide")
+
+    [header, _, row] = result.out.splitlines()
+    assert header.split() == [
+        "id", "queue", "task", "state", "priority", "attempts", "when", "created", "finished",
+        "worker", "last", "error",
+    ]  # fmt: skip
+    assert format_time(finished_at) in row
+    assert "host-c:99:0a1b2c" in row
+
+
+def test_list_json_holds_the_same_jobs_as_show_json(cli: Any, mixed_jobs: dict[str, int]) -> None:
+    listed = json.loads(cli("list", "--json", "--state", "failed").out)
+
+    shown = json.loads(cli("show", str(mixed_jobs["mail_failed"]), "--json").out)
+    assert listed == [shown]
+
+
 def test_list_rejects_an_unknown_state_in_one_line(cli: Any) -> None:
     result = cli("list", "--state", "done")
 
@@ -183,8 +233,8 @@ def test_show_prints_the_job_and_its_attempt_history(cli: Any, mixed_jobs: dict[
     assert "attempts      2 of 2" in out
     assert 'payload       {"n": 1}' in out
     assert "attempt history (2)" in out
-    assert "2024-05-01 12:00:00+00:00   host-a:41   ValueError: first [boom]" in out
-    assert "2024-05-01 12:00:05+00:00   host-b:7    ValueError: second" in out
+    assert "2024-05-01 12:00:00+00:00  host-a:41  ValueError: first [boom]" in out
+    assert "2024-05-01 12:00:05+00:00  host-b:7   ValueError: second" in out
     assert "traceback of attempt 1:\n  Traceback (most recent call last):" in out
     assert '    File "t.py", line 3\n  ValueError: first [boom]' in out
 

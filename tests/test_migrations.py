@@ -383,7 +383,7 @@ def test_installed_wheel_migrates_from_any_directory(
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     env = clean_environment()
     subprocess.run([*pip, "wheel", "--no-deps", "-w", wheels, source], check=True, env=env)
-    [wheel] = wheels.glob("pgjobs-*.whl")
+    [wheel] = wheels.glob("pgjobs_queue-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert "pgjobs/migrations/versions/0001_create_jobs.py" in archive.namelist()
     # No pip inside the venv (the slow part of creating one): this pip installs into it.

@@ -139,7 +139,7 @@ def test_every_job_completes_across_a_postgres_restart(
     assert worker.running(), worker.describe()
     logs = worker.logs()
     assert "database connection lost, retrying" in logs
-    assert "listener lost its connection" in logs
+    assert "listener failed, retrying" in logs
     [(recovery,)] = query(
         database_url,
         sql.SQL(

@@ -69,7 +69,7 @@ def test_enqueued_job_completes(
     assert done["attempts"] == 1
     assert done["finished_at"] is not None
     assert done["started_at"] is not None
-    assert done["worker_id"] is None
+    assert done["worker_id"] == worker.worker_id()  # who ran it
     assert done["errors"] == []
     assert labels(observer, app.schema, job_id) == ["hello"]
 
@@ -104,7 +104,7 @@ def test_job_failing_every_attempt_ends_failed_with_one_error_per_attempt(
     failed = wait_for_job(observer, app.schema, job_id, "failed", worker=worker)
     assert failed["attempts"] == 3
     assert failed["finished_at"] is not None
-    assert failed["worker_id"] is None
+    assert failed["worker_id"] == worker.worker_id()
     assert [e["attempt"] for e in failed["errors"]] == [1, 2, 3]
     assert all("ValueError: this task always fails" in e["error"] for e in failed["errors"])
 
@@ -235,36 +235,45 @@ def test_weighted_queues_share_claims_by_weight(
     assert 2 <= first["c"] <= 20, first
 
 
-def test_worker_never_runs_more_jobs_than_its_concurrency(
+def most_at_once(observer: Connection, schema: str) -> int:
+    """The most tasks that were between their "started" and "finished" records at once."""
+    [(peak,)] = observer.execute(
+        sql.SQL(
+            "WITH spans AS ("
+            "  SELECT job_id, attempt, min(at) AS began, max(at) AS ended FROM {runs}"
+            "  GROUP BY job_id, attempt)"
+            " SELECT max((SELECT count(*) FROM spans o"
+            "             WHERE o.began <= s.began AND s.began < o.ended))"
+            " FROM spans s"
+        ).format(runs=sql.Identifier(schema, "runs"))
+    ).fetchall()
+    return int(peak)
+
+
+def test_worker_never_runs_more_tasks_than_its_concurrency(
     app: App, observer: Connection, runs_table: str, start_worker: StartWorker
 ) -> None:
     # given
     app.enqueue_many(None, [("sleep", {"seconds": 0.2})] * 20)
     # when
-    worker = start_worker("--concurrency", "3", ready=False)
-    peak = 0
+    worker = start_worker("--concurrency", "3", "--prefetch", "4", ready=False)
+    peak_held = 0
 
     def all_completed() -> bool:
-        nonlocal peak
+        nonlocal peak_held
         counts = count_by_state(observer, app.schema)
-        peak = max(peak, counts["running"])
+        peak_held = max(peak_held, counts["running"])
         return counts["completed"] == 20
 
     wait_until(all_completed, timeout=20, interval=0.005, message=worker.describe)
-    # then: sampled while it ran
-    assert peak == 3, f"at most 3 jobs may run at once, and 3 should; saw {peak}"
-    # and, exactly, from the record: no job was claimed while 3 others were still held
-    [(held_at_claim,)] = observer.execute(
-        sql.SQL(
-            "SELECT max((SELECT count(*) FROM {jobs} k"
-            "            WHERE k.started_at <= j.started_at AND j.started_at < k.finished_at))"
-            " FROM {jobs} j"
-        ).format(jobs=sql.Identifier(app.schema, "jobs"))
-    ).fetchall()
-    assert held_at_claim <= 3, f"{held_at_claim} jobs held at once with --concurrency 3"
+    # then: exactly 3 tasks ran at once at the peak, from the tasks' own records
+    assert most_at_once(observer, app.schema) == 3
+    # and the jobs held (running, claimed ahead, or finished and not yet written) stayed
+    # within concurrency + prefetch + the outcomes of the 3 threads not yet written
+    assert peak_held <= 3 + 4 + 3, f"{peak_held} jobs held with --concurrency 3 --prefetch 4"
 
 
-def test_finished_job_holds_its_slot_until_its_outcome_is_written(
+def test_finished_job_frees_its_thread_before_its_outcome_is_written(
     app: App,
     database_url: str,
     observer: Connection,
@@ -272,46 +281,36 @@ def test_finished_job_holds_its_slot_until_its_outcome_is_written(
     start_worker: StartWorker,
 ) -> None:
     # given: a one-thread worker running a job, and another job waiting
-    worker = start_worker("--concurrency", "1")
+    worker = start_worker("--concurrency", "1", "--prefetch", "0")
     first_id = app.enqueue(None, "sleep", {"seconds": 0.3}, priority=1)
     wait_for_run(observer, app.schema, first_id, "started")
     second_id = app.enqueue(None, "record", {"label": "second"})
     # when: the first job returns but its outcome cannot be written yet
     with job_row_locked(database_url, app.schema, first_id):
         wait_for_run(observer, app.schema, first_id, "finished")
-        # then: the worker still holds the first job, so it claims nothing else
-        stays_true(
-            lambda: job(observer, app.schema, second_id)["state"] == "available",
-            duration=0.5,
-            message="a second job was claimed while the first was still held (running)",
-        )
-    # and once the outcome is written the second job runs
+        # then: the thread is free at once and runs the second job meanwhile
+        wait_for_run(observer, app.schema, second_id, "second")
+        assert job(observer, app.schema, first_id)["state"] == "running"
+    # and once the row is free the first outcome is written too
     wait_for_job(observer, app.schema, first_id, "completed", worker=worker)
     wait_for_job(observer, app.schema, second_id, "completed", worker=worker)
 
 
-def test_timed_out_job_holds_its_slot_until_its_outcome_is_written(
-    app: App,
-    database_url: str,
-    observer: Connection,
-    runs_table: str,
-    start_worker: StartWorker,
+def test_timed_out_task_keeps_its_thread_until_it_returns(
+    app: App, observer: Connection, runs_table: str, start_worker: StartWorker
 ) -> None:
-    # given: a one-thread worker running a job that will time out, and another job waiting
-    worker = start_worker("--concurrency", "1")
-    first_id = app.enqueue(None, "times_out", max_attempts=1, priority=1)
+    # given: a one-thread worker running a job that times out but ignores its stop flag
+    worker = start_worker("--concurrency", "1", "--prefetch", "0")
+    first_id = app.enqueue(None, "ignores_timeout", priority=1, max_attempts=1)
     wait_for_run(observer, app.schema, first_id, "started")
     second_id = app.enqueue(None, "record", {"label": "second"})
-    # when: the task stops at its timeout and returns, but the timeout is not written yet
-    with job_row_locked(database_url, app.schema, first_id):
-        wait_for_run(observer, app.schema, first_id, "saw stop flag")
-        # then
-        stays_true(
-            lambda: job(observer, app.schema, second_id)["state"] == "available",
-            duration=0.5,
-            message="a second job was claimed while the timed-out one was still held",
-        )
+    # when: the timeout is recorded while the task still runs
     wait_for_job(observer, app.schema, first_id, "failed", worker=worker)
+    # then: nothing else runs while the only thread is still inside the first task
+    wait_for_run(observer, app.schema, first_id, "finished")
+    second = [r for r in runs(observer, app.schema) if r["job_id"] == second_id]
+    first_end = [r for r in runs(observer, app.schema) if r["job_id"] == first_id][-1]
+    assert all(r["at"] >= first_end["at"] for r in second)
     wait_for_job(observer, app.schema, second_id, "completed", worker=worker)
 
 
@@ -448,7 +447,7 @@ def test_json_log_lines_are_objects_carrying_the_job_fields(
     app: App, observer: Connection, runs_table: str, start_worker: StartWorker
 ) -> None:
     # given
-    worker = start_worker("--log-format", "json")
+    worker = start_worker("--log-format", "json", "--log-level", "DEBUG")
     job_id = app.enqueue(None, "record", {"label": "logged"}, queue="mail")
     wait_for_job(observer, app.schema, job_id, "completed", worker=worker)
     # when
@@ -502,3 +501,65 @@ def test_arguments_not_fitting_the_signature_fail_the_attempt_naming_the_task(
     assert "record" in entry["error"]
     assert "nope" in entry["error"]
     assert runs(observer, app.schema) == []
+
+
+def held_by_state(observer: Connection, schema: str, ids: list[int]) -> dict[int, tuple[str, int]]:
+    """{id: (state, attempts)} of these jobs."""
+    query = sql.SQL("SELECT id, state, attempts FROM {} WHERE id = ANY(%s)").format(
+        sql.Identifier(schema, "jobs")
+    )
+    return {i: (state, attempts) for i, state, attempts in observer.execute(query, [ids])}
+
+
+def test_sigterm_gives_prefetched_jobs_back_at_once_with_their_attempt(
+    app: App, observer: Connection, runs_table: str, start_worker: StartWorker
+) -> None:
+    # given: a one-thread worker busy with a long job, five more claimed ahead
+    worker = start_worker("--concurrency", "1", "--prefetch", "5")
+    long_id = app.enqueue(None, "sleep", {"seconds": 2.0}, priority=10)
+    wait_for_run(observer, app.schema, long_id, "started")
+    waiting = app.enqueue_many(None, [("record", {"label": "ahead"})] * 5)
+    wait_until(
+        lambda: all(
+            s == ("running", 1) for s in held_by_state(observer, app.schema, waiting).values()
+        ),
+        message="the worker did not claim the five jobs ahead",
+    )
+    # when
+    worker.send(signal.SIGTERM)
+    # then: they are back well before the running job ends, as if never claimed
+    wait_until(
+        lambda: all(
+            s == ("available", 0) for s in held_by_state(observer, app.schema, waiting).values()
+        ),
+        timeout=1.0,
+        message="prefetched jobs were not given back at once",
+    )
+    assert "ahead" not in labels(observer, app.schema)
+    assert worker.wait_exit(10) == 0
+    assert job(observer, app.schema, long_id)["state"] == "completed"
+
+
+def test_prefetched_jobs_of_a_killed_worker_are_rescued_and_run(
+    app: App, observer: Connection, runs_table: str, start_worker: StartWorker
+) -> None:
+    # given: a worker holding one running job and five claimed ahead
+    doomed = start_worker("--concurrency", "1", "--prefetch", "5", "--queues", "busy")
+    long_id = app.enqueue(None, "sleep", {"seconds": 30}, queue="busy", priority=10)
+    wait_for_run(observer, app.schema, long_id, "started")
+    waiting = app.enqueue_many(None, [("record", {"label": "ahead"}, {"queue": "busy"})] * 5)
+    wait_until(
+        lambda: all(
+            s[0] == "running" for s in held_by_state(observer, app.schema, waiting).values()
+        )
+    )
+    # when: it is killed, and another worker rescues
+    doomed.send(signal.SIGKILL)
+    doomed.wait_exit()
+    rescuer = start_worker("--rescue-after", "1", *FAST_POLL)
+    # then: every prefetched job runs, on its second attempt, with the loss recorded
+    for job_id in waiting:
+        done = wait_for_job(observer, app.schema, job_id, "completed", worker=rescuer)
+        assert done["attempts"] == 2
+        [lost] = done["errors"]
+        assert lost["error"].startswith("worker lost:")

@@ -192,10 +192,9 @@ def claimed(attempt: int, max_attempts: int) -> ClaimedJob:
         queue="default",
         task="resize",
         payload={},
-        priority=0,
         attempt=attempt,
         max_attempts=max_attempts,
-        created_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        run_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
     )
 
 

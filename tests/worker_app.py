@@ -98,3 +98,18 @@ def times_out(ctx: JobContext) -> None:
     record_run(ctx, "started")
     stopped = ctx.stop.wait(5)
     record_run(ctx, "saw stop flag" if stopped else "no stop flag")
+
+
+@app.task(name="ignores_timeout", pass_context=True, timeout=0.2, max_attempts=1)
+def ignores_timeout(ctx: JobContext) -> None:
+    """Runs well past its timeout without looking at its stop flag."""
+    record_run(ctx, "started")
+    time.sleep(0.8)
+    record_run(ctx, "finished")
+
+
+@app.task(name="raises_unstorable", max_attempts=1)
+def raises_unstorable(kind: str) -> None:
+    """Fails with a message PostgreSQL cannot store as it is (a NUL or a lone surrogate)."""
+    bad = {"nul": "\x00", "surrogate": "\ud800"}[kind]
+    raise ValueError(f"bad byte {bad} here")

@@ -1,4 +1,8 @@
-"""How inspection commands print: rich tables for people, one JSON document for programs."""
+"""How inspection commands print: rich tables for people, one JSON document for programs.
+
+rich is imported only by the functions that draw, so commands that print plain text
+(and `--help`) do not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +10,62 @@ import json
 import os
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console, RenderableType
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Column, Table
 
 # Piped output is not wrapped at 80 columns; a table is only as wide as its content.
 PIPE_WIDTH = 200
 
 
-def print_rich(*renderables: RenderableType) -> None:
-    """Print tables and text: styled on a terminal, plain text without trailing blanks
-    otherwise.
+def console() -> Console:
+    """The console tables are drawn on: the terminal's width, or PIPE_WIDTH when piped
+    (unless COLUMNS says otherwise).
 
     Markup is off because job data (task names, error messages) may contain `[...]`.
     """
-    console = Console(highlight=False, markup=False, emoji=False)
-    if console.is_terminal:
-        console.print(*renderables, sep="\n")
+    from rich.console import Console
+
+    drawn = Console(highlight=False, markup=False, emoji=False)
+    if not drawn.is_terminal and "COLUMNS" not in os.environ:
+        drawn.width = PIPE_WIDTH
+    return drawn
+
+
+def print_rich(*renderables: RenderableType, on: Console | None = None) -> None:
+    """Print tables and text: styled on a terminal, plain text without trailing blanks
+    otherwise."""
+    drawn = on or console()
+    if drawn.is_terminal:
+        drawn.print(*renderables, sep="\n")
         return
-    if "COLUMNS" not in os.environ:
-        console.width = PIPE_WIDTH
-    with console.capture() as captured:
-        console.print(*renderables, sep="\n")
+    with drawn.capture() as captured:
+        drawn.print(*renderables, sep="\n")
     sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
-def make_table(*columns: str, right: tuple[str, ...] = ()) -> Table:
-    """A borderless table with a header underline; columns named in `right` align right."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left")
-    return table
+def make_table(*columns: str | Column, right: tuple[str, ...] = ()) -> Table:
+    """A borderless table with a header underline, its columns two spaces apart; columns
+    named in `right` align right."""
+    from rich import box
+    from rich.table import Column, Table
+
+    built = [
+        Column(column, justify="right" if column in right else "left")
+        if isinstance(column, str)
+        else column
+        for column in columns
+    ]
+    return Table(
+        *built,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
+    )
 
 
 def print_json(document: Any) -> None:

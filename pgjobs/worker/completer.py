@@ -1,63 +1,85 @@
 """The completer: the one place that writes attempts' outcomes, in batches.
 
-Executor threads hand outcomes over and wait for the write; the completer writes
-whatever has piled up in a single statement. Under load that turns many small
-transactions into one, and under no load it costs one round trip per outcome, with no
-added latency. Because an executor thread (and so its slot) stays busy until its
-outcome is written, a worker never holds more claimed jobs than it has threads, and when
-the database falls behind the fetcher simply stops claiming. A batch that fails on a
-broken connection is kept and written again after reconnecting: the statement's guard
-(same attempt, still running, still ours) makes a repeated write harmless.
+Executor threads hand outcomes over and move on to their next job; the completer writes
+whatever has piled up in a single statement, at most `FLUSH_DELAY` after an outcome
+arrived (or at once when `BATCH_SIZE` are waiting). Under load that turns thousands of
+small transactions into a few large ones; under no load an outcome waits a few
+milliseconds. Unwritten outcomes are bounded (`max_pending`): when the database falls
+behind, `submit` blocks, executor threads stop taking jobs, and the fetcher stops
+claiming. That bound is part of what a worker may hold (see `Capacity`).
+
+A batch that fails on a broken connection is kept and written again after reconnecting:
+the statement's guard (same attempt, still running, still ours) makes a repeated write
+harmless. A batch the database refuses for any other reason is split until the outcome
+it cannot store is alone; that one is recorded as a failed attempt with the database's
+error, so one bad outcome never costs the others theirs.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 
-from pgjobs.queries import Queries
+import psycopg
+
+from pgjobs.db import first_line
+from pgjobs.store import Store
 from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.jobs import Outcome
+from pgjobs.worker.events import EventBus, OutcomesWritten
+from pgjobs.worker.jobs import Outcome, unstorable
+from pgjobs.worker.service import LoopService
 
 log = logging.getLogger("pgjobs.worker")
 
-MAX_BATCH = 1000
+BATCH_SIZE = 500  # write at once when this many are waiting
+MAX_BATCH = 1000  # rows in one statement at most
+FLUSH_DELAY = 0.005  # seconds an outcome may wait for others to join its batch
+DEFAULT_MAX_PENDING = 1000  # unwritten outcomes before executor threads wait
 
 
-class Completer:
+class Completer(LoopService):
     """Collects outcomes from executor threads and writes them in batches."""
 
     def __init__(
         self,
         connection: ResilientConnection,
-        queries: Queries,
+        store: Store,
         worker_id: str,
+        events: EventBus,
         *,
-        on_written: Callable[[list[Outcome], set[int]], None] | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        flush_delay: float = FLUSH_DELAY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__("completer", interval=0.1)
         self.connection = connection
-        self.queries = queries
+        self.store = store
         self.worker_id = worker_id
-        self.on_written = on_written
-        self.backlog: queue.Queue[tuple[Outcome, threading.Event]] = queue.Queue()
-        self._stop = threading.Event()
+        self.events = events
+        self.max_pending = max_pending
+        self.flush_delay = flush_delay
+        self.clock = clock
+        self._queued: deque[tuple[float, Outcome]] = deque()
+        self._pending: dict[int, int] = {}  # job id -> outcomes queued or being written
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._abandon = threading.Event()
-        self._pending: set[int] = set()
-        self._pending_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="pgjobs-completer", daemon=True)
+        self._unwritten = 0  # outcomes given up on (database gone at shutdown)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, outcome: Outcome) -> threading.Event:
-        """Queue an outcome; the returned event is set once its batch was written or given up."""
-        written = threading.Event()
-        with self._pending_lock:
-            self._pending.add(outcome.job_id)
-        self.backlog.put((outcome, written))
-        return written
+    def submit(self, outcome: Outcome) -> None:
+        """Queue an outcome for writing; blocks while `max_pending` are unwritten."""
+        with self._changed:
+            while len(self._pending) >= self.max_pending and not self._abandon.is_set():
+                self._changed.wait(0.1)
+            self._queued.append((self.clock(), outcome))
+            self._pending[outcome.job_id] = self._pending.get(outcome.job_id, 0) + 1
+            first = len(self._queued) == 1
+            full = len(self._queued) >= BATCH_SIZE
+        if first or full:
+            self.wake()
 
     def pending_ids(self) -> list[int]:
         """Jobs whose outcome is queued or being written.
@@ -66,74 +88,122 @@ class Completer:
         otherwise, after an outage longer than `rescue_after`, a job that finished during
         it would be rescued and run again before its outcome could be written.
         """
-        with self._pending_lock:
+        with self._lock:
             return list(self._pending)
 
-    def write(self, batch: list[Outcome]) -> set[int]:
-        """Write one batch now; returns the ids whose outcome was applied."""
+    def pending(self) -> int:
+        """How many outcomes are not written yet."""
+        with self._lock:
+            return len(self._pending)
 
-        params = {
-            "ids": [o.job_id for o in batch],
-            "attempts": [o.attempt for o in batch],
-            "states": [o.state for o in batch],
-            "delays": [o.delay for o in batch],
-            "errors": [o.error_json for o in batch],
-            "attempts_deltas": [o.attempts_delta for o in batch],
-            "max_attempts_deltas": [o.max_attempts_delta for o in batch],
-            "worker_id": self.worker_id,
-        }
-        rows = self.connection.run(
-            lambda conn: conn.execute(self.queries.record_outcomes, params).fetchall(),
-            give_up=self._abandon,
-        )
-        return {row[0] for row in rows}
+    def next_wait(self) -> float:
+        with self._lock:
+            if self.stopping:
+                return 0.0
+            if not self._queued:
+                return self.interval
+            if len(self._queued) >= BATCH_SIZE:
+                return 0.0
+            return max(0.0, self._queued[0][0] + self.flush_delay - self.clock())
 
-    def _next_batch(self) -> list[tuple[Outcome, threading.Event]]:
+    def run_once(self) -> int:
+        """Write the outcomes that are due (all of them when stopping); how many."""
+        batch = self._take_due()
+        if not batch:
+            return 0
         try:
-            batch = [self.backlog.get(timeout=0.1)]
-        except queue.Empty:
-            return []
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self.backlog.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+            applied = self._write_isolating(batch)
+        except Exception as error:
+            # Only when the database stayed unreachable until we gave up at shutdown:
+            # the jobs stay `running` and the rescuer returns them later.
+            log.error(
+                "could not write outcomes; their jobs will be rescued",
+                extra={"count": len(batch), "error": first_line(error)},
+            )
+            self._unwritten += len(batch)
+            applied = set()
+        finally:
+            self._forget(batch)
+        dropped = {o.job_id for o in batch} - applied
+        if dropped:
+            log.info(
+                "outcomes dropped: jobs were cancelled or rescued meanwhile",
+                extra={"job_ids": sorted(dropped)},
+            )
+        self.events.emit(OutcomesWritten(batch, frozenset(applied)))
+        return len(batch)
 
-    def _run(self) -> None:
-        while not (self._stop.is_set() and self.backlog.empty()):
-            entries = self._next_batch()
-            if not entries:
-                continue
-            batch = [outcome for outcome, _ in entries]
-            try:
-                applied = self.write(batch)
-            except Exception:
-                log.exception(
-                    "could not write outcomes; their jobs will be rescued",
-                    extra={"count": len(batch)},
-                )
-                continue
-            finally:
-                with self._pending_lock:
-                    self._pending.difference_update(o.job_id for o in batch)
-                for _, written in entries:
-                    written.set()
-            dropped = {o.job_id for o in batch} - applied
-            if dropped:
-                log.info(
-                    "outcomes dropped: jobs were cancelled or rescued meanwhile",
-                    extra={"job_ids": sorted(dropped)},
-                )
-            if self.on_written is not None:
-                self.on_written(batch, applied)
+    def flush(self) -> None:
+        """Write everything queued now, in this thread."""
+        while self.run_once():
+            pass
+
+    def keep_running(self) -> bool:
+        """Until stopped, and then until everything queued has been written."""
+        if not self.stopping:
+            return True
+        with self._lock:
+            return bool(self._queued)
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, then stop; True when everything was written in time."""
-        self._stop.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        self.request_stop()
+        if not self.join(timeout):
             self._abandon.set()  # stop retrying a dead database; rescue covers the rest
-            self._thread.join(1.0)
-            return False
-        return True
+            self.join(1.0)
+        self.close()
+        with self._lock:
+            return not self._abandon.is_set() and not self._queued and not self._unwritten
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _take_due(self) -> list[Outcome]:
+        with self._lock:
+            if not self._queued:
+                return []
+            due = (
+                self.stopping
+                or len(self._queued) >= BATCH_SIZE
+                or self._queued[0][0] + self.flush_delay <= self.clock()
+            )
+            if not due:
+                return []
+            count = min(len(self._queued), MAX_BATCH)
+            return [self._queued.popleft()[1] for _ in range(count)]
+
+    def _forget(self, batch: Sequence[Outcome]) -> None:
+        with self._changed:
+            for outcome in batch:
+                left = self._pending.get(outcome.job_id, 0) - 1
+                if left > 0:
+                    self._pending[outcome.job_id] = left
+                else:
+                    self._pending.pop(outcome.job_id, None)
+            self._changed.notify_all()
+
+    def _write(self, batch: Sequence[Outcome]) -> set[int]:
+        return self.connection.run(
+            lambda conn: self.store.record_outcomes(conn, batch, worker_id=self.worker_id),
+            give_up=self._abandon,
+        )
+
+    def _write_isolating(self, batch: Sequence[Outcome]) -> set[int]:
+        """Write `batch`; if the database refuses it, write what it can of it."""
+        try:
+            return self._write(batch)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # retried by the connection until given up
+        except psycopg.Error as error:
+            if len(batch) == 1:
+                return self._write_unstorable(batch[0], error)
+        middle = len(batch) // 2
+        return self._write_isolating(batch[:middle]) | self._write_isolating(batch[middle:])
+
+    def _write_unstorable(self, outcome: Outcome, error: psycopg.Error) -> set[int]:
+        """Record the attempt as failed, saying why its own outcome could not be stored."""
+        log.error(
+            "outcome could not be stored; recording the attempt as failed",
+            extra={"job_id": outcome.job_id, "error": first_line(error)},
+        )
+        return self._write([unstorable(outcome, first_line(error))])

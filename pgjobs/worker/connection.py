@@ -82,9 +82,15 @@ class ResilientConnection:
                     attempts is not None and tries >= attempts
                 ):
                     raise
-                log.warning(
+                # One warning per outage; the retries that follow are debug detail.
+                log.log(
+                    logging.DEBUG if tries > 1 else logging.WARNING,
                     "database connection lost, retrying",
-                    extra={"component": self.name, "error": first_line(error), "retry_in": delay},
+                    extra={
+                        "component": self.name,
+                        "error": first_line(error),
+                        "retry_in": round(delay, 2),
+                    },
                 )
                 (give_up or threading.Event()).wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)

@@ -1,37 +1,35 @@
-"""The fetcher: claims as many jobs as there are free threads, in one statement.
+"""The fetcher: claims jobs in batches, ahead of the executor threads.
 
-It claims when something suggests there is work: a NOTIFY, a freed slot after a claim
-that came back full, or the slow poll that finds delayed jobs whose time has come and
-covers missed notifications. A NOTIFY storm costs nothing while every thread is busy,
-because nothing is claimed without a free slot.
+It claims when there is room (`Capacity.wants_jobs`) and something suggests there is
+work: a NOTIFY, a claim that came back full, a retry that falls due, or the slow poll
+that finds delayed jobs whose time has come and covers missed notifications. One
+statement claims up to all the room there is, so with a prefetch buffer a busy worker
+makes one claim per batch of jobs instead of one per job, and the threads find the
+next job waiting for them. A NOTIFY storm costs nothing while there is no room.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 
-import psycopg
-
-from pgjobs.queries import Queries
+from pgjobs.store import Store
+from pgjobs.worker.capacity import Capacity
 from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.jobs import ClaimedJob
 from pgjobs.worker.queues import QueueSpec, allocate
+from pgjobs.worker.service import LoopService
 
-log = logging.getLogger("pgjobs.worker")
 
-
-class Fetcher:
-    """Claims jobs for the executor pool."""
+class Fetcher(LoopService):
+    """Claims jobs into `capacity`."""
 
     def __init__(
         self,
         connection: ResilientConnection,
-        queries: Queries,
-        pool: ExecutorPool,
+        store: Store,
+        capacity: Capacity,
         queues: QueueSpec,
         worker_id: str,
         *,
@@ -39,104 +37,82 @@ class Fetcher:
         random: Callable[[], float],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__("fetcher", poll_interval)
         self.connection = connection
-        self.queries = queries
-        self.pool = pool
+        self.store = store
+        self.capacity = capacity
         self.queues = queues
         self.worker_id = worker_id
-        self.poll_interval = poll_interval
         self.random = random
         self.clock = clock
-        self.job_available = threading.Event()  # set by the listener
         self._next_poll = clock()
-        self._poll_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pgjobs-fetcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        self._maybe_more = True  # the last claim came back full, or nothing claimed yet
+        self._job_available = False  # a NOTIFY arrived since the last claim
+        self._lock = threading.Lock()
+        capacity.on_room(self.wake)
 
     def notify_job_available(self) -> None:
         """Called by the listener for a NOTIFY on a wanted queue."""
-        self.job_available.set()
-        self._wake.set()
-
-    def notify_slot_freed(self) -> None:
-        """Called by the executor pool when a thread becomes free."""
-        self._wake.set()
+        with self._lock:
+            self._job_available = True
+        self.wake()
 
     def poll_soon(self, delay: float) -> None:
         """Poll within `delay` seconds: a job was retried sooner than the next poll."""
-        with self._poll_lock:
+        with self._lock:
             self._next_poll = min(self._next_poll, self.clock() + delay)
-        self._wake.set()
+        self.wake()
 
-    def _poll_due(self, now: float) -> bool:
-        with self._poll_lock:
-            if now < self._next_poll:
-                return False
-            self._next_poll = now + self.poll_interval
-            return True
+    def run_once(self) -> int:
+        """Claim if there is room and reason to; returns how many jobs were claimed."""
+        if not self.capacity.wants_jobs():
+            return 0
+        now = self.clock()
+        with self._lock:
+            poll_due = now >= self._next_poll
+            if not (poll_due or self._maybe_more or self._job_available):
+                return 0
+            if poll_due:
+                self._next_poll = now + self.interval
+            self._job_available = False
+        room = self.capacity.room()
+        self._maybe_more = True  # until a claim says otherwise, also if this one fails
+        jobs = self.claim(room)
+        self.capacity.add(jobs)
+        self._maybe_more = len(jobs) == room
+        return len(jobs)
 
-    def _seconds_to_poll(self, now: float) -> float:
-        with self._poll_lock:
-            return max(self._next_poll - now, 0.0)
-
-    def stop(self) -> None:
-        """Stop claiming at once (a claim in flight still completes and is run)."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(5.0)
+    def next_wait(self) -> float:
+        if self.capacity.wants_jobs() and (self._maybe_more or self._job_available):
+            return 0.0
+        with self._lock:
+            return min(max(self._next_poll - self.clock(), 0.0), self.interval)
 
     def claim(self, limit: int) -> list[ClaimedJob]:
         """Claim up to `limit` jobs, sharing them between weighted queues."""
+        if limit <= 0:
+            return []
         if self.queues.weights is None:
-            return self._claim_statement(limit, None)
+            return self._claim(limit, None)
         claimed: list[ClaimedJob] = []
         shortfall = 0
         for queue, share in allocate(self.queues.weights, limit, self.random):
             want = share + shortfall
             if want == 0:
                 continue
-            got = self._claim_statement(want, queue)
+            got = self._claim(want, queue)
             claimed.extend(got)
             shortfall = want - len(got)
         return claimed
 
-    def _claim_statement(self, limit: int, queue: str | None) -> list[ClaimedJob]:
-        query = self.queries.claim_any_queue if queue is None else self.queries.claim_from_queue
-        params = {"limit": limit, "worker_id": self.worker_id, "queue": queue}
+    def _claim(self, limit: int, queue: str | None) -> list[ClaimedJob]:
         # One quick retry covers a connection that went stale while idle. Retrying a claim
         # is safe: if the first one committed unseen, its jobs are never heart-beaten and
         # the rescuer returns them.
-        rows = self.connection.run(lambda conn: conn.execute(query, params).fetchall(), attempts=2)
-        return [ClaimedJob.from_row(row) for row in rows]
+        return self.connection.run(
+            lambda conn: self.store.claim(conn, limit=limit, queue=queue, worker_id=self.worker_id),
+            attempts=2,
+        )
 
-    def _run(self) -> None:
-        maybe_more = True
-        while not self._stop.is_set():
-            free = self.pool.free_slots()
-            now = self.clock()
-            woken = self.job_available.is_set()
-            if free > 0 and (self._poll_due(now) or maybe_more or woken):
-                self.job_available.clear()
-                try:
-                    jobs = self.claim(free)
-                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                    log.warning("claim failed, retrying", extra={"error": str(error).strip()})
-                    maybe_more = True
-                    self._stop.wait(min(self.poll_interval, 1.0))
-                    continue
-                except Exception:
-                    # E.g. a revoked privilege: keep trying at the poll pace rather than
-                    # let the thread die and the worker sit idle without a word.
-                    log.exception("claim failed unexpectedly, retrying")
-                    self._stop.wait(self.poll_interval)
-                    continue
-                for job in jobs:
-                    self.pool.submit(job)
-                maybe_more = len(jobs) == free
-                continue
-            self._wake.wait(self._seconds_to_poll(now) if free > 0 else self.poll_interval)
-            self._wake.clear()
+    def close(self) -> None:
+        self.connection.close()

@@ -8,57 +8,54 @@ later.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 
-from pgjobs.queries import Queries
+from pgjobs.store import Store
 from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.service import LoopService
 
-log = logging.getLogger("pgjobs.worker")
+# How long one pass waits for notifications; also how quickly a stop is noticed.
+WAIT = 0.5
 
 
-class Listener:
+class Listener(LoopService):
     """Runs LISTEN on the schema's channel and calls `wake` for wanted queues."""
 
     def __init__(
         self,
         connection: ResilientConnection,
-        queries: Queries,
+        store: Store,
         wants: Callable[[str], bool],
         wake: Callable[[], None],
     ) -> None:
+        super().__init__("listener", interval=WAIT)
         self.connection = connection
-        self.queries = queries
+        self.store = store
         self.wants = wants
-        self.wake = wake
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pgjobs-listener", daemon=True)
+        self.wake_fetcher = wake
+        self._listening = False
 
-    def start(self) -> None:
-        self._thread.start()
+    def run_once(self) -> int:
+        """LISTEN if not yet, then wait up to `WAIT` s for notifications; how many woke us."""
+        try:
+            if not self._listening:
+                self.connection.run(self.store.listen, attempts=1)
+                self._listening = True
+                self.wake_fetcher()  # whatever was notified while we were away
+            woken = 0
+            conn = self.connection.connection()
+            for notify in conn.notifies(timeout=WAIT):
+                if self.wants(notify.payload):
+                    woken += 1
+                    self.wake_fetcher()
+            return woken
+        except Exception:
+            self._listening = False
+            self.connection.discard()
+            raise
 
-    def _listen(self) -> None:
-        self.connection.run(lambda conn: conn.execute(self.queries.listen), give_up=self._stop)
+    def next_wait(self) -> float:
+        return 0.0  # run_once itself waits on the connection
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._listen()
-                self.wake()
-                conn = self.connection.connection()
-                while not self._stop.is_set():
-                    for notify in conn.notifies(timeout=0.5):
-                        if self.wants(notify.payload):
-                            self.wake()
-            except Exception as error:
-                self.connection.discard()
-                if self._stop.is_set():
-                    return
-                log.warning("listener lost its connection", extra={"error": str(error)})
-                self._stop.wait(0.5)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
+    def close(self) -> None:
         self.connection.close()

@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random as random_module
 import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import FrameType
 
 from pgjobs.app import App
 from pgjobs.errors import ConfigurationError
-from pgjobs.worker.completer import Completer
+from pgjobs.worker.capacity import Capacity
+from pgjobs.worker.completer import DEFAULT_MAX_PENDING, Completer
 from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.events import Event, EventBus, OutcomesWritten, WorkerStarted, WorkerStopped
 from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.fetcher import Fetcher
-from pgjobs.worker.jobs import Outcome
+from pgjobs.worker.heartbeat import Heartbeat
+from pgjobs.worker.jobs import put_back
 from pgjobs.worker.listener import Listener
-from pgjobs.worker.maintenance import Maintenance
+from pgjobs.worker.log_events import log_event, logged_event_types
 from pgjobs.worker.queues import QueueSpec
+from pgjobs.worker.rescuer import Rescuer
+from pgjobs.worker.service import Service
 
 log = logging.getLogger("pgjobs.worker")
 
+# Each thread costs a stack and a share of the GIL; far beyond this a worker only slows
+# down, and thread creation fails late and obscurely (`can't start new thread`).
+MAX_CONCURRENCY = 1000
+MAX_PREFETCH = 10_000
+# Claimed jobs waiting per thread by default: enough that a thread finds its next job
+# waiting while the fetcher claims the next batch, few enough that a worker does not
+# hoard jobs that idle workers could run. Chosen by measurement (README, Benchmarks).
+DEFAULT_PREFETCH_PER_THREAD = 1
 # Writing the last outcomes at shutdown: generous normally, short after a second signal.
 FLUSH_TIMEOUT = 10.0
 FORCED_FLUSH_TIMEOUT = 2.0
@@ -36,25 +50,46 @@ class WorkerSettings:
     """How a worker runs; the defaults are those of `pgjobs work`."""
 
     concurrency: int = 10
+    prefetch: int | None = None  # None: DEFAULT_PREFETCH_PER_THREAD per thread
     queues: QueueSpec = field(default_factory=lambda: QueueSpec(None))
     shutdown_timeout: float = 30.0
     rescue_after: float = 60.0
     poll_interval: float = 1.0
+    max_unwritten: int = DEFAULT_MAX_PENDING  # outcomes waiting to be written, at most
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigurationError("--concurrency must be at least 1")
-        if self.shutdown_timeout < 0:
-            raise ConfigurationError("--shutdown-timeout must be >= 0 seconds")
-        if self.rescue_after <= 0:
-            raise ConfigurationError("--rescue-after must be > 0 seconds")
-        if self.poll_interval <= 0:
-            raise ConfigurationError("--poll-interval must be > 0 seconds")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigurationError(
+                f"--concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}"
+            )
+        if self.prefetch is not None and not 0 <= self.prefetch <= MAX_PREFETCH:
+            raise ConfigurationError(
+                f"--prefetch must be between 0 and {MAX_PREFETCH}, got {self.prefetch}"
+            )
+        if self.max_unwritten < 1:
+            raise ConfigurationError("max_unwritten must be at least 1")
+        _check_seconds("--shutdown-timeout", self.shutdown_timeout, allow_zero=True)
+        _check_seconds("--rescue-after", self.rescue_after)
+        _check_seconds("--poll-interval", self.poll_interval)
+
+    @property
+    def claim_ahead(self) -> int:
+        """Claimed jobs that may wait in the buffer for a free thread."""
+        if self.prefetch is not None:
+            return self.prefetch
+        return self.concurrency * DEFAULT_PREFETCH_PER_THREAD
 
     @property
     def heartbeat_interval(self) -> float:
         """Several heartbeats fit in `rescue_after`, so one slow beat rescues nothing."""
         return min(10.0, self.rescue_after / 4)
+
+
+def _check_seconds(option: str, value: float, *, allow_zero: bool = False) -> None:
+    """Reject NaN, infinity and negative durations (a NaN poll interval busy-loops)."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigurationError(f"{option} must be a finite number {bound} seconds, got {value}")
 
 
 def new_worker_id() -> str:
@@ -63,7 +98,13 @@ def new_worker_id() -> str:
 
 
 class Worker:
-    """A pgjobs worker process's engine; `run()` serves until SIGTERM/SIGINT."""
+    """A pgjobs worker process's engine; `run()` serves until SIGTERM/SIGINT.
+
+    Data path: the fetcher claims jobs in batches into `capacity` (at most `concurrency
+    + prefetch` held), executor threads run them and hand outcomes to the completer,
+    which writes them in batches. The heartbeat keeps every held job alive; the rescuer
+    returns other workers' lost ones; the listener wakes the fetcher on NOTIFY.
+    """
 
     def __init__(
         self,
@@ -74,77 +115,111 @@ class Worker:
         random: Callable[[], float] = random_module.random,
     ) -> None:
         self.app = app
-        self.settings = settings or WorkerSettings()
+        self.settings = s = settings or WorkerSettings()
         self.worker_id = worker_id or new_worker_id()
         self._stopping = threading.Event()
         self._forced = threading.Event()
+        self.events = EventBus()
+        self.events.subscribe(log_event, *logged_event_types())
+        self.events.subscribe(self._after_outcomes, OutcomesWritten)
         url = app.database.url
-        queries = app.queries
+        store = app.store
+        self.capacity = Capacity(s.concurrency, s.claim_ahead)
         self.completer = Completer(
             ResilientConnection(url, "completer"),
-            queries,
+            store,
             self.worker_id,
-            on_written=self._after_outcomes,
+            self.events,
+            max_pending=s.max_unwritten,
         )
         self.pool = ExecutorPool(
-            concurrency=self.settings.concurrency,
+            capacity=self.capacity,
             tasks=app.tasks,
             worker_id=self.worker_id,
             report=self.completer.submit,
+            events=self.events,
             backoff=app.backoff,
             random=random,
-            on_slot_freed=lambda: self.fetcher.notify_slot_freed(),
         )
         self.fetcher = Fetcher(
             ResilientConnection(url, "fetcher"),
-            queries,
-            self.pool,
-            self.settings.queues,
+            store,
+            self.capacity,
+            s.queues,
             self.worker_id,
-            poll_interval=self.settings.poll_interval,
+            poll_interval=s.poll_interval,
             random=random,
         )
         self.listener = Listener(
             ResilientConnection(url, "listener"),
-            queries,
-            wants=self.settings.queues.wants,
+            store,
+            wants=s.queues.wants,
             wake=self.fetcher.notify_job_available,
         )
-        self.maintenance = Maintenance(
-            ResilientConnection(url, "maintenance"),
-            queries,
+        self.heartbeat = Heartbeat(
+            ResilientConnection(url, "heartbeat"),
+            store,
             self.worker_id,
-            # Finished jobs stay `running` until the completer writes them: beat for both.
-            held_ids=lambda: self.pool.held_ids() + self.completer.pending_ids(),
-            on_lost=self.pool.forget,
-            heartbeat_interval=self.settings.heartbeat_interval,
-            rescue_after=self.settings.rescue_after,
+            held_ids=self.held_ids,
+            on_lost=self._taken_away,
+            interval=s.heartbeat_interval,
+        )
+        self.rescuer = Rescuer(
+            ResilientConnection(url, "rescuer"),
+            store,
+            self.worker_id,
+            rescue_after=s.rescue_after,
+            interval=s.heartbeat_interval,
+            may_rescue=self.heartbeat.is_current,
+        )
+        # Started in this order: whatever produces work starts after what consumes it.
+        self.services: list[Service] = [
+            self.completer,
+            self.pool,
+            self.heartbeat,
+            self.rescuer,
+            self.listener,
+            self.fetcher,
+        ]
+
+    def held_ids(self) -> list[int]:
+        """Every job this worker holds: waiting to start, running, or not yet written."""
+        return (
+            self.capacity.waiting_ids() + self.pool.unsettled_ids() + self.completer.pending_ids()
         )
 
-    def _after_outcomes(self, batch: list[Outcome], applied: set[int]) -> None:
+    def _taken_away(self, job_ids: Collection[int]) -> None:
+        """The heartbeat found these jobs cancelled or rescued: drop or stop them."""
+        self.capacity.discard(job_ids)
+        self.pool.forget(job_ids)
+
+    def _after_outcomes(self, event: Event) -> None:
         # A retry due before the next poll would otherwise wait for it.
-        retry_delays = [o.delay for o in batch if o.job_id in applied and o.state == "available"]
-        if retry_delays:
-            self.fetcher.poll_soon(min(retry_delays))
+        if isinstance(event, OutcomesWritten):
+            delays = [
+                o.delay
+                for o in event.outcomes
+                if o.job_id in event.applied and o.state == "available"
+            ]
+            if delays:
+                self.fetcher.poll_soon(min(delays))
 
     def start(self) -> None:
-        """Start every part; returns at once."""
-        for part in (self.completer, self.pool, self.listener, self.maintenance, self.fetcher):
-            part.start()
+        """Start every service; returns at once."""
+        for service in self.services:
+            service.start()
         s = self.settings
-        log.info(
-            "worker started",
-            extra={
-                "worker_id": self.worker_id,
-                "schema": self.app.schema,
-                "queues": s.queues.describe(),
-                "concurrency": s.concurrency,
-                "shutdown_timeout": s.shutdown_timeout,
-                "rescue_after": s.rescue_after,
-                "poll_interval": s.poll_interval,
-                "tasks": len(self.app.tasks),
-            },
-        )
+        details: dict[str, object] = {
+            "schema": self.app.schema,
+            "queues": s.queues.describe(),
+            "concurrency": s.concurrency,
+            "prefetch": s.claim_ahead,
+            "shutdown_timeout": s.shutdown_timeout,
+            "rescue_after": s.rescue_after,
+            "poll_interval": s.poll_interval,
+            "tasks": len(self.app.tasks),
+        }
+        self.events.emit(WorkerStarted(self.worker_id, details))
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown; a second call makes it immediate."""
@@ -171,25 +246,26 @@ class Worker:
         return self.shutdown()
 
     def shutdown(self) -> int:
-        """Stop claiming, let running jobs finish, put the rest back; 0 if all was written."""
+        """Stop claiming, give back unstarted jobs, let running ones finish, put back the
+        rest; 0 if every outcome was written."""
         self._stopping.set()
-        self.fetcher.stop()
-        running = self.pool.busy()
+        self.fetcher.stop(5.0)
+        unstarted = self.capacity.close()
+        for job in unstarted:
+            self.completer.submit(put_back(job))
+        running = self.capacity.running()
         if running:
             log.info(
                 "waiting for running jobs",
                 extra={"running": running, "shutdown_timeout": self.settings.shutdown_timeout},
             )
         self.pool.wait_idle(self.settings.shutdown_timeout, interrupted=self._forced)
-        put_back = self.pool.put_back_all()
-        self.pool.stop()
-        flushed = self.completer.stop(
+        put_back_count = len(unstarted) + self.pool.put_back_unsettled()
+        self.pool.stop(1.0)
+        clean = self.completer.stop(
             FORCED_FLUSH_TIMEOUT if self._forced.is_set() else FLUSH_TIMEOUT
         )
-        self.maintenance.stop()
-        self.listener.stop()
-        log.info(
-            "worker stopped",
-            extra={"worker_id": self.worker_id, "put_back": put_back, "clean": flushed},
-        )
-        return 0 if flushed else 1
+        for service in (self.heartbeat, self.rescuer, self.listener):
+            service.stop(2.0)
+        self.events.emit(WorkerStopped(self.worker_id, put_back_count, clean))
+        return 0 if clean else 1

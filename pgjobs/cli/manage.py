@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from contextlib import closing
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pgjobs import admin
-from pgjobs.app import App
-from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, fail, open_app, reports_errors
+from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, open_app, parse_duration
 from pgjobs.cli.output import format_age
-from pgjobs.errors import ConfigurationError, JobStateError
-from pgjobs.schema import FINISHED_STATES
+from pgjobs.job import FINISHED_STATES
+
+if TYPE_CHECKING:
+    from pgjobs.app import App
 
 IdsArgument = Annotated[list[int], typer.Argument(metavar="ID", help="Job ids.")]
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-
-def parse_duration(text: str) -> float:
-    """Seconds in "3600", "45s", "30m", "12h", "7d" or "2w"."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise ConfigurationError(
-            f"--older-than takes seconds or a duration like 7d, 12h or 30m, not {text!r}"
-        )
-    return float(match[1]) * _UNIT_SECONDS[match[2]]
-
-
-@reports_errors
 def retry(
     ids: IdsArgument,
     database_url: DatabaseUrlOption = None,
@@ -44,11 +29,12 @@ def retry(
     All or nothing: if any id is unknown or not failed/cancelled, no job is changed and
     the exit status is 1.
     """
-    changed = _change(admin.retry_jobs, database_url, schema, ids, verb="retried")
+    from pgjobs.admin import retry_jobs
+
+    changed = _change(retry_jobs, database_url, schema, ids, verb="retried")
     print(_summary("retried", changed))
 
 
-@reports_errors
 def cancel(
     ids: IdsArgument,
     database_url: DatabaseUrlOption = None,
@@ -60,11 +46,12 @@ def cancel(
     All or nothing: if any id is unknown or already finished, no job is changed and the
     exit status is 1.
     """
-    changed = _change(admin.cancel_jobs, database_url, schema, ids, verb="cancelled")
+    from pgjobs.admin import cancel_jobs
+
+    changed = _change(cancel_jobs, database_url, schema, ids, verb="cancelled")
     print(_summary("cancelled", changed))
 
 
-@reports_errors
 def prune(
     older_than: Annotated[
         str,
@@ -79,18 +66,20 @@ def prune(
         typer.Option(
             "--state",
             metavar="STATE",
-            help=f"Only jobs in this state ({', '.join(FINISHED_STATES)}). Repeatable. "
-            "Default: all three.",
+            help=f"Only jobs in this state ({', '.join(s.value for s in FINISHED_STATES)}). "
+            "Repeatable. Default: all three.",
         ),
     ] = None,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
     """Delete finished jobs older than the retention, in batches of 10,000 rows."""
+    from pgjobs.admin import prune_jobs
+
     seconds = parse_duration(older_than)
-    states = tuple(state) if state else FINISHED_STATES
+    states = state or [s.value for s in FINISHED_STATES]
     with closing(open_app(database_url, schema)) as app:
-        deleted = admin.prune_jobs(app, seconds, states)
+        deleted = prune_jobs(app, seconds, states)
     print(
         f"deleted {deleted} {'job' if deleted == 1 else 'jobs'} ({', '.join(states)}) "
         f"finished more than {format_age(timedelta(seconds=seconds))} ago"
@@ -105,17 +94,17 @@ def _change(
     *,
     verb: str,
 ) -> list[int]:
-    """Run `change`; a refusal prints one line per refused job, then exits with 1."""
+    """Run `change`; a refusal names every refused job, and that nothing changed."""
+    from pgjobs.errors import JobStateError, PgJobsError
+
     with closing(open_app(database_url, schema)) as app:
         try:
             return change(app, ids)
         except JobStateError as error:
-            lines = list(error.problems.values())
-            if len(set(ids)) > len(lines):
-                lines.append(f"no job was {verb}: the change is all or nothing")
-            for line in lines[:-1]:
-                fail(line)
-            raise fail(lines[-1]) from None
+            if len(set(ids)) == len(error.problems):
+                raise
+            lines = [*error.problems.values(), f"no job was {verb}: the change is all or nothing"]
+            raise PgJobsError("\n".join(lines)) from error
 
 
 def _summary(verb: str, ids: list[int]) -> str:

@@ -1,8 +1,7 @@
-"""`pgjobs demo`: a self-contained tour that needs nothing but pgjobs installed.
-
-It migrates a schema of its own, enqueues the sample jobs of `pgjobs.demo_tasks` (some
-failing and retrying, one failing for good, one delayed, two urgent), serves them with an
-in-process worker while a live display follows the queue, and prints what happened.
+"""The tour itself: migrate a schema of its own, enqueue the sample jobs of
+`pgjobs.demo.tasks` (some failing and retrying, one failing for good, one delayed, two
+urgent), serve them with an in-process worker while `display` follows the queue, and
+print what happened and what to try next.
 """
 
 from __future__ import annotations
@@ -13,117 +12,50 @@ import re
 import shlex
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Annotated, Any
 
 import psycopg
-import typer
 from psycopg import sql
-from rich import box
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.console import Console
 
-from pgjobs import admin
 from pgjobs.app import App
-from pgjobs.cli.common import DatabaseUrlOption, reports_errors
 from pgjobs.config import database_url_from_env, validate_schema
-from pgjobs.demo_tasks import DEMO_QUEUE, DEMO_SCHEMA, SAMPLES
-from pgjobs.demo_tasks import app as demo_app
+from pgjobs.demo import DEMO_QUEUE
+from pgjobs.demo.display import Snapshot, watch
+from pgjobs.demo.tasks import SAMPLES
+from pgjobs.demo.tasks import app as demo_app
 from pgjobs.embedded import default_home
+from pgjobs.job import JobState
 from pgjobs.migrate import upgrade
 from pgjobs.worker import Worker, WorkerSettings
 from pgjobs.worker.queues import QueueSpec
 
 TIME_LIMIT = 60.0
-REFRESH = 0.25
-PLAIN_REFRESH = 1.0
 SETTINGS = WorkerSettings(
     concurrency=4,
     queues=QueueSpec({DEMO_QUEUE: 1}),
     shutdown_timeout=5.0,
     poll_interval=0.5,
 )
-# Display order: `available` is split into runnable now and waiting for its `run_at`.
-ROWS = (
-    ("waiting", "available, runnable now"),
-    ("scheduled", "available, delayed or backing off before a retry"),
-    ("running", "claimed by the worker"),
-    ("completed", "done"),
-    ("failed", "out of attempts"),
-    ("cancelled", "cancelled by someone"),
-)
 _PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The demo's jobs at one moment."""
-
-    jobs: list[dict[str, Any]]
-    counts: Counter[str]
-
-    @classmethod
-    def read(cls, app: App, total: int) -> Snapshot:
-        jobs = admin.list_jobs(app, queues=[DEMO_QUEUE], limit=max(total, 1))
-        now = datetime.now(timezone.utc)
-        counts: Counter[str] = Counter()
-        for job in jobs:
-            state = job["state"]
-            if state == "available":
-                state = "scheduled" if job["run_at"] > now else "waiting"
-            counts[state] += 1
-        return cls(jobs, counts)
-
-    @property
-    def finished(self) -> int:
-        return self.counts["completed"] + self.counts["failed"] + self.counts["cancelled"]
-
-    @property
-    def retries(self) -> int:
-        """Attempts started beyond each job's first."""
-        return sum(max(job["attempts"] - 1, 0) for job in self.jobs)
-
-    def line(self, elapsed: float, total: int) -> str:
-        """One plain progress line, for output that is not a terminal."""
-        counts = "  ".join(f"{name} {self.counts[name]}" for name, _ in ROWS[:5])
-        return (
-            f"{elapsed:5.1f}s  {counts}  retries {self.retries}  ({self.finished}/{total} finished)"
-        )
-
-
-@reports_errors
-def demo(
-    database_url: DatabaseUrlOption = None,
-    schema: Annotated[
-        str,
-        typer.Option("--schema", help="Schema for the demo's jobs; keep it apart from real jobs."),
-    ] = DEMO_SCHEMA,
-) -> None:
-    """A tour: enqueue sample jobs (some fail and retry), run a worker live, summarise.
-
-    Uses the embedded local PostgreSQL unless a database is configured, and its own
-    schema, pgjobs_demo; each run replaces the previous demo's jobs.
-    """
+def run_tour(database_url: str | None, schema: str) -> bool:
+    """Run the tour on `database_url` (None: the configured or embedded database) in
+    `schema`, replacing the previous demo's jobs; True when every job ended as the
+    samples say it should."""
     console = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
     app = demo_app
     # Validated here because App falls back to PGJOBS_SCHEMA or "pgjobs" for an empty name,
     # and the demo must never land in a real schema by accident.
     app.configure(database_url=database_url, schema=validate_schema(schema))
     try:
-        expected_ok = _run_tour(console, app, database_url)
+        return _run(console, app, database_url)
     finally:
         app.close()
-    if not expected_ok:
-        raise typer.Exit(1)
 
 
-def _run_tour(console: Console, app: App, database_url: str | None) -> bool:
-    """The tour itself; True when every job ended as the samples say it should."""
+def _run(console: Console, app: App, database_url: str | None) -> bool:
     url = app.database.url  # starts the embedded cluster when nothing else is configured
     embedded = database_url is None and database_url_from_env() is None
     where = f"the embedded PostgreSQL in {default_home() / 'pgdata'}" if embedded else url
@@ -133,7 +65,7 @@ def _run_tour(console: Console, app: App, database_url: str | None) -> bool:
     # The demo's jobs are its queue's jobs; the worker serves no other queue, and only
     # these are cleared, so a schema that holds real jobs keeps them.
     with app.database.transaction() as conn:
-        cleared = conn.execute(app.queries.delete_queue_jobs, {"queue": DEMO_QUEUE}).rowcount
+        cleared = app.store.delete_queue(conn, DEMO_QUEUE)
     again = f"; {cleared} jobs of the last demo cleared" if cleared else ""
     console.print(f"  schema    {app.schema} (migrated{again})\n")
 
@@ -157,7 +89,7 @@ def _run_tour(console: Console, app: App, database_url: str | None) -> bool:
         started = time.monotonic()
         worker.start()
         try:
-            elapsed = _watch(console, app, total, started)
+            elapsed = watch(console, app, total, started, TIME_LIMIT)
         except KeyboardInterrupt:
             print("pgjobs demo: interrupted; stopping the worker", file=sys.stderr)
             raise
@@ -182,46 +114,6 @@ def _run_tour(console: Console, app: App, database_url: str | None) -> bool:
     return expected and stopped_cleanly
 
 
-def _watch(console: Console, app: App, total: int, started: float) -> float:
-    """Follow the queue until every job is finished or the time limit passes; returns
-    the seconds that took."""
-    if not console.is_terminal:
-        return _watch_plain(app, total, started)
-    progress = Progress(
-        TextColumn("finished"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    bar = progress.add_task("jobs", total=total)
-    snapshot = Snapshot.read(app, total)
-    with Live(console=console, refresh_per_second=8) as live:
-        while True:
-            progress.update(bar, completed=snapshot.finished)
-            live.update(Group(_state_table(snapshot), progress))
-            elapsed = time.monotonic() - started
-            if snapshot.finished >= total or elapsed > TIME_LIMIT:
-                return elapsed
-            time.sleep(REFRESH)
-            snapshot = Snapshot.read(app, total)
-
-
-def _watch_plain(app: App, total: int, started: float) -> float:
-    """The same as `_watch`, as one printed line a second."""
-    next_line = started
-    while True:
-        snapshot = Snapshot.read(app, total)
-        elapsed = time.monotonic() - started
-        done = snapshot.finished >= total or elapsed > TIME_LIMIT
-        if done or time.monotonic() >= next_line:
-            print(snapshot.line(elapsed, total), flush=True)
-            next_line += PLAIN_REFRESH
-        if done:
-            return elapsed
-        time.sleep(REFRESH)
-
-
 def _stop(worker: Worker) -> bool:
     """Stop claiming, let running jobs end and put back the rest, so that nothing is left
     running even on Ctrl-C; a second Ctrl-C meanwhile cuts the wait short."""
@@ -232,20 +124,6 @@ def _stop(worker: Worker) -> bool:
         worker.request_stop()  # a second request makes the shutdown immediate
         worker.shutdown()
         raise
-
-
-def _state_table(snapshot: Snapshot) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("state")
-    table.add_column("jobs", justify="right")
-    table.add_column("")
-    styles = {"running": "yellow", "completed": "green", "failed": "red"}
-    for name, meaning in ROWS:
-        if name == "cancelled" and not snapshot.counts[name]:
-            continue
-        table.add_row(name, str(snapshot.counts[name]), meaning, style=styles.get(name))
-    table.add_row("retries", str(snapshot.retries), "attempts after a failure", style="dim")
-    return table
 
 
 def _summarise(
@@ -280,10 +158,10 @@ def _summarise(
         "each recorded in the job's errors column)"
     )
     for job in final.jobs:
-        if job["state"] == "failed":
+        if job.state is JobState.FAILED:
             console.print(
-                f"  failed: job {job['id']} {job['task']} after {job['attempts']} attempts, "
-                f"last error: {job['last_error']}",
+                f"  failed: job {job.id} {job.task} after {job.attempts} attempts, "
+                f"last error: {job.last_error}",
                 style="red",
             )
     table = _qualified_jobs_table(app.schema)

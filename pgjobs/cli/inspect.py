@@ -1,21 +1,23 @@
-"""`pgjobs stats`, `pgjobs list` and `pgjobs show ID`: reading the queue."""
+"""`pgjobs stats`, `pgjobs list` and `pgjobs show ID`: reading the queue.
+
+JSON output (`--json`) is the jobs table's own shape: `list` prints an array and `show`
+one object, each a job with every column of `<schema>.jobs` (`Job.as_dict()`), timestamps
+in ISO 8601.
+"""
 
 from __future__ import annotations
 
 import json
 import textwrap
 from contextlib import closing
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import RenderableType
-from rich.table import Table
-from rich.text import Text
 
-from pgjobs import admin
-from pgjobs.cli.common import DatabaseUrlOption, JsonOption, SchemaOption, open_app, reports_errors
+from pgjobs.cli.common import DatabaseUrlOption, JsonOption, SchemaOption, open_app
 from pgjobs.cli.output import (
+    console,
     first_line,
     format_age,
     format_time,
@@ -23,12 +25,30 @@ from pgjobs.cli.output import (
     print_json,
     print_rich,
 )
-from pgjobs.schema import STATES
+from pgjobs.job import STATES, JobState
 
-_STATE_LIST = ", ".join(STATES)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import JustifyMethod, RenderableType
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    from pgjobs.job import Job
+    from pgjobs.store import QueueStats
+
+_STATE_LIST = ", ".join(state.value for state in STATES)
+# From this many columns on, `list` adds the queue, priority and timestamps by itself.
+WIDE_TERMINAL = 150
+_UNBOUNDED = 100_000
+_STATE_STYLES = {
+    JobState.RUNNING: "yellow",
+    JobState.COMPLETED: "green",
+    JobState.FAILED: "red",
+    JobState.CANCELLED: "dim",
+}
 
 
-@reports_errors
 def stats(
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
@@ -39,6 +59,8 @@ def stats(
     "Oldest waiting" is how long the longest-overdue available job has been runnable.
     Throughput counts jobs completed or failed in the last 1 and 5 minutes.
     """
+    from pgjobs import admin
+
     with closing(open_app(database_url, schema)) as app:
         queues = admin.queue_stats(app)
         schema_name = app.schema
@@ -57,17 +79,18 @@ def stats(
             }
         )
         return
+    _print_stats(queues, totals, schema_name)
+
+
+def _print_stats(queues: list[QueueStats], totals: QueueStats, schema: str) -> None:
+    from rich.text import Text
+
     if not queues:
-        print_rich(f"no jobs in schema {schema_name!r}")
+        print_rich(f"no jobs in schema {schema!r}")
         return
-    table = make_table(
-        "queue",
-        *STATES,
-        "oldest waiting",
-        "finished 1m",
-        "finished 5m",
-        right=(*STATES, "oldest waiting", "finished 1m", "finished 5m"),
-    )
+    counted = ("oldest waiting", "finished 1m", "finished 5m")
+    names = [state.value for state in STATES]
+    table = make_table("queue", *names, *counted, right=(*names, *counted))
     for row in [*queues, totals]:
         table.add_row(
             Text(row.queue, style="bold" if row is totals else ""),
@@ -89,9 +112,11 @@ def _jobs(count: int) -> str:
     return f"{count} job" if count == 1 else f"{count} jobs"
 
 
-def _totals(queues: list[admin.QueueStats]) -> admin.QueueStats:
+def _totals(queues: list[QueueStats]) -> QueueStats:
+    from pgjobs.store import QueueStats
+
     waits = [q.oldest_waiting for q in queues if q.oldest_waiting is not None]
-    return admin.QueueStats(
+    return QueueStats(
         queue="total",
         counts={state: sum(q.counts[state] for q in queues) for state in STATES},
         oldest_waiting=max(waits, default=None),
@@ -100,9 +125,9 @@ def _totals(queues: list[admin.QueueStats]) -> admin.QueueStats:
     )
 
 
-def _stats_json(row: admin.QueueStats) -> dict[str, Any]:
+def _stats_json(row: QueueStats) -> dict[str, Any]:
     return {
-        "counts": row.counts,
+        "counts": {state.value: count for state, count in row.counts.items()},
         "total": row.total,
         "oldest_waiting_seconds": row.oldest_waiting,
         "finished_last_1m": row.finished_last_minute,
@@ -110,7 +135,6 @@ def _stats_json(row: admin.QueueStats) -> dict[str, Any]:
     }
 
 
-@reports_errors
 def list_jobs(
     state: Annotated[
         list[str] | None,
@@ -128,7 +152,18 @@ def list_jobs(
         list[str] | None,
         typer.Option("--task", metavar="TASK", help="Only jobs of this task name. Repeatable."),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 50,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Show at most this many jobs.")
+    ] = 50,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide",
+            help="Add the queue, priority, created and finished columns, and shorten "
+            f"nothing (the columns come by themselves on a terminal {WIDE_TERMINAL} "
+            "columns wide).",
+        ),
+    ] = False,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
@@ -136,47 +171,97 @@ def list_jobs(
     """List jobs, newest first.
 
     Filters combine: `--state failed --state cancelled --queue mail` lists the failed
-    and cancelled jobs of queue mail.
+    and cancelled jobs of queue mail. `when` is the time of the job's latest step: when
+    it finished, started running, or may run (`in 5m` for a delayed job or a retry).
     """
+    from pgjobs import admin
+
     admin.check_states(state or ())
     with closing(open_app(database_url, schema)) as app:
         jobs = admin.list_jobs(
             app, states=state or (), queues=queue or (), tasks=task or (), limit=limit
         )
     if as_json:
-        print_json(jobs)
+        print_json([job.as_dict() for job in jobs])
         return
     if not jobs:
         print_rich("no matching jobs")
         return
-    table = make_table(
-        "id",
-        "queue",
-        "task",
-        "state",
-        "priority",
-        "attempts",
-        "run_at",
-        "created_at",
-        "last error",
-        right=("id", "priority", "attempts"),
-    )
+    drawn = console()
+    table = _jobs_table(jobs, wide=wide or drawn.width >= WIDE_TERMINAL)
+    if wide:
+        # Nothing shortened: the lines may be wider than the terminal (`less -S` helps).
+        unbounded = drawn.options.update_width(_UNBOUNDED)
+        drawn.width = max(drawn.width, drawn.measure(table, options=unbounded).maximum)
+    print_rich(table, on=drawn)
+
+
+def _jobs_table(jobs: list[Job], *, wide: bool) -> Table:
+    """One line per job. Only task, worker and last error give way to a narrow terminal,
+    ending in an ellipsis; the short columns (id, state, attempts, when) keep their width."""
+    from rich.text import Text
+
+    now = datetime.now(timezone.utc)
+    layout: list[tuple[Column, Callable[[Job], RenderableType], bool]] = [
+        (_fixed("id", "right"), lambda job: str(job.id), True),
+        (_fixed("queue"), lambda job: job.queue, wide),
+        (_shrinking("task"), lambda job: _cut(job.task), True),
+        (
+            _fixed("state"),
+            lambda job: Text(job.state.value, style=_STATE_STYLES.get(job.state, "")),
+            True,
+        ),
+        (_fixed("priority", "right"), lambda job: str(job.priority), wide),
+        (_fixed("attempts", "right"), lambda job: f"{job.attempts}/{job.max_attempts}", True),
+        (_fixed("when"), lambda job: _when(job, now), True),
+        (_fixed("created"), lambda job: format_time(job.created_at), wide),
+        (_fixed("finished"), lambda job: format_time(job.finished_at), wide),
+        (_shrinking("worker"), lambda job: _cut(job.worker_id), True),
+        (_shrinking("last error"), lambda job: _cut(first_line(job.last_error, 200)), True),
+    ]
+    shown = [(column, cell) for column, cell, wanted in layout if wanted]
+    table = make_table(*(column for column, _ in shown))
     for job in jobs:
-        table.add_row(
-            str(job["id"]),
-            job["queue"],
-            job["task"],
-            job["state"],
-            str(job["priority"]),
-            f"{job['attempts']}/{job['max_attempts']}",
-            format_time(job["run_at"]),
-            format_time(job["created_at"]),
-            first_line(job["last_error"]),
-        )
-    print_rich(table)
+        table.add_row(*(cell(job) for _, cell in shown))
+    return table
 
 
-@reports_errors
+def _fixed(header: str, justify: JustifyMethod = "left") -> Column:
+    from rich.table import Column
+
+    return Column(header, justify=justify, no_wrap=True)
+
+
+def _shrinking(header: str) -> Column:
+    """A column rich may narrow to fit the terminal; its cells come from `_cut`."""
+    from rich.table import Column
+    from rich.text import Text
+
+    return Column(Text(header, no_wrap=True, overflow="ellipsis"))
+
+
+def _cut(value: str | None) -> Text:
+    """A cell that stays on one line, ending in an ellipsis when its column is narrowed."""
+    from rich.text import Text
+
+    return Text(value or "-", no_wrap=True, overflow="ellipsis")
+
+
+def _when(job: Job, now: datetime) -> str:
+    """How long ago the job finished, started, or became runnable; or how soon it may run."""
+    if job.state.finished:
+        moment = job.finished_at
+    elif job.state is JobState.RUNNING:
+        moment = job.started_at
+    else:
+        moment = job.run_at
+    if moment is None:
+        return "-"
+    if moment > now:
+        return f"in {format_age(moment - now)}"
+    return f"{format_age(now - moment)} ago"
+
+
 def show(
     job_id: Annotated[int, typer.Argument(metavar="ID", help="The job's id.")],
     database_url: DatabaseUrlOption = None,
@@ -184,32 +269,37 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one job: every column, then its attempt history with tracebacks."""
+    from rich.text import Text
+
+    from pgjobs import admin
+
     with closing(open_app(database_url, schema)) as app:
         job = admin.get_job(app, job_id)
     if as_json:
-        print_json(job)
+        print_json(job.as_dict())
         return
-    errors = job["errors"]
-    if not errors:
+    if not job.errors:
         print_rich(_job_fields(job), "", "no failed attempts")
         return
     print_rich(
         _job_fields(job),
         "",
-        Text(f"attempt history ({len(errors)})", style="bold"),
-        *_attempts(errors),
+        Text(f"attempt history ({len(job.errors)})", style="bold"),
+        *_attempts(job.errors),
     )
 
 
-def _job_fields(job: dict[str, Any]) -> Table:
+def _job_fields(job: Job) -> Table:
+    from rich.table import Table
+
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
-    for name, value in job.items():
+    for name, value in job.as_dict().items():
         if name in ("errors", "max_attempts"):
             continue
         if name == "attempts":
-            shown = f"{value} of {job['max_attempts']}"
+            shown = f"{value} of {job.max_attempts}"
         elif name == "payload":
             shown = json.dumps(value, ensure_ascii=False)
         elif isinstance(value, datetime):
@@ -230,6 +320,8 @@ def _entry_time(value: Any) -> str:
 
 def _attempts(errors: list[dict[str, Any]]) -> list[RenderableType]:
     """A table of the failed attempts, then each attempt's traceback, indented."""
+    from rich.text import Text
+
     table = make_table("attempt", "at", "worker", "error", right=("attempt",))
     for entry in errors:
         table.add_row(

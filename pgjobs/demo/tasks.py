@@ -3,7 +3,7 @@
 The tasks stand in for real work (thumbnails, email, reports, billing): each sleeps for
 0.05-0.3 s and decides whether it fails from its arguments and attempt number only, so
 every run of the demo ends the same way. Serve them like any other tasks with
-`pgjobs work --app pgjobs.demo_tasks:app`.
+`pgjobs work --app pgjobs.demo.tasks:app`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from datetime import date
 from typing import Any
 
 from pgjobs.app import App, BulkItem
+from pgjobs.demo import DEMO_QUEUE, DEMO_SCHEMA
 from pgjobs.retry import Backoff
 from pgjobs.tasks import JobContext, Task
-
-DEMO_SCHEMA = "pgjobs_demo"
-DEMO_QUEUE = "demo"
 
 # Short retry delays (0.5 s, 1 s, 2 s, ...) so that the tour's retries happen while you watch.
 app = App(schema=DEMO_SCHEMA, backoff=Backoff(base=0.5, cap=2), default_queue=DEMO_QUEUE)

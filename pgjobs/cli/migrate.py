@@ -1,4 +1,4 @@
-"""`pgjobs migrate`."""
+"""`pgjobs migrate`: create or upgrade the schema (Alembic, imported only here)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from typing import Annotated
 
 import typer
 
-from pgjobs import migrate as migrations
-from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, open_app, reports_errors
-from pgjobs.config import resolve_schema
+from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, open_app
 
 
-@reports_errors
 def migrate(
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
@@ -21,6 +18,9 @@ def migrate(
     ] = False,
 ) -> None:
     """Create or upgrade the pgjobs schema (idempotent)."""
+    from pgjobs import migrate as migrations
+    from pgjobs.config import resolve_schema
+
     if sql:
         migrations.upgrade_sql(resolve_schema(schema), sys.stdout)
         return

@@ -1,0 +1,1040 @@
+"""Side-by-side benchmark: pgjobs, procrastinate, pgqueuer and a raw-SQL baseline.
+
+    python bench/compare.py             # full run, about 15 minutes on 2 cores
+    python bench/compare.py --quick     # smaller counts, 1-2 minutes
+    python bench/compare.py --json results.json --scenarios drain,latency --systems pgjobs,raw
+
+Everything it needs it sets up itself: a throwaway PostgreSQL cluster from
+`pgjobs.embedded.temporary_cluster()` (the bundled server of `pgjobs[embedded]`, else the
+machine's binaries; Unix socket only, deleted at the end) with one database per system, and
+a virtualenv `bench/.peers-venv` with the peers (`procrastinate`, `pgqueuer[asyncpg]`, and
+psycopg pinned to pgjobs' version) from the package index, kept apart from pgjobs'
+dependencies and reused while its requirements are unchanged.
+
+Each system is driven by one script in `bench/peers/` that knows everything about it
+(schema install, its own enqueue API, its own claim, which tables record a job's start and
+end); the peers' scripts and workers run with the peers' python. Every worker is a
+subprocess started through the system's own CLI (`pgjobs work`, `procrastinate worker`,
+`pgq run`; the baseline's `raw_sql.py work`), with logging at WARNING for all.
+
+How each scenario is measured, the same way for every system:
+
+- bulk enqueue: one call of the system's bulk API (pgjobs `enqueue_many`, procrastinate
+  `batch_defer_async`, pgqueuer `Queries.enqueue` with lists, baseline COPY) and its
+  commit, timed inside the producer process; jobs/s.
+- single enqueue: one job per call and per transaction (`task.enqueue` + commit,
+  `defer_async`, `Queries.enqueue`, INSERT + COMMIT); jobs/s.
+- drain: no-op jobs are enqueued (untimed), then a worker is started; the time runs from
+  the first claim to the last recorded outcome, both read from the system's own tables
+  afterwards (pgjobs `started_at`/`finished_at`, procrastinate's `procrastinate_events`,
+  pgqueuer's `pgqueuer_log`), so interpreter start-up is left out. Each system runs with
+  each of its settings in `WORKER_ARGS["drain"]` and the best is reported, all are noted.
+- idle pickup latency: an idle worker gets jobs one at a time, spaced out; the producer
+  records the wall-clock time its commit returned, the task the time it began (appended to
+  a file, no database round trip); latency = start - commit; p50/p95/p99.
+- steady state: a producer enqueues one job per transaction at a fixed rate on a fixed
+  schedule; latency as above. It keeps up when every job started and p99 < 1 s.
+- claim cost: the median time of one claim through the system's own claim code (batch of
+  10; procrastinate claims one job per call) with 10k waiting, with 1M waiting, and with
+  1M finished + 10k waiting, tables filled with INSERT ... SELECT generate_series (triggers
+  off) and then VACUUM ANALYZE'd. pgqueuer deletes finished jobs from its queue table;
+  its finished rows are its log entries.
+- worker memory: the worker's resident set (with any child processes) read from /proc
+  when 10% and when all of the jobs enqueued before it started have finished.
+
+Before every timed run the tables are emptied, VACUUM ANALYZE'd and CHECKPOINTed.
+Scenarios run one after the other, each for every system in turn. Ratios are a system's
+figure divided by the best peer's, and by the baseline's; the arrow in the metric says
+whether higher or lower is better. On a small shared machine absolute figures are noisy:
+compare ratios, and runs with each other, not with other machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from pgjobs.embedded import temporary_cluster
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "bench" / "peers"
+PEERS_VENV = REPO / "bench" / ".peers-venv"
+PEER_REQUIREMENTS = (
+    "procrastinate==3.10.0",
+    "pgqueuer[asyncpg]==1.6.0",
+    # The same driver, with its C speed-ups, as pgjobs runs on.
+    f"psycopg[binary]=={version('psycopg')}",
+)
+# What each system's worker is started with, per scenario; edit here. "drain" lists every
+# setting tried (the best is reported, all are noted); the other scenarios use one each.
+# A setting with `--prefetch` is tried only when `pgjobs work --help` offers it.
+WORKER_ARGS: dict[str, dict[str, list[list[str]]]] = {
+    "pgjobs": {
+        "drain": [
+            ["--concurrency", "4"],
+            ["--concurrency", "10"],
+            ["--concurrency", "32"],
+            ["--concurrency", "10", "--prefetch", "40"],
+        ],
+        "latency": [["--concurrency", "4"]],
+        "steady": [["--concurrency", "10"]],
+        "memory": [["--concurrency", "10"]],
+    },
+    "procrastinate": {
+        # Its fetch loop claims one job per transaction whatever the concurrency, and it
+        # is the slowest to drain here: two settings keep the full run near 15 minutes.
+        "drain": [["--concurrency", "4"], ["--concurrency", "16"]],
+        "latency": [["--concurrency", "4"]],
+        "steady": [["--concurrency", "10"]],
+        "memory": [["--concurrency", "10"]],
+    },
+    "pgqueuer": {
+        "drain": [["--batch", "10"], ["--batch", "50"], ["--batch", "200"]],
+        "latency": [["--batch", "10"]],
+        "steady": [["--batch", "10"]],
+        "memory": [["--batch", "10"]],
+    },
+    "raw": {
+        "drain": [["--threads", "2", "--batch", "50"], ["--threads", "4", "--batch", "50"]],
+        "latency": [["--threads", "4", "--batch", "50"]],
+        "steady": [["--threads", "4", "--batch", "50"]],
+        "memory": [["--threads", "4", "--batch", "50"]],
+    },
+}
+# Jobs per claim in the claim-cost scenario (procrastinate can only claim one).
+CLAIM_BATCH = {"pgjobs": 10, "procrastinate": 1, "pgqueuer": 10, "raw": 10}
+# Connections the steady-state producer deals its jobs to, one transaction per job each, so
+# that reaching the rate does not depend on one connection's commit latency.
+STEADY_PRODUCER_LANES = 8
+# Connections the steady-state producer deals its jobs to, one transaction per job each, so
+# that reaching the rate does not depend on one connection's commit latency.
+STEADY_PRODUCER_LANES = 8
+KEEPS_UP_P99_MS = 1000.0
+POLL = 0.25  # seconds between looks at the tables; the timings come from the rows
+MARKS_POLL = 0.02
+STALL_TIMEOUT = 60.0  # a drain with no job finished for this long has failed
+DRAIN_TIMEOUT = 600.0
+STARTUP_TIMEOUT = 60.0
+LATE_TIMEOUT = 30.0  # how long after the producer finished a job may still start
+DRIVER_TIMEOUT = 900.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The sizes of a run; `--quick` uses smaller ones."""
+
+    bulk: int
+    single: int
+    drain: int
+    latency_jobs: int
+    latency_rate: float
+    steady_rate: float
+    steady_seconds: float
+    claim_small: int
+    claim_big: int
+    claims: int
+    claim_budget: float
+    memory: int
+    memory_early: int
+    memory_seconds: float
+
+
+FULL = Counts(
+    bulk=100_000,
+    single=2_000,
+    drain=20_000,
+    latency_jobs=200,
+    latency_rate=40,
+    steady_rate=500,
+    steady_seconds=20,
+    claim_small=10_000,
+    claim_big=1_000_000,
+    claims=200,
+    claim_budget=20,
+    memory=100_000,
+    memory_early=10_000,
+    memory_seconds=150,
+)
+QUICK = Counts(
+    bulk=10_000,
+    single=200,
+    drain=1_000,
+    latency_jobs=30,
+    latency_rate=40,
+    steady_rate=500,
+    steady_seconds=2,
+    claim_small=10_000,
+    claim_big=50_000,
+    claims=20,
+    claim_budget=2,
+    memory=3_000,
+    memory_early=300,
+    memory_seconds=10,
+)
+
+
+@dataclass(frozen=True)
+class System:
+    """One system under test: which python runs its script, and how its worker starts."""
+
+    name: str
+    peer: bool
+    python: Path
+    script: str
+    worker: tuple[str, ...]
+
+
+@dataclass
+class Target:
+    """A system with its own database in the cluster, and what its script told about it."""
+
+    system: System
+    url: str
+    admin: psycopg.Connection[Any]
+    sql: dict[str, str]
+    version: str
+
+
+@dataclass
+class Result:
+    """One figure of one system in one scenario."""
+
+    scenario: str
+    metric: str
+    system: str
+    value: float | None
+    higher_is_better: bool
+    note: str = ""
+    error: str = ""
+
+
+@dataclass
+class Settings:
+    """What was run, for the report: worker arguments per scenario, and drain winners."""
+
+    used: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def record(self, system: str, scenario: str, value: str) -> None:
+        self.used.setdefault(system, {})[scenario] = value
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the report."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- setting up ----------------------------------------------------------------------------
+
+
+def peers_python() -> Path:
+    """The peers' virtualenv, created or updated when its requirements changed."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / "bench-requirements.txt"
+    wanted = "\n".join(PEER_REQUIREMENTS) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    say(f"installing the peers into {PEERS_VENV.relative_to(REPO)} (once)...")
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    install = [str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS]
+    finished = subprocess.run(install, capture_output=True, text=True, timeout=DRIVER_TIMEOUT)
+    if finished.returncode != 0:
+        raise RuntimeError(f"pip could not install the peers:\n{finished.stderr[-3000:]}")
+    stamp.write_text(wanted)
+    return python
+
+
+def systems(peers: Path) -> list[System]:
+    main = Path(sys.executable)
+    return [
+        System(
+            "pgjobs",
+            False,
+            main,
+            "pgjobs_bench.py",
+            (
+                str(main),
+                "-m",
+                "pgjobs",
+                "work",
+                "--app",
+                "pgjobs_bench:app",
+                "--log-level",
+                "WARNING",
+            ),
+        ),
+        System(
+            "procrastinate",
+            True,
+            peers,
+            "procrastinate_bench.py",
+            (
+                str(peers),
+                "-m",
+                "procrastinate",
+                "--app=procrastinate_bench.app",
+                "--log-level=warning",
+                "worker",
+            ),
+        ),
+        System(
+            "pgqueuer",
+            True,
+            peers,
+            "pgqueuer_bench.py",
+            (str(peers), "pgqueuer_bench.py", "work"),
+        ),
+        System("raw", False, main, "raw_sql.py", (str(main), "raw_sql.py", "work")),
+    ]
+
+
+def database_url(cluster_url: str, database: str) -> str:
+    """The cluster's URL pointing at another database (asyncpg needs the URL form)."""
+    parts = urlsplit(cluster_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def child_env(url: str, starts: Path | None = None) -> dict[str, str]:
+    """The environment of every subprocess: the system's database, the peers folder on the
+    path (workers import their app from it), and where task starts go, if anywhere."""
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": url,
+        "PGJOBS_DATABASE_URL": url,
+        "PYTHONPATH": str(PEERS),
+    }
+    env.pop("BENCH_STARTS_FILE", None)
+    if starts is not None:
+        env["BENCH_STARTS_FILE"] = str(starts)
+    return env
+
+
+def drive(target: Target, command: str, *args: str) -> dict[str, Any]:
+    """Run one command of the system's script and return the JSON it printed."""
+    system = target.system
+    finished = subprocess.run(
+        [str(system.python), str(PEERS / system.script), command, "--url", target.url, *args],
+        cwd=PEERS,
+        env=child_env(target.url),
+        capture_output=True,
+        text=True,
+        timeout=DRIVER_TIMEOUT,
+        start_new_session=True,
+    )
+    if finished.returncode != 0:
+        raise RuntimeError(
+            f"{system.script} {command} failed: {last_line(finished.stderr)}\n"
+            f"{finished.stderr[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
+    return result
+
+
+def last_line(output: str) -> str:
+    """The line of a failed program's output that usually says why: its last."""
+    lines = output.strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+def describe(system: System) -> dict[str, Any]:
+    finished = subprocess.run(
+        [str(system.python), str(PEERS / system.script), "describe"],
+        cwd=PEERS,
+        env=child_env(""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(finished.stdout)
+    return result
+
+
+def prepare(cluster_url: str, system: System) -> Target:
+    """A fresh database for the system, with the system's own schema installed in it."""
+    database = f"bench_{system.name}"
+    with psycopg.connect(cluster_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+    url = database_url(cluster_url, database)
+    description = describe(system)
+    admin = psycopg.connect(url, autocommit=True)
+    target = Target(system, url, admin, description["sql"], description["version"])
+    drive(target, "install")
+    return target
+
+
+def pgjobs_has_prefetch() -> bool:
+    """Whether this pgjobs' worker takes `--prefetch` (it is being added)."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "pgjobs", "work", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return "--prefetch" in finished.stdout
+
+
+# -- observing the tables -----------------------------------------------------------------
+
+
+def scalar(target: Target, query: str, params: dict[str, Any] | None = None) -> Any:
+    row = target.admin.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def reset(target: Target) -> None:
+    target.admin.execute(target.sql["reset"])
+
+
+def settle(target: Target) -> None:
+    """Fresh statistics and a checkpoint, so a run starts without inherited debt."""
+    target.admin.execute("VACUUM ANALYZE")
+    target.admin.execute("CHECKPOINT")
+
+
+def fill_directly(target: Target, waiting: int, finished: int = 0) -> None:
+    """Fill the tables in SQL, with triggers off (no NOTIFY storms, no event rows)."""
+    with target.admin.transaction():
+        target.admin.execute("SET LOCAL session_replication_role = replica")
+        if finished:
+            target.admin.execute(target.sql["fill_finished"], {"count": finished})
+        if waiting:
+            target.admin.execute(target.sql["fill_waiting"], {"count": waiting})
+
+
+def window(target: Target, expected: int) -> float:
+    """Seconds from the first claim to the last recorded outcome, from the tables."""
+    row = target.admin.execute(target.sql["window"]).fetchone()
+    if row is None or row[0] is None or row[1] is None:
+        raise RuntimeError("no finished job recorded")
+    first, last, count = row
+    if count != expected:
+        raise RuntimeError(f"{count} of {expected} jobs recorded as finished")
+    return float(last) - float(first)
+
+
+# -- workers --------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    """A worker under test, its log, and its memory as /proc tells it."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    label: str
+
+    def check_alive(self) -> None:
+        """Fail with the worker's output if it exited early."""
+        if self.process.poll() is None:
+            return
+        output = self.log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(
+            f"{self.label} exited with {self.process.returncode}: {last_line(output)}\n{output}"
+        )
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker and every process it started."""
+        return sum(status_kb(pid, "VmRSS") for pid in process_tree(self.process.pid)) * 1024
+
+    def peak_bytes(self) -> int:
+        return status_kb(self.process.pid, "VmHWM") * 1024
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                pids += process_tree(int(child))
+    return pids
+
+
+def status_kb(pid: int, key: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def running_worker(
+    target: Target, args: Sequence[str], logs: Path, starts: Path | None = None
+) -> Iterator[WorkerProcess]:
+    """The system's worker as a subprocess; SIGTERM (a graceful stop) when done."""
+    label = f"{target.system.name} worker {' '.join(args)}"
+    log = logs / f"{target.system.name}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [*target.system.worker, *args],
+            cwd=PEERS,
+            env=child_env(target.url, starts),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C reaches only compare.py, which stops workers in turn.
+            start_new_session=True,
+        )
+        try:
+            yield WorkerProcess(process, log, label)
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_drained(
+    target: Target,
+    worker: WorkerProcess,
+    timeout: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Until no job is waiting or running, or for `timeout` seconds; returns how many are
+    left. Fails if the worker dies or finishes nothing for STALL_TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    last_unfinished, last_change = -1, time.monotonic()
+    while True:
+        unfinished = int(scalar(target, target.sql["unfinished"]))
+        if on_progress is not None:
+            on_progress(unfinished)
+        if unfinished == 0 or time.monotonic() > deadline:
+            return unfinished
+        worker.check_alive()
+        if unfinished != last_unfinished:
+            last_unfinished, last_change = unfinished, time.monotonic()
+        elif time.monotonic() - last_change > STALL_TIMEOUT:
+            raise RuntimeError(f"{worker.label}: no job finished in {STALL_TIMEOUT:g}s")
+        time.sleep(POLL)
+
+
+def read_marks(path: Path) -> dict[int, float]:
+    """Task starts recorded by the workers: sequence number -> wall-clock time."""
+    if not path.exists():
+        return {}
+    marks: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        n, at = line.split()
+        marks.setdefault(int(n), float(at))
+    return marks
+
+
+def wait_marks(path: Path, wanted: set[int], worker: WorkerProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not wanted <= read_marks(path).keys():
+        worker.check_alive()
+        if time.monotonic() > deadline:
+            missing = len(wanted - read_marks(path).keys())
+            raise TimeoutError(f"{worker.label}: {missing} jobs not started after {timeout:g}s")
+        time.sleep(MARKS_POLL)
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything a scenario needs: the sizes, where files go, and what to report."""
+
+    counts: Counts
+    files: Path
+    settings: Settings
+    prefetch: bool
+
+    def title(self, scenario: str) -> str:
+        """The scenario as the report names it, with this run's counts."""
+        c = self.counts
+        return {
+            "bulk": f"bulk enqueue {c.bulk:,}",
+            "single": f"single enqueue {c.single:,}, 1 txn each",
+            "drain": f"drain {c.drain:,} no-op jobs",
+            "latency": f"idle pickup latency, {c.latency_jobs} jobs",
+            "steady": f"steady {c.steady_rate:,.0f} jobs/s for {c.steady_seconds:g} s",
+            "claim": "claim cost (one claim)",
+            "memory": f"worker RSS over {c.memory:,} jobs",
+        }[scenario]
+
+    def worker_args(self, system: str, scenario: str) -> list[list[str]]:
+        options = WORKER_ARGS[system][scenario]
+        usable = [args for args in options if self.prefetch or "--prefetch" not in args]
+        for args in options:
+            if args not in usable:
+                skipped = " ".join(args)
+                self.settings.record(system, f"{scenario} (skipped)", f"{skipped}: not offered")
+        for args in usable:
+            if scenario != "drain":
+                self.settings.record(system, scenario, " ".join(args))
+        return usable
+
+
+def bulk_enqueue(run: Run, target: Target) -> list[Result]:
+    count = run.counts.bulk
+    reset(target)
+    settle(target)
+    seconds = float(drive(target, "bulk", "--count", str(count))["seconds"])
+    scenario = run.title("bulk")
+    return [Result(scenario, "jobs/s ↑", target.system.name, count / seconds, True)]
+
+
+def single_enqueue(run: Run, target: Target) -> list[Result]:
+    count = run.counts.single
+    reset(target)
+    settle(target)
+    seconds = float(drive(target, "single", "--count", str(count))["seconds"])
+    scenario = run.title("single")
+    return [Result(scenario, "jobs/s ↑", target.system.name, count / seconds, True)]
+
+
+def drain(run: Run, target: Target) -> list[Result]:
+    """Every drain setting of the system; the best one is its figure."""
+    count = run.counts.drain
+    rates: dict[str, float] = {}
+    for args in run.worker_args(target.system.name, "drain"):
+        reset(target)
+        drive(target, "bulk", "--count", str(count))
+        settle(target)
+        with running_worker(target, args, run.files) as worker:
+            left = wait_drained(target, worker, DRAIN_TIMEOUT)
+        if left:
+            raise RuntimeError(f"{left:,} of {count:,} jobs left after {DRAIN_TIMEOUT:g}s")
+        rates[" ".join(args)] = count / window(target, count)
+        say(f"  drain {target.system.name} {' '.join(args)}: {rates[' '.join(args)]:,.0f} jobs/s")
+    best = max(rates, key=lambda setting: rates[setting])
+    run.settings.record(target.system.name, "drain (best)", best)
+    note = "; ".join(f"{setting}: {rate:,.0f}" for setting, rate in rates.items())
+    scenario = run.title("drain")
+    return [Result(scenario, "jobs/s ↑", target.system.name, rates[best], True, note)]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def latencies(
+    run: Run, target: Target, scenario: str, count: int, rate: float, lanes: int
+) -> tuple[list[float], int, float]:
+    """Commit-to-start latencies (ms) of `count` jobs produced at `rate` to a running worker.
+
+    A warm-up job first proves the worker is up and listening; it is not counted. Returns
+    the latencies of the jobs that started, how many did not, and the producer's rate.
+    """
+    reset(target)
+    settle(target)
+    starts = run.files / f"starts-{target.system.name}-{time.monotonic_ns()}"
+    commits_file = run.files / f"commits-{target.system.name}-{time.monotonic_ns()}.json"
+    (args,) = run.worker_args(target.system.name, scenario)
+    with running_worker(target, args, run.files, starts) as worker:
+        drive(
+            target, "produce", "--count", "1", "--rate", "1", "--first", "0", "--out", "/dev/null"
+        )
+        wait_marks(starts, {0}, worker, STARTUP_TIMEOUT)
+        time.sleep(0.5)
+        drive(
+            target,
+            "produce",
+            *("--count", str(count), "--rate", str(rate), "--first", "1", "--lanes", str(lanes)),
+            *("--out", str(commits_file)),
+        )
+        commits = {int(n): float(at) for n, at in json.loads(commits_file.read_text())}
+        with contextlib.suppress(TimeoutError):
+            wait_marks(starts, set(commits), worker, LATE_TIMEOUT)
+    started = read_marks(starts)
+    values = [(started[n] - at) * 1000 for n, at in commits.items() if n in started]
+    times = sorted(commits.values())
+    produced = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    return values, len(commits) - len(values), produced
+
+
+def idle_latency(run: Run, target: Target) -> list[Result]:
+    counts = run.counts
+    values, missing, _ = latencies(
+        run, target, "latency", counts.latency_jobs, counts.latency_rate, lanes=1
+    )
+    if missing:
+        raise RuntimeError(f"{missing} of {counts.latency_jobs} jobs never started")
+    scenario = run.title("latency")
+    name = target.system.name
+    return [
+        Result(scenario, f"p{p} ms ↓", name, percentile(values, p), False) for p in (50, 95, 99)
+    ]
+
+
+def steady_state(run: Run, target: Target) -> list[Result]:
+    counts = run.counts
+    count = int(counts.steady_rate * counts.steady_seconds)
+    values, missing, produced = latencies(
+        run, target, "steady", count, counts.steady_rate, STEADY_PRODUCER_LANES
+    )
+    p50, p99 = percentile(values, 50), percentile(values, 99)
+    keeps_up = not missing and p99 < KEEPS_UP_P99_MS
+    verdict = "keeps up" if keeps_up else "falls behind"
+    if missing:
+        verdict += f" ({missing:,} never started)"
+    note = f"{verdict}; offered {produced:,.0f} jobs/s"
+    scenario = run.title("steady")
+    name = target.system.name
+    return [
+        Result(scenario, "p50 ms ↓", name, p50, False, note),
+        Result(scenario, "p99 ms ↓", name, p99, False, note),
+    ]
+
+
+def claim_cost(run: Run, target: Target) -> list[Result]:
+    counts = run.counts
+    small, big = counts.claim_small, counts.claim_big
+    states = {
+        f"{small:,} waiting": (small, 0),
+        f"{big:,} waiting": (big, 0),
+        f"{big:,} finished + {small:,} waiting": (small, big),
+    }
+    batch = CLAIM_BATCH[target.system.name]
+    medians: dict[str, float] = {}
+    for state, (waiting, finished) in states.items():
+        reset(target)
+        fill_directly(target, waiting, finished)
+        settle(target)
+        timings = drive(
+            target,
+            "claim",
+            *("--count", str(counts.claims), "--batch", str(batch)),
+            *("--budget", str(counts.claim_budget)),
+        )
+        medians[state] = statistics.median(timings["ms"])
+    run.settings.record(target.system.name, "claim", f"batch {batch}, {counts.claims} claims")
+    first = next(iter(medians.values()))
+    return [
+        Result(
+            run.title("claim"),
+            f"ms, {state} ↓",
+            target.system.name,
+            median,
+            False,
+            f"x{median / first:.2f} of {small:,} waiting" if n else f"batch {batch}",
+        )
+        for n, (state, median) in enumerate(medians.items())
+    ]
+
+
+def worker_memory(run: Run, target: Target) -> list[Result]:
+    """RSS after the first jobs and after all of them, unless the time cap came first."""
+    counts = run.counts
+    total, early, cap = counts.memory, counts.memory_early, counts.memory_seconds
+    reset(target)
+    drive(target, "bulk", "--count", str(total))
+    settle(target)
+    samples: dict[str, int] = {}
+    (args,) = run.worker_args(target.system.name, "memory")
+    with running_worker(target, args, run.files) as worker:
+
+        def sample(unfinished: int) -> None:
+            if total - unfinished >= early and "early" not in samples:
+                samples["early"] = worker.rss_bytes()
+
+        done = total - wait_drained(target, worker, cap, sample)
+        samples["end"] = worker.rss_bytes()
+        peak = worker.peak_bytes()
+    if "early" not in samples:
+        raise RuntimeError(f"only {done:,} jobs done in the {cap:g}s cap")
+    mb = 1024 * 1024
+    growth = (samples["end"] - samples["early"]) / mb
+    note = f"{growth:+.1f} MB from {early:,} to {done:,}; peak {peak / mb:.1f} MB"
+    if done < total:
+        note = f"time cap: {done:,} of {total:,} done in {cap:g}s; " + note
+    scenario = run.title("memory")
+    name = target.system.name
+    return [
+        Result(scenario, f"MB after {early:,} ↓", name, samples["early"] / mb, False),
+        Result(scenario, f"MB after {total:,} ↓", name, samples["end"] / mb, False, note),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Run, Target], list[Result]]] = {
+    "bulk": bulk_enqueue,
+    "single": single_enqueue,
+    "drain": drain,
+    "latency": idle_latency,
+    "steady": steady_state,
+    "claim": claim_cost,
+    "memory": worker_memory,
+}
+
+
+def run_all(
+    run: Run, targets: list[Target], broken: dict[str, str], scenarios: list[str]
+) -> list[Result]:
+    """Scenario by scenario, each system in turn; a failure is recorded, not fatal.
+
+    `broken` holds the systems whose setup failed, with why: they get that error in every
+    scenario, so the table still shows them.
+    """
+    results: list[Result] = []
+    for scenario in scenarios:
+        say(f"{run.title(scenario)}...")
+        for name, error in broken.items():
+            results.append(failure(run.title(scenario), name, f"setup failed: {error}"))
+        for target in targets:
+            started = time.monotonic()
+            try:
+                results += SCENARIOS[scenario](run, target)
+            except (RuntimeError, TimeoutError, OSError, psycopg.Error) as error:
+                say(f"  {target.system.name} FAILED: {error}")
+                results.append(failure(run.title(scenario), target.system.name, first_line(error)))
+            say(f"  {target.system.name}: {time.monotonic() - started:.0f}s")
+    return results
+
+
+def failure(scenario: str, system: str, error: str) -> Result:
+    return Result(scenario, "(failed)", system, None, True, error=error)
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    if value is None or not reference:
+        return ""
+    return f"{value / reference:.2f}x"
+
+
+def best_peer(group: list[Result], peers: set[str]) -> float | None:
+    values = [r.value for r in group if r.system in peers and r.value is not None]
+    if not values:
+        return None
+    return max(values) if group[0].higher_is_better else min(values)
+
+
+def figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def results_table(results: list[Result], peers: set[str], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column, justify in (
+        ("scenario", "left"),
+        ("metric", "left"),
+        ("system", "left"),
+        ("figure", "right"),
+        ("vs best peer", "right"),
+        ("vs raw SQL", "right"),
+        ("notes", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for result in results:
+        groups.setdefault((result.scenario, result.metric), []).append(result)
+    previous = ""
+    for (scenario, metric), group in groups.items():
+        reference = best_peer(group, peers)
+        raw = next((r.value for r in group if r.system == "raw"), None)
+        for n, result in enumerate(group):
+            table.add_row(
+                scenario if scenario != previous else "",
+                metric if n == 0 else "",
+                result.system,
+                figure(result.value),
+                ratio(result.value, reference),
+                ratio(result.value, raw),
+                result.error or result.note,
+                end_section=n == len(group) - 1,
+            )
+            previous = scenario
+    return table
+
+
+def report(
+    console: Console,
+    results: list[Result],
+    targets: list[Target],
+    header: dict[str, str],
+    settings: Settings,
+    counts: Counts,
+    quick: bool,
+) -> None:
+    peers = {t.system.name for t in targets if t.system.peer}
+    console.print(" | ".join(f"{key} {value}" for key, value in header.items()))
+    title = f"pgjobs beside its peers ({'--quick' if quick else 'full run'})"
+    console.print(results_table(results, peers, title))
+    console.print("Settings used (worker arguments per scenario; drain: the best of those tried):")
+    for system, used in settings.used.items():
+        console.print(f"  {system}: " + "; ".join(f"{k}: {v}" for k, v in used.items()))
+    console.print(f"Counts: {asdict(counts)}")
+
+
+def write_json(
+    path: Path,
+    results: list[Result],
+    header: dict[str, str],
+    settings: Settings,
+    counts: Counts,
+) -> None:
+    document = {
+        "versions": header,
+        "counts": asdict(counts),
+        "worker_args": WORKER_ARGS,
+        "settings": settings.used,
+        "results": [asdict(result) for result in results],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def versions(cluster_url: str, targets: list[Target], changed: Sequence[str]) -> dict[str, str]:
+    """What ran: server, libraries, interpreter, and the server settings that matter most."""
+    names = ["server_version", "fsync", "synchronous_commit", "shared_buffers"]
+    names += [item.partition("=")[0] for item in changed if item.partition("=")[0] not in names]
+    with psycopg.connect(cluster_url) as conn:
+        show = {name: str(scalar_row(conn, f"SHOW {name}")) for name in names}
+    header = {"PostgreSQL": show.pop("server_version")}
+    header |= {t.system.name: t.version for t in targets}
+    header["Python"] = sys.version.split()[0]
+    header["CPUs"] = str(os.cpu_count())
+    header["server"] = ", ".join(f"{k}={v}" for k, v in show.items())
+    return header
+
+
+def scalar_row(
+    conn: psycopg.Connection[Any], query: str | sql.Composed, params: Sequence[Any] = ()
+) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def apply_server_settings(cluster_url: str, settings: Sequence[str]) -> None:
+    """`--pg-setting NAME=VALUE`: ALTER SYSTEM and a reload, before any system connects."""
+    with psycopg.connect(cluster_url, autocommit=True) as conn:
+        for item in settings:
+            name, _, value = item.partition("=")
+            query = "SELECT context FROM pg_settings WHERE name = %s"
+            context = scalar_row(conn, query, (name,))
+            if context is None or not value:
+                raise SystemExit(f"--pg-setting {item!r}: expected NAME=VALUE of a known setting")
+            if context == "postmaster":
+                raise SystemExit(f"--pg-setting {name}: needs a server restart, not supported")
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+        conn.execute("SELECT pg_reload_conf()")
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller counts (see QUICK in this file), 1-2 minutes",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a reloadable server setting for the cluster, e.g. synchronous_commit=off",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of: {','.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(WORKER_ARGS),
+        help=f"comma-separated subset of: {','.join(WORKER_ARGS)}",
+    )
+    args = parser.parse_args()
+    for option, known in (("scenarios", SCENARIOS), ("systems", WORKER_ARGS)):
+        unknown = set(getattr(args, option).split(",")) - set(known)
+        if unknown:
+            parser.error(f"unknown {option}: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    counts = QUICK if args.quick else FULL
+    # A pipe or a file gets the full width; a terminal keeps its own.
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    started = time.monotonic()
+    wanted = args.systems.split(",")
+    chosen = [s for s in systems(peers_python()) if s.name in wanted]
+    settings = Settings()
+    with (
+        tempfile.TemporaryDirectory(prefix="pgjobs-compare-") as files,
+        contextlib.ExitStack() as stack,
+    ):
+        say("starting a throwaway PostgreSQL cluster...")
+        cluster_url = stack.enter_context(temporary_cluster())
+        apply_server_settings(cluster_url, args.pg_setting)
+        targets: list[Target] = []
+        broken: dict[str, str] = {}
+        for system in chosen:
+            try:
+                targets.append(prepare(cluster_url, system))
+                stack.callback(targets[-1].admin.close)
+            except (RuntimeError, OSError, psycopg.Error, subprocess.SubprocessError) as error:
+                say(f"setting up {system.name} FAILED: {error}")
+                broken[system.name] = first_line(error)
+        run = Run(counts, Path(files), settings, pgjobs_has_prefetch())
+        results = run_all(run, targets, broken, args.scenarios.split(","))
+        header = versions(cluster_url, targets, args.pg_setting)
+    report(console, results, targets, header, settings, counts, args.quick)
+    if args.json:
+        write_json(args.json, results, header, settings, counts)
+    say(f"done in {time.monotonic() - started:.0f}s")
+
+
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so workers are stopped and the cluster is removed."""
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        main()
+    except KeyboardInterrupt:
+        say("interrupted: workers stopped, cluster removed")
+        sys.exit(130)

@@ -1,0 +1,146 @@
+"""pgjobs as `bench/compare.py` drives it: the App its worker serves, and its workloads.
+
+The worker is `pgjobs work --app pgjobs_bench:app` (run from this folder). The task is a
+plain function, pgjobs' main model: the worker runs it on its thread pool. Enqueueing goes
+through the public API: `task.enqueue(conn, ...)` for one job, `app.enqueue_many` for many.
+The claim timed by `claim` is the worker's own statement from `pgjobs.queries`.
+
+    python bench/peers/pgjobs_bench.py COMMAND [options]   (see _common.py)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from _common import (
+    TASK,
+    Schedule,
+    StartMarks,
+    emit,
+    in_lanes,
+    parse_args,
+    payload,
+    timed_claims,
+    write_commits,
+)
+
+import pgjobs
+
+SCHEMA = "pgjobs"
+JOBS = f"{SCHEMA}.jobs"
+
+app = pgjobs.App(schema=SCHEMA)
+marks = StartMarks()
+
+
+@app.task(name=TASK)
+def job(n: int) -> None:
+    """A no-op, or a recorded start in the latency scenarios."""
+    marks.mark(n)
+
+
+DESCRIPTION = {
+    "reset": f"TRUNCATE {JOBS} RESTART IDENTITY",
+    "unfinished": f"SELECT count(*) FROM {JOBS} WHERE state IN ('available', 'running')",
+    # First claim to last completion, as the rows record them.
+    "window": f"""
+        SELECT extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at)),
+               count(*) FILTER (WHERE state = 'completed')
+        FROM {JOBS}""",
+    "fill_waiting": f"""
+        INSERT INTO {JOBS} (task, payload)
+        SELECT '{TASK}', jsonb_build_object('n', g) FROM generate_series(1, %(count)s) g""",
+    "fill_finished": f"""
+        INSERT INTO {JOBS} (task, payload, state, attempts, started_at, finished_at)
+        SELECT '{TASK}', jsonb_build_object('n', g), 'completed', 1, now(), now()
+        FROM generate_series(1, %(count)s) g""",
+}
+
+
+def version() -> str:
+    from importlib.metadata import version as installed
+
+    return installed("pgjobs")
+
+
+def install(url: str) -> None:
+    """`pgjobs migrate`, the documented way to create the schema."""
+    command = [sys.executable, "-m", "pgjobs", "migrate", "--database-url", url]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def bulk(url: str, count: int) -> float:
+    items: list[tuple[str, dict[str, Any]]] = [(TASK, payload(n)) for n in range(count)]
+    app.configure(database_url=url)
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        app.enqueue_many(conn, items)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def single(url: str, count: int) -> float:
+    app.configure(database_url=url)
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        for n in range(count):
+            job.enqueue(conn, n=n)
+            conn.commit()
+        return time.perf_counter() - started
+
+
+def produce(url: str, count: int, rate: float, first: int, lanes: int) -> list[Any]:
+    app.configure(database_url=url)
+    schedule = Schedule(count, rate, first, lanes)
+
+    def lane(number: int) -> list[tuple[int, float]]:
+        commits = []
+        with psycopg.connect(url) as conn:
+            for n in schedule.paced(number):
+                job.enqueue(conn, n=n)
+                conn.commit()
+                commits.append((n, time.time()))
+        return commits
+
+    return in_lanes(lanes, lane)
+
+
+def claim(url: str, count: int, batch: int, budget: float) -> list[float]:
+    """The worker's claim statement, run on an autocommit connection as the worker does."""
+    from pgjobs.queries import Queries
+
+    statement = Queries(SCHEMA).claim_any_queue
+    params = {"limit": batch, "worker_id": f"bench-{uuid.uuid4().hex[:8]}"}
+    with psycopg.connect(url, autocommit=True) as conn:
+        return timed_claims(count, budget, lambda: conn.execute(statement, params).fetchall())
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    if args.command == "describe":
+        emit({"version": version(), "sql": DESCRIPTION})
+    elif args.command == "install":
+        install(args.url)
+        emit({})
+    elif args.command == "bulk":
+        emit({"seconds": bulk(args.url, args.count)})
+    elif args.command == "single":
+        emit({"seconds": single(args.url, args.count)})
+    elif args.command == "produce":
+        commits = produce(args.url, args.count, args.rate, args.first, args.lanes)
+        write_commits(args.out, commits)
+        emit({"seconds": time.perf_counter() - started})
+    elif args.command == "claim":
+        emit({"ms": claim(args.url, args.count, args.batch, args.budget)})
+    else:
+        raise SystemExit(f"pgjobs_bench.py does not do {args.command!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`pgjobs work --app MODULE:ATTR`: run a worker until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, load_app, require_migrated
+from pgjobs.errors import ConfigurationError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def work(
+    app_reference: Annotated[
+        str,
+        typer.Option(
+            "--app",
+            metavar="MODULE:ATTR",
+            envvar="PGJOBS_APP",
+            show_envvar=True,
+            help="The App to serve, as module:attribute (the current directory is on the path).",
+        ),
+    ],
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            metavar="QUEUES", help="Queues to serve: a,b or a=6,b=3 (weights). Default: all."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(metavar="N", help="Threads, i.e. jobs run at once.")
+    ] = 10,
+    prefetch: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Jobs claimed ahead, waiting for a free thread. Default: one per thread.",
+        ),
+    ] = None,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Seconds running jobs get to finish on SIGTERM."),
+    ] = 30.0,
+    rescue_after: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Seconds without heartbeat before a job is rescued."),
+    ] = 60.0,
+    poll_interval: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds between polls for delayed jobs.")
+    ] = 1.0,
+    log_format: Annotated[str, typer.Option(metavar="FORMAT", help="text or json.")] = "text",
+    log_level: Annotated[
+        str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+    database_url: DatabaseUrlOption = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Run a worker: claim jobs, run them, retry failures; SIGTERM drains and exits."""
+    from pgjobs.logs import configure_logging
+    from pgjobs.worker import Worker, WorkerSettings
+    from pgjobs.worker.queues import QueueSpec
+
+    # Every option is checked before the App's module is imported or anything connects,
+    # so a typo costs one line and no thread.
+    if log_format not in ("text", "json"):
+        raise ConfigurationError(f"--log-format must be text or json, got {log_format!r}")
+    if log_level.upper() not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+        )
+    settings = WorkerSettings(
+        concurrency=concurrency,
+        prefetch=prefetch,
+        queues=QueueSpec.parse(queues),
+        shutdown_timeout=shutdown_timeout,
+        rescue_after=rescue_after,
+        poll_interval=poll_interval,
+    )
+    app = load_app(app_reference)
+    app.configure(database_url=database_url, schema=schema)
+    require_migrated(app)
+    configure_logging(log_format, log_level)
+    raise typer.Exit(Worker(app, settings).run())

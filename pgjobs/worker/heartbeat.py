@@ -1,0 +1,68 @@
+"""The heartbeat: keeps every job this worker holds visibly alive.
+
+One statement per interval refreshes `heartbeat_at` of the jobs that are running,
+claimed and waiting to start, or finished with their outcome not yet written. Ids that
+do not come back were cancelled or rescued meanwhile, and their tasks are told to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from pgjobs.store import Store
+from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.service import LoopService
+
+
+class Heartbeat(LoopService):
+    """Refreshes this worker's held jobs every `interval` seconds."""
+
+    def __init__(
+        self,
+        connection: ResilientConnection,
+        store: Store,
+        worker_id: str,
+        *,
+        held_ids: Callable[[], list[int]],
+        on_lost: Callable[[Collection[int]], None],
+        interval: float,
+    ) -> None:
+        super().__init__("heartbeat", interval)
+        self.connection = connection
+        self.store = store
+        self.worker_id = worker_id
+        self.held_ids = held_ids
+        self.on_lost = on_lost
+        self._current = True  # nothing held yet: nothing of ours can look stale
+
+    def run_once(self) -> set[int]:
+        """Refresh every held job in one statement; returns the ids found lost."""
+        ids = self.held_ids()
+        if not ids:
+            return set()
+        try:
+            kept = self.connection.run(
+                lambda conn: self.store.heartbeat(conn, ids, worker_id=self.worker_id),
+                attempts=1,
+            )
+        except Exception:
+            self._current = False
+            raise
+        self._current = True
+        lost = set(ids) - kept
+        # A job settled between reading the ids and the statement is not lost; the
+        # executor and the buffer ignore ids they no longer hold.
+        if lost:
+            self.on_lost(lost)
+        return lost
+
+    def is_current(self) -> bool:
+        """False from a failed beat until the next one succeeds.
+
+        Right after an outage this worker's own jobs look stale in the table; the
+        rescuer must not run on their account before a beat has refreshed them.
+        """
+        return self._current
+
+    def close(self) -> None:
+        self.connection.close()

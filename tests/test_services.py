@@ -1,0 +1,323 @@
+"""One pass of each worker service, run in-process against the test's own schema.
+
+The subprocess tests (test_worker.py, test_reliability.py) show the worker as users run
+it; these call `run_once()` directly, so each service's behaviour is checked without
+timers, signals or other services.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgjobs import App
+from pgjobs.worker import Worker, WorkerSettings
+from pgjobs.worker.capacity import Capacity
+from pgjobs.worker.completer import Completer
+from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.events import Event, EventBus, JobEnded, OutcomesWritten
+from pgjobs.worker.executor import ExecutorPool
+from pgjobs.worker.fetcher import Fetcher
+from pgjobs.worker.heartbeat import Heartbeat
+from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, failed_attempt
+from pgjobs.worker.listener import Listener
+from pgjobs.worker.queues import QueueSpec
+from pgjobs.worker.rescuer import Rescuer
+from tests.support import job, wait_until
+
+Connection = psycopg.Connection[Any]
+WORKER = "test-worker"
+
+
+@pytest.fixture
+def connection(database_url: str) -> Iterator[ResilientConnection]:
+    """A worker connection, as each service gets one."""
+    resilient = ResilientConnection(database_url, "test")
+    yield resilient
+    resilient.close()
+
+
+def claim(app: App, connection: ResilientConnection, limit: int = 10) -> list[ClaimedJob]:
+    return app.store.claim(connection.connection(), limit=limit, queue=None, worker_id=WORKER)
+
+
+def recorded(events: EventBus) -> list[Event]:
+    seen: list[Event] = []
+    events.subscribe(seen.append)
+    return seen
+
+
+def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: 10 waiting jobs and room for 2 running + 3 claimed ahead
+    ids = app.enqueue_many(None, [("noop", {})] * 10)
+    capacity = Capacity(concurrency=2, prefetch=3)
+    fetcher = Fetcher(
+        connection, app.store, capacity, QueueSpec(None), WORKER, poll_interval=1, random=lambda: 0
+    )
+    # when
+    claimed = fetcher.run_once()
+    # then
+    assert claimed == 5
+    assert capacity.waiting() == 5 and capacity.room() == 0
+    assert sorted(capacity.waiting_ids()) == ids[:5]
+    assert job(observer, app.schema, ids[0])["state"] == "running"
+    assert fetcher.run_once() == 0  # no room, no claim
+
+
+def test_executor_pass_runs_the_next_job_and_reports_its_outcome(
+    app: App, connection: ResilientConnection
+) -> None:
+    # given
+    ran: list[int] = []
+
+    @app.task(name="adds")
+    def adds(x: int) -> None:
+        ran.append(x)
+
+    app.enqueue(None, "adds", {"x": 41})
+    capacity = Capacity(concurrency=1, prefetch=0)
+    capacity.add(claim(app, connection))
+    reported: list[Outcome] = []
+    events = EventBus()
+    seen = recorded(events)
+    pool = ExecutorPool(
+        capacity=capacity,
+        tasks=app.tasks,
+        worker_id=WORKER,
+        report=reported.append,
+        events=events,
+        backoff=app.backoff,
+        random=lambda: 0,
+    )
+    # when
+    assert pool.run_once() is True
+    # then
+    assert ran == [41]
+    assert [o.state for o in reported] == ["completed"]
+    assert [e.ending.value for e in seen if isinstance(e, JobEnded)] == ["completed"]
+    assert capacity.running() == 0
+    assert pool.run_once() is False
+
+
+def test_completer_pass_writes_every_queued_outcome_in_one_batch(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given
+    ids = app.enqueue_many(None, [("noop", {})] * 3)
+    jobs = claim(app, connection)
+    events = EventBus()
+    seen = recorded(events)
+    completer = Completer(connection, app.store, WORKER, events, flush_delay=0)
+    for claimed in jobs:
+        completer.submit(completed(claimed))
+    # when
+    written = completer.run_once()
+    # then
+    assert written == 3
+    assert [job(observer, app.schema, i)["state"] for i in ids] == ["completed"] * 3
+    [batch] = [e for e in seen if isinstance(e, OutcomesWritten)]
+    assert batch.applied == frozenset(ids)
+    assert completer.pending_ids() == []
+
+
+def test_completer_stores_error_text_jsonb_cannot_hold_by_replacing_it(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: an error message with a NUL and a lone surrogate, batched with a success
+    [ok_id, bad_id] = app.enqueue_many(None, [("noop", {}), ("noop", {})])
+    ok, bad = claim(app, connection)
+    entry = {
+        "attempt": 1,
+        "error": "bad byte \x00 here \ud800",
+        "traceback": "x\x00",
+        "worker": WORKER,
+    }
+    completer = Completer(connection, app.store, WORKER, EventBus(), flush_delay=0)
+    completer.submit(completed(ok))
+    completer.submit(failed_attempt(bad, entry, retry_delay=None))
+    # when
+    completer.run_once()
+    # then: both outcomes are written, the text repaired
+    assert job(observer, app.schema, ok_id)["state"] == "completed"
+    failed = job(observer, app.schema, bad_id)
+    assert failed["state"] == "failed"
+    assert failed["errors"][0]["error"] == "bad byte \ufffd here \ufffd"
+    assert failed["errors"][0]["traceback"] == "x\ufffd"
+
+
+def test_completer_isolates_an_outcome_the_database_refuses_and_writes_the_others(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: four outcomes, one of which the database refuses (an infinite retry delay)
+    ids = app.enqueue_many(None, [("noop", {})] * 4)
+    jobs = claim(app, connection)
+    entry = {"attempt": 1, "error": "ValueError: x", "traceback": None, "worker": WORKER}
+    completer = Completer(connection, app.store, WORKER, EventBus(), flush_delay=0)
+    for claimed in jobs:
+        if claimed.id == ids[2]:
+            completer.submit(failed_attempt(claimed, entry, retry_delay=math.inf))
+        else:
+            completer.submit(completed(claimed))
+    # when
+    completer.run_once()
+    # then: the others are completed; the refused one failed, saying why
+    states = [job(observer, app.schema, i)["state"] for i in ids]
+    assert states == ["completed", "completed", "failed", "completed"]
+    [error] = job(observer, app.schema, ids[2])["errors"]
+    assert error["error"].startswith("outcome could not be stored:")
+    assert error["worker"] == WORKER
+
+
+def test_completer_makes_producers_wait_once_its_backlog_is_full(
+    app: App, connection: ResilientConnection
+) -> None:
+    # given: a completer that holds at most 2 unwritten outcomes, holding 2
+    app.enqueue_many(None, [("noop", {})] * 3)
+    first, second, third = claim(app, connection)
+    completer = Completer(connection, app.store, WORKER, EventBus(), max_pending=2, flush_delay=0)
+    completer.submit(completed(first))
+    completer.submit(completed(second))
+    # when: a third outcome is submitted from another thread
+    submitted = threading.Event()
+    thread = threading.Thread(target=lambda: (completer.submit(completed(third)), submitted.set()))
+    thread.start()
+    # then: it waits until the backlog is written
+    assert not submitted.wait(0.3)
+    completer.run_once()
+    assert submitted.wait(5)
+    thread.join()
+    assert completer.pending() == 1
+
+
+def test_heartbeat_pass_refreshes_held_jobs_and_reports_cancelled_ones_lost(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: two claimed jobs with an old heartbeat, one of which gets cancelled
+    kept_id, cancelled_id = app.enqueue_many(None, [("noop", {}), ("noop", {})])
+    claim(app, connection)
+    jobs_table = sql.Identifier(app.schema, "jobs")
+    observer.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 hour'").format(jobs_table)
+    )
+    observer.execute(
+        sql.SQL("UPDATE {} SET state = 'cancelled' WHERE id = %s").format(jobs_table),
+        [cancelled_id],
+    )
+    lost: list[set[int]] = []
+    heartbeat = Heartbeat(
+        connection,
+        app.store,
+        WORKER,
+        held_ids=lambda: [kept_id, cancelled_id],
+        on_lost=lambda ids: lost.append(set(ids)),
+        interval=1,
+    )
+    # when
+    heartbeat.run_once()
+    # then
+    beat = job(observer, app.schema, kept_id)["heartbeat_at"]
+    [(now,)] = observer.execute("SELECT now()").fetchall()
+    assert (now - beat).total_seconds() < 5
+    assert lost == [{cancelled_id}]
+    assert heartbeat.is_current()
+
+
+def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_stale(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: a job held by a worker that stopped heart-beating a minute ago
+    [job_id] = app.enqueue_many(None, [("noop", {})])
+    claim(app, connection)
+    observer.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
+            sql.Identifier(app.schema, "jobs")
+        )
+    )
+    current = False
+    rescuer = Rescuer(
+        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: current
+    )
+    # when this worker's own heartbeat is not current, it rescues nothing
+    assert rescuer.run_once() == []
+    assert job(observer, app.schema, job_id)["state"] == "running"
+    # when it is
+    current = True
+    assert rescuer.run_once() == [(job_id, "available")]
+    rescued = job(observer, app.schema, job_id)
+    assert rescued["state"] == "available"
+    assert "worker lost: test-worker" in rescued["errors"][0]["error"]
+
+
+def test_listener_pass_wakes_the_fetcher_for_wanted_queues_only(
+    app: App, connection: ResilientConnection, database_url: str
+) -> None:
+    # given: a listener for queue "mail" that has started listening
+    woken: list[bool] = []
+    listener = Listener(
+        connection, app.store, wants=lambda q: q == "mail", wake=lambda: woken.append(True)
+    )
+    listener.run_once()
+    woken.clear()
+    # when: jobs are committed to another queue, then to "mail"
+    app.enqueue(None, "noop", queue="other")
+    assert listener.run_once() == 0
+    app.enqueue(None, "noop", queue="mail")
+    # then
+    assert wait_until(listener.run_once, timeout=5) == 1
+    assert woken == [True]
+
+
+def test_worker_holds_no_more_than_concurrency_prefetch_and_unwritten_outcomes(
+    app: App, database_url: str, observer: Connection
+) -> None:
+    # given: a worker whose outcome writes block on a row this test locks
+    release = threading.Event()
+
+    @app.task(name="slow")
+    def slow() -> None:
+        release.wait(10)
+
+    @app.task(name="quick")
+    def quick() -> None:
+        pass
+
+    slow_id = app.enqueue(None, "slow", priority=10)
+    app.enqueue_many(None, [("quick", {})] * 200)
+    settings = WorkerSettings(concurrency=2, prefetch=3, max_unwritten=4, poll_interval=0.05)
+    worker = Worker(app, settings, worker_id=WORKER)
+    worker.start()
+    try:
+        wait_until(lambda: job(observer, app.schema, slow_id)["state"] == "running")
+        with psycopg.connect(database_url) as locker:
+            locker.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(
+                    sql.Identifier(app.schema, "jobs")
+                ),
+                [slow_id],
+            )
+            release.set()
+            # when: the slow job's outcome cannot be written, the others pile up behind it
+            wait_until(lambda: worker.completer.pending() >= 4, timeout=10)
+
+            def held() -> int:
+                [(count,)] = observer.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE state = 'running'").format(
+                        sql.Identifier(app.schema, "jobs")
+                    )
+                ).fetchall()
+                return int(count)
+
+            # then: claims stop at 2 threads + 3 claimed ahead + 4 unwritten outcomes
+            wait_until(lambda: worker.capacity.room() == 0, timeout=10)
+            assert held() <= 2 + 3 + 4
+        wait_until(lambda: held() == 0, timeout=20)
+    finally:
+        worker.shutdown()

@@ -127,9 +127,6 @@ CLAIM_BATCH = {"pgjobs": 10, "procrastinate": 1, "pgqueuer": 10, "raw": 10}
 # Connections the steady-state producer deals its jobs to, one transaction per job each, so
 # that reaching the rate does not depend on one connection's commit latency.
 STEADY_PRODUCER_LANES = 8
-# Connections the steady-state producer deals its jobs to, one transaction per job each, so
-# that reaching the rate does not depend on one connection's commit latency.
-STEADY_PRODUCER_LANES = 8
 KEEPS_UP_P99_MS = 1000.0
 POLL = 0.25  # seconds between looks at the tables; the timings come from the rows
 MARKS_POLL = 0.02
@@ -381,7 +378,11 @@ def prepare(cluster_url: str, system: System) -> Target:
     description = describe(system)
     admin = psycopg.connect(url, autocommit=True)
     target = Target(system, url, admin, description["sql"], description["version"])
-    drive(target, "install")
+    try:
+        drive(target, "install")
+    except BaseException:
+        admin.close()
+        raise
     return target
 
 

@@ -255,12 +255,7 @@ def call_task(task: Task[Any, Any], payload: dict[str, Any], context: JobContext
     try:
         return task.func(*leading, **payload)
     except TypeError:
-        # Binding first would cost every call; look only when the call itself failed,
-        # and say so only when the arguments are what did not fit.
-        try:
-            task.signature.bind(*leading, **payload)
-        except TypeError as error:
-            raise TypeError(
-                f"arguments {sorted(payload)} do not fit task {task.name}{task.signature}: {error}"
-            ) from None
+        # Checking first would cost every call; look only when the call itself failed:
+        # InvalidJobError when the arguments are what did not fit, else the task's error.
+        task.check_arguments(payload)
         raise

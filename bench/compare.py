@@ -31,16 +31,19 @@ How each scenario is measured, the same way for every system:
   each of its settings in `WORKER_ARGS["drain"]` and the best is reported, all are noted.
 - idle pickup latency: an idle worker gets jobs one at a time, spaced out; the producer
   records the wall-clock time its commit returned, the task the time it began (appended to
-  a file, no database round trip); latency = start - commit; p50/p95/p99.
+  a file, no database round trip); latency = start - commit; p50/p95/p99. The tables hold
+  10,000 finished jobs first, analyzed, as a queue in use does (see `latencies`).
 - steady state: a producer enqueues one job per transaction at a fixed rate on a fixed
-  schedule; latency as above. It keeps up when every job started and p99 < 1 s.
+  schedule, dealt to 8 connections in turn; latency as above. It keeps up when every job
+  started within 30 s of the last commit and p99 < 1 s; the rate offered is noted.
 - claim cost: the median time of one claim through the system's own claim code (batch of
   10; procrastinate claims one job per call) with 10k waiting, with 1M waiting, and with
   1M finished + 10k waiting, tables filled with INSERT ... SELECT generate_series (triggers
   off) and then VACUUM ANALYZE'd. pgqueuer deletes finished jobs from its queue table;
   its finished rows are its log entries.
 - worker memory: the worker's resident set (with any child processes) read from /proc
-  when 10% and when all of the jobs enqueued before it started have finished.
+  when 10% and when all of the jobs enqueued before it started have finished (or when a
+  time cap ends the run, which the note then says).
 
 Before every timed run the tables are emptied, VACUUM ANALYZE'd and CHECKPOINTed.
 Scenarios run one after the other, each for every system in turn. Ratios are a system's
@@ -142,20 +145,21 @@ STOP_TIMEOUT = 30.0
 class Counts:
     """The sizes of a run; `--quick` uses smaller ones."""
 
-    bulk: int
-    single: int
-    drain: int
-    latency_jobs: int
-    latency_rate: float
-    steady_rate: float
-    steady_seconds: float
-    claim_small: int
-    claim_big: int
-    claims: int
-    claim_budget: float
-    memory: int
-    memory_early: int
-    memory_seconds: float
+    bulk: int  # jobs in the one bulk call
+    single: int  # jobs enqueued one transaction each
+    drain: int  # no-op jobs per drain run
+    latency_jobs: int  # jobs of the idle-latency run...
+    latency_rate: float  # ...at this many per second
+    steady_rate: float  # jobs per second of the steady state...
+    steady_seconds: float  # ...for this long
+    history: int  # finished jobs in the tables before a latency run
+    claim_small: int  # waiting jobs of the small claim-cost table
+    claim_big: int  # waiting, then finished, jobs of the big one
+    claims: int  # claims timed per table...
+    claim_budget: float  # ...or as many as fit in this many seconds
+    memory: int  # jobs drained by the memory run...
+    memory_early: int  # ...with the first sample after this many
+    memory_seconds: float  # time cap of the memory run
 
 
 FULL = Counts(
@@ -166,6 +170,7 @@ FULL = Counts(
     latency_rate=40,
     steady_rate=500,
     steady_seconds=20,
+    history=10_000,
     claim_small=10_000,
     claim_big=1_000_000,
     claims=200,
@@ -182,6 +187,7 @@ QUICK = Counts(
     latency_rate=40,
     steady_rate=500,
     steady_seconds=2,
+    history=10_000,
     claim_small=10_000,
     claim_big=50_000,
     claims=20,
@@ -648,10 +654,14 @@ def latencies(
 ) -> tuple[list[float], int, float]:
     """Commit-to-start latencies (ms) of `count` jobs produced at `rate` to a running worker.
 
-    A warm-up job first proves the worker is up and listening; it is not counted. Returns
-    the latencies of the jobs that started, how many did not, and the producer's rate.
+    The tables first get a history of finished jobs, as a queue in use has, so that every
+    planner sees a table in use: on a freshly analyzed empty table a plan cached while the
+    table is tiny (procrastinate's fetch function) stays a sequential scan as it grows. A
+    warm-up job then proves the worker is up and listening; it is not counted. Returns the
+    latencies of the jobs that started, how many did not, and the rate the producer offered.
     """
     reset(target)
+    fill_directly(target, waiting=0, finished=run.counts.history)
     settle(target)
     starts = run.files / f"starts-{target.system.name}-{time.monotonic_ns()}"
     commits_file = run.files / f"commits-{target.system.name}-{time.monotonic_ns()}.json"
@@ -702,7 +712,9 @@ def steady_state(run: Run, target: Target) -> list[Result]:
     keeps_up = not missing and p99 < KEEPS_UP_P99_MS
     verdict = "keeps up" if keeps_up else "falls behind"
     if missing:
-        verdict += f" ({missing:,} never started)"
+        verdict += (
+            f" ({missing:,} not started {LATE_TIMEOUT:g}s after the last; figures of the rest)"
+        )
     note = f"{verdict}; offered {produced:,.0f} jobs/s"
     scenario = run.title("steady")
     name = target.system.name
@@ -850,7 +862,11 @@ def figure(value: float | None) -> str:
 
 
 def results_table(results: list[Result], peers: set[str], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    caption = (
+        "vs best peer: the figure / the better of procrastinate's and pgqueuer's; "
+        "vs raw SQL: / the baseline's. ↑ higher is better, ↓ lower is better."
+    )
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for column, justify in (
         ("scenario", "left"),
         ("metric", "left"),

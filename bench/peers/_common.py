@@ -20,6 +20,8 @@ Commands (every script answers the same ones, and prints one JSON object on stdo
     claim    --url U --count K --batch B --budget S
                                    K claims of up to B jobs through the system's claim code,
                                    each timed on its own, fewer if S seconds ran out -> ms
+    work     (raw_sql.py and pgqueuer_bench.py only) the worker, until SIGTERM; the other
+             workers are their systems' own CLIs
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The worker is `pgjobs work --app pgjobs_bench:app` (run from this folder). The task is a
 plain function, pgjobs' main model: the worker runs it on its thread pool. Enqueueing goes
 through the public API: `task.enqueue(conn, ...)` for one job, `app.enqueue_many` for many.
-The claim timed by `claim` is the worker's own statement from `pgjobs.queries`.
+The claim timed by `claim` is the worker's own call, `pgjobs.store.Store.claim`.
 
     python bench/peers/pgjobs_bench.py COMMAND [options]   (see _common.py)
 """
@@ -111,13 +111,17 @@ def produce(url: str, count: int, rate: float, first: int, lanes: int) -> list[A
 
 
 def claim(url: str, count: int, batch: int, budget: float) -> list[float]:
-    """The worker's claim statement, run on an autocommit connection as the worker does."""
-    from pgjobs.queries import Queries
+    """The worker's own claim call, on an autocommit connection as the worker uses."""
+    from pgjobs.store import Store
 
-    statement = Queries(SCHEMA).claim_any_queue
-    params = {"limit": batch, "worker_id": f"bench-{uuid.uuid4().hex[:8]}"}
+    store = Store(SCHEMA)
+    worker_id = f"bench-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
-        return timed_claims(count, budget, lambda: conn.execute(statement, params).fetchall())
+        return timed_claims(
+            count,
+            budget,
+            lambda: store.claim(conn, limit=batch, queue=None, worker_id=worker_id),
+        )
 
 
 def main() -> None:

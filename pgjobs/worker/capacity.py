@@ -40,16 +40,20 @@ class Capacity:
     def room(self) -> int:
         """How many more jobs may be claimed now."""
         with self._lock:
-            return 0 if self._closed else self.limit - len(self._waiting) - self._running
+            return self._room()
 
     def wants_jobs(self) -> bool:
         """Worth a claim: a batch's worth of room, or a thread with nothing to start."""
         with self._lock:
-            if self._closed:
-                return False
-            room = self.limit - len(self._waiting) - self._running
-            idle_thread = not self._waiting and self._running < self.concurrency
-            return room >= self.refill_at or (room > 0 and idle_thread)
+            return self._wants_jobs()
+
+    def _room(self) -> int:
+        return 0 if self._closed else self.limit - len(self._waiting) - self._running
+
+    def _wants_jobs(self) -> bool:
+        room = self._room()
+        idle_thread = not self._waiting and self._running < self.concurrency
+        return room >= self.refill_at or (room > 0 and idle_thread)
 
     def add(self, jobs: Collection[ClaimedJob]) -> None:
         """Jobs the fetcher claimed (at most `room()` of them)."""
@@ -71,10 +75,7 @@ class Capacity:
         """A thread finished its job and handed the outcome to the completer."""
         with self._lock:
             self._running -= 1
-            wants = not self._closed and (
-                self.limit - len(self._waiting) - self._running >= self.refill_at
-                or not self._waiting
-            )
+            wants = self._wants_jobs()
         if wants:
             self._on_room()
 

@@ -98,13 +98,19 @@ class Completer(LoopService):
 
     def next_wait(self) -> float:
         with self._lock:
-            if self.stopping:
-                return 0.0
-            if not self._queued:
-                return self.interval
-            if len(self._queued) >= BATCH_SIZE:
-                return 0.0
-            return max(0.0, self._queued[0][0] + self.flush_delay - self.clock())
+            due_in = self._due_in()
+        return self.interval if due_in is None else due_in
+
+    def _due_in(self) -> float | None:
+        """Seconds until the queued outcomes are due (0: now); None when none are queued.
+
+        Due when stopping, when a batch is full, or once the oldest waited `flush_delay`.
+        """
+        if not self._queued:
+            return None
+        if self.stopping or len(self._queued) >= BATCH_SIZE:
+            return 0.0
+        return max(0.0, self._queued[0][0] + self.flush_delay - self.clock())
 
     def run_once(self) -> int:
         """Write the outcomes that are due (all of them when stopping); how many."""
@@ -160,14 +166,7 @@ class Completer(LoopService):
 
     def _take_due(self) -> list[Outcome]:
         with self._lock:
-            if not self._queued:
-                return []
-            due = (
-                self.stopping
-                or len(self._queued) >= BATCH_SIZE
-                or self._queued[0][0] + self.flush_delay <= self.clock()
-            )
-            if not due:
+            if self._due_in() != 0.0:
                 return []
             count = min(len(self._queued), MAX_BATCH)
             return [self._queued.popleft()[1] for _ in range(count)]

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 TASK = "bench.job"
@@ -184,3 +185,39 @@ def write_commits(path: str, commits: list[tuple[int, float]]) -> None:
     """The producer's record: when each job's transaction had committed (wall clock)."""
     with open(path, "w") as file:
         json.dump(commits, file)
+
+
+@dataclass(frozen=True)
+class SyncWorkloads:
+    """What a system with a synchronous client does for each command of compare.py."""
+
+    version: str
+    description: dict[str, str]
+    install: Callable[[str], None]
+    bulk: Callable[[str, int], float]
+    single: Callable[[str, int], float]
+    produce: Callable[[str, int, float, int, int], list[Any]]
+    claim: Callable[[str, int, int, float], list[float]]
+
+
+def run_sync(args: argparse.Namespace, workloads: SyncWorkloads) -> bool:
+    """Run `args.command` with `workloads`; False when the command is not one of theirs."""
+    started = time.perf_counter()
+    if args.command == "describe":
+        emit({"version": workloads.version, "sql": workloads.description})
+    elif args.command == "install":
+        workloads.install(args.url)
+        emit({})
+    elif args.command == "bulk":
+        emit({"seconds": workloads.bulk(args.url, args.count)})
+    elif args.command == "single":
+        emit({"seconds": workloads.single(args.url, args.count)})
+    elif args.command == "produce":
+        commits = workloads.produce(args.url, args.count, args.rate, args.first, args.lanes)
+        write_commits(args.out, commits)
+        emit({"seconds": time.perf_counter() - started})
+    elif args.command == "claim":
+        emit({"ms": workloads.claim(args.url, args.count, args.batch, args.budget)})
+    else:
+        return False
+    return True

@@ -21,12 +21,12 @@ from _common import (
     TASK,
     Schedule,
     StartMarks,
-    emit,
+    SyncWorkloads,
     in_lanes,
     parse_args,
     payload,
+    run_sync,
     timed_claims,
-    write_commits,
 )
 
 import pgjobs
@@ -126,23 +126,8 @@ def claim(url: str, count: int, batch: int, budget: float) -> list[float]:
 
 def main() -> None:
     args = parse_args()
-    started = time.perf_counter()
-    if args.command == "describe":
-        emit({"version": version(), "sql": DESCRIPTION})
-    elif args.command == "install":
-        install(args.url)
-        emit({})
-    elif args.command == "bulk":
-        emit({"seconds": bulk(args.url, args.count)})
-    elif args.command == "single":
-        emit({"seconds": single(args.url, args.count)})
-    elif args.command == "produce":
-        commits = produce(args.url, args.count, args.rate, args.first, args.lanes)
-        write_commits(args.out, commits)
-        emit({"seconds": time.perf_counter() - started})
-    elif args.command == "claim":
-        emit({"ms": claim(args.url, args.count, args.batch, args.budget)})
-    else:
+    workloads = SyncWorkloads(version(), DESCRIPTION, install, bulk, single, produce, claim)
+    if not run_sync(args, workloads):
         raise SystemExit(f"pgjobs_bench.py does not do {args.command!r}")
 
 

@@ -24,12 +24,12 @@ import psycopg
 from _common import (
     Schedule,
     StartMarks,
-    emit,
+    SyncWorkloads,
     in_lanes,
     parse_args,
     payload,
+    run_sync,
     timed_claims,
-    write_commits,
 )
 
 TABLE = "raw_jobs"
@@ -196,23 +196,9 @@ class Worker:
 
 def main() -> None:
     args = parse_args()
-    started = time.perf_counter()
-    if args.command == "describe":
-        emit({"version": f"psycopg {psycopg.__version__}", "sql": DESCRIPTION})
-    elif args.command == "install":
-        install(args.url)
-        emit({})
-    elif args.command == "bulk":
-        emit({"seconds": bulk(args.url, args.count)})
-    elif args.command == "single":
-        emit({"seconds": single(args.url, args.count)})
-    elif args.command == "produce":
-        commits = produce(args.url, args.count, args.rate, args.first, args.lanes)
-        write_commits(args.out, commits)
-        emit({"seconds": time.perf_counter() - started})
-    elif args.command == "claim":
-        emit({"ms": claim(args.url, args.count, args.batch, args.budget)})
-    else:
+    version = f"psycopg {psycopg.__version__}"
+    workloads = SyncWorkloads(version, DESCRIPTION, install, bulk, single, produce, claim)
+    if not run_sync(args, workloads):
         Worker(args.url, args.threads, args.batch).run()
 
 

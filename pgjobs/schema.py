@@ -104,4 +104,16 @@ def build_metadata(schema: str) -> sa.MetaData:
         jobs.c.finished_at,
         postgresql_where=sa.text(f"state IN ({_state_list(FINISHED_STATES)})"),
     )
+    # Queue control: a queue without a row is running and unlimited.
+    sa.Table(
+        "queues",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("max_waiting", sa.Integer, nullable=True),
+        sa.Column("updated_at", tz, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(
+            "max_waiting IS NULL OR max_waiting >= 0", name="queues_max_waiting_check"
+        ),
+    )
     return metadata

@@ -24,6 +24,8 @@ from pgjobs import App
 from pgjobs.embedded import LocalCluster
 from pgjobs.migrate import upgrade
 
+pytest_plugins = ["tests.helpers.fixtures"]
+
 # Settings that trade durability for speed; only the throwaway clusters get them.
 FAST_SERVER_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 

@@ -12,7 +12,7 @@ from pgjobs.admin import cancel_jobs, prune_jobs, retry_jobs
 from pgjobs.cli.common import parse_duration
 from pgjobs.errors import JobStateError
 from pgjobs.queries import notify_channel
-from tests.admin_helpers import (
+from tests.helpers import (
     Result,
     ago,
     cancelled,

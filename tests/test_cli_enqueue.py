@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.cli_support import pgjobs
+from tests.helpers import pgjobs
 
 TASKS = """
 import pgjobs

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.cli_support import UNREACHABLE_URL, pgjobs, the_error_line
+from tests.helpers import UNREACHABLE_URL, pgjobs, the_error_line
 
 
 def jobs(observer: psycopg.Connection[Any], schema: str) -> list[tuple[Any, ...]]:

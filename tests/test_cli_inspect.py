@@ -10,7 +10,7 @@ import pytest
 
 from pgjobs import App
 from pgjobs.cli.output import format_time
-from tests.admin_helpers import (
+from tests.helpers import (
     ERRORS,
     Result,
     ago,
@@ -21,7 +21,7 @@ from tests.admin_helpers import (
     run_cli,
     running,
 )
-from tests.admin_helpers import job as job_row
+from tests.helpers import job as job_row
 
 Capsys = pytest.CaptureFixture[str]
 

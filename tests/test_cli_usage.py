@@ -12,7 +12,7 @@ import typer
 
 import pgjobs
 from pgjobs.cli import cli, main
-from tests.cli_support import pgjobs as run_pgjobs
+from tests.helpers import pgjobs as run_pgjobs
 
 Capsys = pytest.CaptureFixture[str]
 # Typer's type placeholders (`<list[int]>`, `<float>`) and required-argument braces.

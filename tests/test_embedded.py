@@ -27,7 +27,7 @@ from pgjobs.embedded import (
     temporary_cluster,
 )
 from pgjobs.errors import EmbeddedUnavailableError, PgJobsError
-from tests.support import wait_until
+from tests.helpers import wait_until
 
 # A test cluster's data may be lost, so skip the disk syncs that make starts slow.
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -26,9 +26,7 @@ from pgjobs.embedded import LocalCluster
 from pgjobs.errors import ConfigurationError
 from pgjobs.migrate import upgrade
 from pgjobs.worker import WorkerSettings
-from tests.support import StartWorker, wait_for_job
-
-pytest_plugins = ["tests.worker_fixtures"]
+from tests.helpers import StartWorker, wait_for_job
 
 Connection = psycopg.Connection[Any]
 

@@ -20,10 +20,8 @@ from psycopg.conninfo import make_conninfo
 
 from pgjobs import App
 from pgjobs.migrate import upgrade
-from tests.admin_helpers import run_cli
+from tests.helpers import WorkerProcess, create_runs_table, run_cli, runs, state_counts, wait_until
 from tests.poison_app import ODD_TASK_NAME
-from tests.reliability_support import state_counts
-from tests.support import WorkerProcess, create_runs_table, runs, wait_until
 
 # What the README tells the owner to run after `pgjobs migrate`, for the role that
 # workers, producers and the admin commands use. The id is an identity column, so

@@ -27,8 +27,8 @@ from pgjobs.cli import main
 from pgjobs.migrate import head_revision, upgrade
 from pgjobs.queries import notify_channel
 from pgjobs.schema import JOBS_STORAGE_PARAMETERS, build_metadata
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).parents[1]
 SENTINEL_QUEUE = "sentinel"
 UNREACHABLE_URL = "postgresql://nobody@127.0.0.1:1/none"
 

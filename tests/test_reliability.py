@@ -22,26 +22,22 @@ from psycopg.conninfo import make_conninfo
 from pgjobs import App
 from pgjobs.embedded import LocalCluster
 from pgjobs.migrate import upgrade
-from tests.reliability_support import (
+from tests.helpers import (
     Fleet,
-    lost_worker_errors,
-    query,
-    run_counts,
-    state_counts,
-    terminate_client_backends,
-    unaccounted_attempts,
-    worker_pid,
-)
-from tests.support import (
     StartWorker,
     WorkerProcess,
     create_runs_table,
     job,
+    lost_worker_errors,
+    query,
+    run_counts,
     runs,
+    state_counts,
+    terminate_client_backends,
+    unaccounted_attempts,
     wait_until,
+    worker_pid,
 )
-
-pytest_plugins = ["tests.worker_fixtures"]
 
 FAST_RESCUE = ("--rescue-after", "2", "--shutdown-timeout", "5")
 POISON_APP = "tests.poison_app:app"

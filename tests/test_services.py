@@ -29,7 +29,7 @@ from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, failed_attempt
 from pgjobs.worker.listener import Listener
 from pgjobs.worker.queues import QueueSpec
 from pgjobs.worker.rescuer import Rescuer
-from tests.support import job, wait_until
+from tests.helpers import job, wait_until
 
 Connection = psycopg.Connection[Any]
 WORKER = "test-worker"

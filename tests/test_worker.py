@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from pgjobs import App
-from tests.support import (
+from tests.helpers import (
     StartWorker,
     job,
     job_row_locked,
@@ -25,8 +25,6 @@ from tests.support import (
     wait_for_job,
     wait_until,
 )
-
-pytest_plugins = ["tests.worker_fixtures"]
 
 Connection = psycopg.Connection[Any]
 

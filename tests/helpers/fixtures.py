@@ -1,7 +1,4 @@
-"""Fixtures for tests that run `pgjobs work` processes (helpers in `tests/support.py`).
-
-Use them from a test module with `pytest_plugins = ["tests.worker_fixtures"]`.
-"""
+"""Fixtures for tests that run `pgjobs work` processes; `tests/conftest.py` registers them."""
 
 from __future__ import annotations
 
@@ -11,7 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import WORKER_APP, StartWorker, WorkerProcess, create_runs_table
+from tests.helpers.rows import create_runs_table
+from tests.helpers.workers import WORKER_APP, StartWorker, WorkerProcess
 
 
 @pytest.fixture

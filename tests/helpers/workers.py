@@ -1,17 +1,5 @@
-"""Helpers for tests that run real `pgjobs work` processes.
-
-- `wait_until` / `stays_true`: poll a condition instead of sleeping, so a test waits
-  exactly as long as it must and fails with a message instead of hanging.
-- `WorkerProcess`: one `pgjobs work` subprocess on a test schema, with its output in a
-  file (a pipe could fill up and block the worker), signals, exit status and logs.
-- `job`, `jobs`, `runs`, `wait_for_job`: read the jobs table and the `runs` table that
-  the tasks of `tests/worker_app.py` write to; `create_runs_table` creates the latter.
-- `job_row_locked`: hold a job's row lock, so that writing its outcome has to wait.
-
-The matching pytest fixtures (`runs_table`, `start_worker`) live in
-`tests/worker_fixtures.py`; a test module pulls them in with
-`pytest_plugins = ["tests.worker_fixtures"]`.
-"""
+"""`WorkerProcess`: one `pgjobs work` subprocess on a test schema, with its output in a
+file (a pipe could fill up and block the worker), signals, exit status and logs."""
 
 from __future__ import annotations
 
@@ -21,75 +9,23 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
 
 from pgjobs.queries import notify_channel
 from pgjobs.worker.queues import QueueSpec
+from tests.helpers.waiting import wait_until
 
-T = TypeVar("T")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_APP = "tests.worker_app:app"
-
-Message = str | Callable[[], str]
 # The `start_worker` fixture's type: start_worker(*args, ready=True, app=WORKER_APP).
 StartWorker = Callable[..., "WorkerProcess"]
-
-
-def _text(message: Message) -> str:
-    return message() if callable(message) else message
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float = 10.0,
-    interval: float = 0.02,
-    message: Message = "condition not met",
-) -> T:
-    """Call `predicate` every `interval` seconds until it returns something truthy.
-
-    Returns that value. Raises AssertionError with `message` (a string, or a callable
-    that builds one, e.g. to include a worker's logs) when `timeout` passes first.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s: {_text(message)}")
-        time.sleep(interval)
-
-
-def stays_true(
-    predicate: Callable[[], object],
-    duration: float,
-    interval: float = 0.02,
-    message: Message = "condition stopped holding",
-) -> None:
-    """Check that `predicate` holds on every poll for `duration` seconds.
-
-    The way to show that something does *not* happen (a job is not picked up, a worker
-    is not woken): raises AssertionError with `message` at the first poll that fails.
-    """
-    deadline = time.monotonic() + duration
-    while True:
-        if not predicate():
-            raise AssertionError(_text(message))
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(interval)
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -328,86 +264,3 @@ class WorkerProcess:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
         self.remove_log()
-
-
-def _table(schema: str, name: str) -> sql.Identifier:
-    return sql.Identifier(schema, name)
-
-
-def create_runs_table(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Create `<schema>.runs`, where the test App's tasks record every run."""
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE {} (job_id bigint, attempt int, label text, worker_id text,"
-            " at timestamptz DEFAULT clock_timestamp())"
-        ).format(_table(schema, "runs"))
-    )
-
-
-@contextmanager
-def job_row_locked(database_url: str, schema: str, job_id: int) -> Iterator[None]:
-    """Hold a row lock on one job for the duration, so a worker's write to it waits.
-
-    A way to freeze the moment between "the task returned" and "its outcome is in the
-    table" (claims skip locked rows, so the rest of the queue keeps moving).
-    """
-    with psycopg.connect(database_url) as blocker:
-        blocker.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(_table(schema, "jobs")),
-            (job_id,),
-        )
-        yield
-
-
-def job(observer: psycopg.Connection[Any], schema: str, job_id: int) -> dict[str, Any]:
-    """One row of `<schema>.jobs` as a dict; AssertionError if there is none."""
-    with observer.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            sql.SQL("SELECT * FROM {} WHERE id = %s").format(_table(schema, "jobs")), (job_id,)
-        ).fetchone()
-    if row is None:
-        raise AssertionError(f"no job {job_id} in {schema}.jobs")
-    return row
-
-
-def jobs(observer: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]:
-    """Every row of `<schema>.jobs`, by id."""
-    with observer.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            sql.SQL("SELECT * FROM {} ORDER BY id").format(_table(schema, "jobs"))
-        ).fetchall()
-
-
-def runs(observer: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]:
-    """Every row of `<schema>.runs`, in the order the runs were recorded."""
-    with observer.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            sql.SQL("SELECT * FROM {} ORDER BY at, job_id, attempt").format(_table(schema, "runs"))
-        ).fetchall()
-
-
-def wait_for_job(
-    observer: psycopg.Connection[Any],
-    schema: str,
-    job_id: int,
-    state: str = "completed",
-    *,
-    timeout: float = 10.0,
-    worker: WorkerProcess | None = None,
-) -> dict[str, Any]:
-    """Wait until job `job_id` is in `state`; returns its row.
-
-    On timeout the message shows the job as it is and, given `worker`, the worker's logs.
-    """
-    found: dict[str, Any] = {}
-
-    def reached() -> bool:
-        found.update(job(observer, schema, job_id))
-        return bool(found["state"] == state)
-
-    def explain() -> str:
-        logs = f"; {worker.describe()}" if worker is not None else ""
-        return f"job {job_id} never became {state}: {found}{logs}"
-
-    wait_until(reached, timeout, message=explain)
-    return found

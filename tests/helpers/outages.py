@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests, on top of `tests/support.py`.
+"""Outages and fleets for the reliability tests.
 
 - `query`: one statement on a fresh connection, retried while the server is away, for
   tests that restart PostgreSQL or terminate every backend (a long-lived connection
@@ -23,7 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.support import WorkerProcess, wait_until
+from tests.helpers.waiting import wait_until
+from tests.helpers.workers import WorkerProcess
 
 
 def query(

@@ -29,6 +29,11 @@ How each scenario is measured, the same way for every system:
   afterwards (pgjobs `started_at`/`finished_at`, procrastinate's `procrastinate_events`,
   pgqueuer's `pgqueuer_log`), so interpreter start-up is left out. Each system runs with
   each of its settings in `WORKER_ARGS["drain"]` and the best is reported, all are noted.
+- async drain: the same, with `async def` no-op tasks: pgjobs' worker serves
+  `pgjobs_bench:async_app` (the same task name, declared `async def`, run on the worker's
+  event loop beside its threads); pgqueuer's tasks are `async def` anyway, so its row is
+  its drain again, measured in the same run. Only systems with `WORKER_ARGS["drain_async"]`
+  take part.
 - idle pickup latency: an idle worker gets jobs one at a time, spaced out; the producer
   records the wall-clock time its commit returned, the task the time it began (appended to
   a file, no database round trip); latency = start - commit; p50/p95/p99. The tables hold
@@ -100,6 +105,12 @@ WORKER_ARGS: dict[str, dict[str, list[list[str]]]] = {
             ["--concurrency", "32"],
             ["--concurrency", "10", "--prefetch", "40"],
         ],
+        # The last --app wins: the App whose `bench.job` is an `async def`.
+        "drain_async": [
+            ["--app", "pgjobs_bench:async_app"],
+            ["--app", "pgjobs_bench:async_app", "--async-concurrency", "100", "--prefetch", "100"],
+            ["--app", "pgjobs_bench:async_app", "--async-concurrency", "500", "--prefetch", "200"],
+        ],
         "latency": [["--concurrency", "4"]],
         "steady": [["--concurrency", "10"]],
         "memory": [["--concurrency", "10"]],
@@ -114,6 +125,7 @@ WORKER_ARGS: dict[str, dict[str, list[list[str]]]] = {
     },
     "pgqueuer": {
         "drain": [["--batch", "10"], ["--batch", "50"], ["--batch", "200"]],
+        "drain_async": [["--batch", "10"], ["--batch", "50"], ["--batch", "200"]],
         "latency": [["--batch", "10"]],
         "steady": [["--batch", "10"]],
         "memory": [["--batch", "10"]],
@@ -585,6 +597,7 @@ class Run:
             "bulk": f"bulk enqueue {c.bulk:,}",
             "single": f"single enqueue {c.single:,}, 1 txn each",
             "drain": f"drain {c.drain:,} no-op jobs",
+            "drain_async": f"drain {c.drain:,} no-op async def jobs",
             "latency": f"idle pickup latency, {c.latency_jobs} jobs",
             "steady": f"steady {c.steady_rate:,.0f} jobs/s for {c.steady_seconds:g} s",
             "claim": "claim cost (one claim)",
@@ -599,7 +612,7 @@ class Run:
                 skipped = " ".join(args)
                 self.settings.record(system, f"{scenario} (skipped)", f"{skipped}: not offered")
         for args in usable:
-            if scenario != "drain":
+            if not scenario.startswith("drain"):
                 self.settings.record(system, scenario, " ".join(args))
         return usable
 
@@ -622,11 +635,11 @@ def single_enqueue(run: Run, target: Target) -> list[Result]:
     return [Result(scenario, "jobs/s ↑", target.system.name, count / seconds, True)]
 
 
-def drain(run: Run, target: Target) -> list[Result]:
+def drain(run: Run, target: Target, scenario: str = "drain") -> list[Result]:
     """Every drain setting of the system; the best one is its figure."""
     count = run.counts.drain
     rates: dict[str, float] = {}
-    for args in run.worker_args(target.system.name, "drain"):
+    for args in run.worker_args(target.system.name, scenario):
         reset(target)
         drive(target, "bulk", "--count", str(count))
         settle(target)
@@ -634,13 +647,21 @@ def drain(run: Run, target: Target) -> list[Result]:
             left = wait_drained(target, worker, DRAIN_TIMEOUT)
         if left:
             raise RuntimeError(f"{left:,} of {count:,} jobs left after {DRAIN_TIMEOUT:g}s")
-        rates[" ".join(args)] = count / window(target, count)
-        say(f"  drain {target.system.name} {' '.join(args)}: {rates[' '.join(args)]:,.0f} jobs/s")
+        setting = " ".join(args)
+        rates[setting] = count / window(target, count)
+        say(f"  {scenario} {target.system.name} {setting}: {rates[setting]:,.0f} jobs/s")
     best = max(rates, key=lambda setting: rates[setting])
-    run.settings.record(target.system.name, "drain (best)", best)
+    run.settings.record(target.system.name, f"{scenario} (best)", best)
     note = "; ".join(f"{setting}: {rate:,.0f}" for setting, rate in rates.items())
-    scenario = run.title("drain")
-    return [Result(scenario, "jobs/s ↑", target.system.name, rates[best], True, note)]
+    title = run.title(scenario)
+    return [Result(title, "jobs/s ↑", target.system.name, rates[best], True, note)]
+
+
+def drain_async(run: Run, target: Target) -> list[Result]:
+    """The drain with `async def` tasks, for the systems that have a setting for it."""
+    if "drain_async" not in WORKER_ARGS[target.system.name]:
+        return []
+    return drain(run, target, "drain_async")
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -797,6 +818,7 @@ SCENARIOS: dict[str, Callable[[Run, Target], list[Result]]] = {
     "bulk": bulk_enqueue,
     "single": single_enqueue,
     "drain": drain,
+    "drain_async": drain_async,
     "latency": idle_latency,
     "steady": steady_state,
     "claim": claim_cost,

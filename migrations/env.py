@@ -61,7 +61,8 @@ def _connect_from_arguments() -> None:
         raise SystemExit("alembic: pass -x url=postgresql://... or set PGJOBS_DATABASE_URL")
     engine = sa.create_engine(
         "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(normalize_url(url)),
+        # Not prepared: it may go through a transaction pooler (pgjobs.pooler).
+        creator=lambda: psycopg.connect(normalize_url(url), prepare_threshold=None),
         poolclass=sa.pool.NullPool,
     )
     with engine.connect() as connection:

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
         InvalidJobError as InvalidJobError,
     )
     from pgjobs.errors import (
+        InvalidScheduleError as InvalidScheduleError,
+    )
+    from pgjobs.errors import (
         InvalidTaskError as InvalidTaskError,
     )
     from pgjobs.errors import (
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
     )
     from pgjobs.errors import (
         PgJobsError as PgJobsError,
+    )
+    from pgjobs.errors import (
+        QueueFull as QueueFull,
     )
     from pgjobs.errors import (
         SchemaNotMigratedError as SchemaNotMigratedError,
@@ -85,6 +91,7 @@ _HOMES = {
     "EnqueueOptions": "pgjobs.enqueue",
     "FailJob": "pgjobs.errors",
     "InvalidJobError": "pgjobs.errors",
+    "InvalidScheduleError": "pgjobs.errors",
     "InvalidTaskError": "pgjobs.errors",
     "Job": "pgjobs.job",
     "JobContext": "pgjobs.tasks",
@@ -94,6 +101,7 @@ _HOMES = {
     "JobStateError": "pgjobs.errors",
     "PayloadNotSerializableError": "pgjobs.errors",
     "PgJobsError": "pgjobs.errors",
+    "QueueFull": "pgjobs.errors",
     "SchemaNotMigratedError": "pgjobs.errors",
     "SnoozeJob": "pgjobs.errors",
     "Task": "pgjobs.tasks",

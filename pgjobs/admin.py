@@ -9,28 +9,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import psycopg
 
 from pgjobs.app import App
-from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError
+from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError, PgJobsError
 from pgjobs.job import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
 from pgjobs.store import QueueStats
 
 PRUNE_BATCH_SIZE = 10_000
+# Jobs changed per transaction by a bulk retry or cancel: each batch's row locks last
+# milliseconds, however many jobs match.
+BULK_BATCH_SIZE = 1_000
 CANCELLABLE_STATES = UNFINISHED_STATES
 _BIGINT_MAX = 2**63 - 1
 
 __all__ = [
+    "BulkChange",
+    "JobFilter",
     "QueueStats",
+    "Selection",
     "cancel_jobs",
+    "cancel_matching",
+    "change_selected",
     "check_states",
     "get_job",
     "list_jobs",
     "prune_jobs",
     "queue_stats",
     "retry_jobs",
+    "retry_matching",
+    "select_jobs",
 ]
 
 
@@ -101,7 +112,8 @@ def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
 def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
     """Cancel waiting or running jobs; returns their ids.
 
-    A running job's worker learns of it at its next heartbeat and its result is dropped.
+    A running job's worker is told at once (a notification on commit, the heartbeat as a
+    backstop): its task's stop flag is set and its result is dropped.
     Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
     unknown or already finished.
     """
@@ -228,3 +240,148 @@ def _unique_key_conflicts(
 
 def _in_order(wanted: list[int], changed: set[int]) -> list[int]:
     return [job_id for job_id in wanted if job_id in changed]
+
+
+# --- bulk retry and cancel by filter ---------------------------------------------------
+
+BulkAction = Literal["retry", "cancel"]
+_ALLOWED: dict[BulkAction, tuple[JobState, ...]] = {
+    "retry": RETRYABLE_STATES,
+    "cancel": CANCELLABLE_STATES,
+}
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a bulk retry or cancel applies to; an empty field matches any job.
+
+    `states` defaults to every state the change applies to (failed and cancelled for a
+    retry, available and running for a cancel); `older_than_seconds` keeps jobs
+    enqueued (`created_at`) longer ago than that.
+    """
+
+    states: Collection[str] = ()
+    queues: Collection[str] = ()
+    tasks: Collection[str] = ()
+    older_than_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The jobs a bulk change will apply to: `count` of them matched, none past `up_to_id`
+    (jobs enqueued after the selection are left alone)."""
+
+    action: BulkAction
+    matching: dict[str, Any]
+    count: int
+    up_to_id: int
+
+    @property
+    def states(self) -> list[str]:
+        """The states the change applies to (the filter's, or all it can change)."""
+        return list(self.matching["states"])
+
+
+@dataclass(frozen=True)
+class BulkChange:
+    """What a bulk change did: jobs changed, and jobs that matched but were left as they
+    were (a retry that would give a `unique_key` a second unfinished job, or a job that
+    moved on meanwhile)."""
+
+    changed: int
+    skipped: int
+
+
+def select_jobs(app: App, action: BulkAction, job_filter: JobFilter) -> Selection:
+    """Count the jobs that `action` ("retry" or "cancel") would change under `job_filter`."""
+    matching = _matching(action, job_filter)
+    with app.database.transaction() as conn:
+        count, up_to_id = app.store.count_matching(conn, matching)
+    return Selection(action, matching, count, up_to_id)
+
+
+def change_selected(
+    app: App, selection: Selection, *, batch_size: int = BULK_BATCH_SIZE
+) -> BulkChange:
+    """Retry or cancel the selected jobs, `batch_size` per transaction, in id order.
+
+    Each batch locks its rows, checks them again and changes them like `retry_jobs` or
+    `cancel_jobs` (waking workers, telling the workers of cancelled running jobs), so a
+    million jobs never hold one long lock.
+    """
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+    change = _retry_batch if selection.action == "retry" else _cancel_batch
+    changed = skipped = 0
+    after_id = 0
+    while after_id < selection.up_to_id:
+        with app.database.transaction() as conn:
+            locked = app.store.lock_matching(
+                conn,
+                selection.matching,
+                after_id=after_id,
+                up_to_id=selection.up_to_id,
+                batch_size=batch_size,
+            )
+            if not locked:
+                break
+            try:
+                done = change(app, conn, locked)
+            except psycopg.errors.UniqueViolation:
+                raise PgJobsError(
+                    f"a unique_key was taken by a new job during the retry; {changed} jobs "
+                    "were retried before that batch: run the command again for the rest"
+                ) from None
+        changed += len(done)
+        skipped += len(locked) - len(done)
+        after_id = max(locked)
+    return BulkChange(changed, skipped)
+
+
+def retry_matching(
+    app: App, job_filter: JobFilter, *, batch_size: int = BULK_BATCH_SIZE
+) -> BulkChange:
+    """Retry every failed or cancelled job that matches `job_filter`, in batches."""
+    return change_selected(app, select_jobs(app, "retry", job_filter), batch_size=batch_size)
+
+
+def cancel_matching(
+    app: App, job_filter: JobFilter, *, batch_size: int = BULK_BATCH_SIZE
+) -> BulkChange:
+    """Cancel every waiting or running job that matches `job_filter`, in batches."""
+    return change_selected(app, select_jobs(app, "cancel", job_filter), batch_size=batch_size)
+
+
+def _matching(action: BulkAction, job_filter: JobFilter) -> dict[str, Any]:
+    """The filter as statement parameters, refusing states the action cannot change."""
+    allowed = _ALLOWED[action]
+    check_states(job_filter.states)
+    refused = [state for state in job_filter.states if state not in allowed]
+    if refused:
+        names = " or ".join(state.value for state in allowed)
+        raise ConfigurationError(
+            f"{action} applies to {names} jobs, not {', '.join(map(str, refused))}"
+        )
+    older_than = job_filter.older_than_seconds
+    if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
+        raise ConfigurationError(f"older_than must be >= 0 seconds, got {older_than}")
+    return {
+        "states": [str(state) for state in (job_filter.states or allowed)],
+        "queues": list(job_filter.queues) or None,
+        "tasks": list(job_filter.tasks) or None,
+        "older_than": None if older_than is None else float(older_than),
+    }
+
+
+def _retry_batch(
+    app: App, conn: psycopg.Connection[Any], locked: dict[int, tuple[JobState, str | None]]
+) -> set[int]:
+    refused = _unique_key_conflicts(conn, app, locked, ())
+    wanted = [job_id for job_id in locked if job_id not in refused]
+    return app.store.retry_jobs(conn, wanted) if wanted else set()
+
+
+def _cancel_batch(
+    app: App, conn: psycopg.Connection[Any], locked: dict[int, tuple[JobState, str | None]]
+) -> set[int]:
+    return app.store.cancel_jobs(conn, list(locked))

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
+from pgjobs.async_db import AsyncDatabase
 from pgjobs.config import resolve_schema
 from pgjobs.db import DEFAULT_WAIT, CallerConnection, Database
-from pgjobs.enqueue import EnqueueOptions, JobOptions, JobRow, Unpack, build_row, insert_jobs
-from pgjobs.errors import InvalidTaskError, UnknownTaskError
+from pgjobs.enqueue import (
+    NO_OPTIONS,
+    EnqueueOptions,
+    JobOptions,
+    JobRow,
+    Unpack,
+    build_row,
+    insert_jobs,
+    insert_jobs_async,
+)
+from pgjobs.errors import InvalidScheduleError, InvalidTaskError, UnknownTaskError
 from pgjobs.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
+from pgjobs.queue_limits import QueueLimits
 from pgjobs.retry import Backoff
 from pgjobs.store import Store
 from pgjobs.tasks import P, R, Task, check_task_function
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from pgjobs.periodic import Schedule
 
 # An item of `enqueue_many`: (task name, arguments) or (task name, arguments, options).
 BulkItem = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
@@ -46,6 +62,9 @@ class App:
             queue=default_queue, priority=0, max_attempts=default_max_attempts
         )
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.queue_limits = QueueLimits()  # QueueFull: see pgjobs.queue_limits
+        self.schedules: dict[str, Schedule] = {}  # by task name, see `periodic`
+        self._async_database: AsyncDatabase | None = None
 
     def configure(self, *, database_url: str | None = None, schema: str | None = None) -> None:
         """Point the App at another database or schema (the CLI's options win over code)."""
@@ -118,6 +137,46 @@ class App:
 
         return register(func) if func is not None else register
 
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "UTC",
+        args: Mapping[str, Any] | None = None,
+        max_lateness: float | timedelta | None = None,
+    ) -> Callable[[Task[P, R]], Task[P, R]]:
+        """Run a task on a schedule, stacked above `@app.task`.
+
+        Exactly one of `cron` (5 fields, in the IANA `timezone`) and `every` (seconds or a
+        timedelta, at least 1 s). `args` are each job's arguments. A tick found more than
+        `max_lateness` late is skipped; by default the latest due tick is enqueued however
+        late. Anything invalid raises `InvalidScheduleError` here, at import.
+        """
+        from pgjobs.periodic import declare_schedule
+
+        def schedule(task: Task[P, R]) -> Task[P, R]:
+            declared = declare_schedule(
+                task,
+                cron=cron,
+                every=every,
+                timezone=timezone,
+                args=args,
+                max_lateness=max_lateness,
+            )
+            if declared.name in self.schedules:
+                raise InvalidScheduleError(
+                    f"periodic task {declared.name!r} already has a schedule; a task has one"
+                )
+            if self.tasks.get(declared.name) is not task:
+                raise InvalidScheduleError(
+                    f"periodic task {declared.name!r} is not a task of this App"
+                )
+            self.schedules[declared.name] = declared
+            return task
+
+        return schedule
+
     def get_task(self, name: str) -> Task[Any, Any]:
         """The registered task called `name`."""
         try:
@@ -146,12 +205,10 @@ class App:
         The task need not be registered here: producers may not import the task code.
         When it is, its defaults apply and the arguments are checked against its
         signature. Returns the new job's id, or the id of the unfinished job holding
-        `unique_key`.
+        `unique_key`. Raises `QueueFull`, writing nothing, when the queue is at its limit.
         """
-        merged = JobOptions(**call_options)
-        if options is not None:
-            merged = merged.merged_over(options)
-        row = self._row(name, payload or {}, merged)
+        row = self._call_row(name, payload, options, call_options)
+        self.queue_limits.check(conn, self.database, self.store, [row])
         return insert_jobs(conn, self.database, self.store, [row])[0]
 
     def enqueue_many(self, conn: CallerConnection, items: Iterable[BulkItem]) -> list[int]:
@@ -161,13 +218,67 @@ class App:
         options is a dict of the `enqueue` keyword options. Every item is validated before
         anything is written.
         """
+        rows = self._bulk_rows(items)
+        self.queue_limits.check(conn, self.database, self.store, rows)
+        return insert_jobs(conn, self.database, self.store, rows)
+
+    async def enqueue_async(
+        self,
+        conn: CallerConnection,
+        name: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        options: JobOptions | None = None,
+        **call_options: Unpack[EnqueueOptions],
+    ) -> int:
+        """`enqueue` from async code: `conn` is a psycopg AsyncConnection, a SQLAlchemy
+        AsyncConnection or AsyncSession, or None (pgjobs' own asyncio pool, committed at
+        once). Validated before anything is sent, like `enqueue`."""
+        row = self._call_row(name, payload, options, call_options)
+        await self.queue_limits.check_async(conn, self.async_database, self.store, [row])
+        return (await insert_jobs_async(conn, self.async_database, self.store, [row]))[0]
+
+    async def enqueue_many_async(
+        self, conn: CallerConnection, items: Iterable[BulkItem]
+    ) -> list[int]:
+        """`enqueue_many` from async code; `conn` as for `enqueue_async`."""
+        rows = self._bulk_rows(items)
+        await self.queue_limits.check_async(conn, self.async_database, self.store, rows)
+        return await insert_jobs_async(conn, self.async_database, self.store, rows)
+
+    @property
+    def async_database(self) -> AsyncDatabase:
+        """pgjobs' own asyncio pools (one per event loop), for `enqueue_async(None, ...)`."""
+        if self._async_database is None or self._async_database.database is not self.database:
+            self._async_database = AsyncDatabase(self.database)
+        return self._async_database
+
+    def _call_row(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | None,
+        options: JobOptions | None,
+        call_options: EnqueueOptions,
+    ) -> JobRow:
+        merged = JobOptions(**call_options) if call_options else NO_OPTIONS
+        if options is not None:
+            merged = merged.merged_over(options)
+        return self._row(name, payload or {}, merged)
+
+    def _bulk_rows(self, items: Iterable[BulkItem]) -> list[JobRow]:
         rows = []
         for item in items:
             name, payload, *rest = item
-            options = JobOptions(**rest[0]) if rest else JobOptions()
+            options = JobOptions(**rest[0]) if rest else NO_OPTIONS
             rows.append(self._row(name, payload, options))
-        return insert_jobs(conn, self.database, self.store, rows)
+        return rows
 
     def close(self) -> None:
         """Close pgjobs' own connection pool (the App can be used again afterwards)."""
         self.database.close()
+
+    async def aclose(self) -> None:
+        """Close pgjobs' own pools, the running event loop's asyncio one included."""
+        if self._async_database is not None:
+            await self._async_database.close()
+        self.close()

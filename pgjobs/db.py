@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgjobs.config import resolve_database_url
 from pgjobs.errors import ConfigurationError, DatabaseUnavailableError
+from pgjobs.pooler import prepare_if_direct
 
 # What `enqueue(conn, ...)` accepts: a psycopg Connection, a SQLAlchemy Connection or
 # Session, or None. Typed loosely so that SQLAlchemy stays an import-time detail.
@@ -33,9 +34,15 @@ def first_line(error: BaseException) -> str:
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-    """Open one dedicated connection, turning failure into a readable error."""
+    """Open one dedicated connection, turning failure into a readable error.
+
+    It never prepares statements (pgjobs.pooler): it serves one-off work (migrate, a
+    check) that may go through a transaction pooler and would not gain from it.
+    """
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+        return psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=10, prepare_threshold=None
+        )
     except psycopg.OperationalError as error:
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL: {first_line(error)}"
@@ -106,7 +113,8 @@ class Database:
                     max_size=self._max_size,
                     open=True,
                     check=ConnectionPool.check_connection,
-                    kwargs={"connect_timeout": max(1, round(self.wait))},
+                    kwargs={"connect_timeout": max(1, round(self.wait)), "prepare_threshold": None},
+                    configure=prepare_if_direct,
                     timeout=self.wait,
                     name=POOL_NAME,
                 )

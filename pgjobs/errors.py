@@ -43,6 +43,11 @@ class InvalidTaskError(PgJobsError, ValueError):
     """A task declaration is invalid (coroutine function, duplicate name, bad timeout)."""
 
 
+class InvalidScheduleError(PgJobsError, ValueError):
+    """A periodic declaration is invalid (bad cron expression, unknown time zone, both or
+    neither of cron and every, ...); the message names the task and what is wrong."""
+
+
 class PayloadNotSerializableError(PgJobsError, TypeError):
     """A task argument cannot be stored as JSON; the message names the argument."""
 
@@ -64,6 +69,28 @@ class JobStateError(PgJobsError):
     def __init__(self, problems: dict[int, str]) -> None:
         super().__init__("\n".join(problems.values()))
         self.problems = problems
+
+
+class QueueFull(PgJobsError):
+    """The queue holds `max_waiting` or more waiting jobs; nothing was enqueued.
+
+    A producer can answer "try again later" (HTTP 503). `queue`, `max_waiting` and
+    `waiting` (the count the check used, at most a second old) say which limit was hit.
+    """
+
+    def __init__(self, queue: str, max_waiting: int, waiting: int) -> None:
+        super().__init__(
+            f"queue {queue!r} is full: {waiting} jobs waiting, limit {max_waiting}; "
+            "nothing was enqueued"
+        )
+        self.queue = queue
+        self.max_waiting = max_waiting
+        self.waiting = waiting
+
+
+class RunawayJobsError(PgJobsError):
+    """`pgjobs.testing`: a drain ran its `max_jobs` attempts and jobs were still due (a
+    job that enqueues itself, or snoozes forever?); the one it claimed last was put back."""
 
 
 class FailJob(Exception):

@@ -64,6 +64,7 @@ class Job:
     worker_id: str | None
     unique_key: str | None
     errors: list[dict[str, Any]]
+    scheduled_at: datetime | None = None  # the tick of a periodic job
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

@@ -13,6 +13,14 @@ from functools import cached_property
 
 from psycopg import sql
 
+# Each INSERT below comes in two forms: with this clause when a row has a unique_key,
+# without it otherwise. The clause makes every row a speculative insertion, which costs
+# about a fifth of a bulk insert, for nothing when no row has a key.
+SKIP_HELD_UNIQUE_KEYS = """
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
+DO NOTHING
+"""
+
 ENQUEUE = """
 INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
 SELECT i.queue, i.task, i.payload::jsonb, i.priority,
@@ -25,8 +33,7 @@ FROM unnest(
 ) WITH ORDINALITY AS i(queue, task, payload, priority, run_at, delay, max_attempts,
                        unique_key, ord)
 ORDER BY i.ord
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
-DO NOTHING
+{on_conflict}
 RETURNING id, unique_key
 """
 
@@ -37,10 +44,38 @@ INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique
 VALUES (%(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
         %(max_attempts)s, %(unique_key)s)
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running')
-DO NOTHING
+{on_conflict}
 RETURNING id, unique_key
 """
+
+# Large batches: COPY into a temporary table, then one INSERT from it. COPY sends the rows
+# in PostgreSQL's binary format, several times cheaper on both sides than adapting and
+# parsing eight arrays of that size. The table lives for the statement's transaction
+# only (dropped after use, and ON COMMIT DROP as a net), so it also works through a
+# transaction-mode pooler. Temporary tables need no grant beyond PUBLIC's default TEMP.
+STAGING_TABLE = "pgjobs_enqueue_staging"
+CREATE_STAGING = """
+CREATE TEMPORARY TABLE {staging} (
+    queue text, task text, payload text, priority int, run_at timestamptz,
+    delay float8, max_attempts int, unique_key text, ord bigint
+) ON COMMIT DROP
+"""
+# The binary COPY's column types, in the order of CREATE_STAGING.
+STAGING_TYPES = (
+    "text", "text", "text", "int4", "timestamptz", "float8", "int4", "text", "int8",
+)  # fmt: skip
+COPY_TO_STAGING = "COPY {staging} FROM STDIN (FORMAT BINARY)"
+ENQUEUE_STAGED = """
+INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
+SELECT s.queue, s.task, s.payload::jsonb, s.priority,
+       coalesce(s.run_at, now() + make_interval(secs => s.delay)),
+       s.max_attempts, s.unique_key
+FROM {staging} AS s
+ORDER BY s.ord
+{on_conflict}
+RETURNING id, unique_key
+"""
+DROP_STAGING = "DROP TABLE {staging}"
 
 UNIQUE_KEY_HOLDERS = """
 SELECT unique_key, id FROM {jobs}
@@ -63,9 +98,15 @@ SET state = 'running', attempts = j.attempts + 1, started_at = now(),
     heartbeat_at = now(), worker_id = %(worker_id)s
 FROM claimable
 WHERE j.id = claimable.id
-RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.run_at
+RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.run_at,
+          j.scheduled_at
 """
-CLAIM_QUEUE_FILTER = "AND queue = %(queue)s"
+# Paused queues (queue control, below) are skipped. A claim from one queue checks the
+# setting once, before scanning anything; a claim from every queue filters its rows with
+# a hashed list of the paused queues, read once per claim.
+CLAIM_QUEUE_FILTER = """AND queue = %(queue)s
+      AND NOT EXISTS (SELECT FROM {queues} WHERE name = %(queue)s AND paused)"""
+CLAIM_ANY_QUEUE_FILTER = "AND queue NOT IN (SELECT name FROM {queues} WHERE paused)"
 
 # The rows of `ids` this worker still holds, locked in id order. Outcome writes and
 # heartbeats touch the same rows; locking them in one order means they cannot deadlock.
@@ -186,7 +227,7 @@ ORDER BY queue
 # Every column of a job, in the order of `pgjobs.job.Job`'s fields.
 JOB_COLUMNS = """
 id, queue, task, payload, state, priority, attempts, max_attempts, run_at, created_at,
-started_at, finished_at, heartbeat_at, worker_id, unique_key, errors
+started_at, finished_at, heartbeat_at, worker_id, unique_key, errors, scheduled_at
 """
 
 # A NULL filter means "any"; newest first by id, which the primary key serves backwards.
@@ -234,13 +275,24 @@ WITH retried AS (
 SELECT id, pg_notify(%(channel)s, queue) FROM retried
 """
 
-# A running job's worker finds out at its next heartbeat, and its outcome write is
-# dropped by the (state = 'running') guard of RECORD_OUTCOMES.
+# The worker that held a running job is told on the control channel (delivered on
+# commit), so its task sees the stop flag at once; its next heartbeat would find out
+# too, should the notification be lost. Its outcome write is dropped by the
+# (state = 'running') guard of RECORD_OUTCOMES. The caller has locked the rows.
 CANCEL_JOBS = """
-UPDATE {jobs}
-SET state = 'cancelled', finished_at = now(), worker_id = NULL, heartbeat_at = NULL
-WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('available', 'running')
-RETURNING id
+WITH target AS (
+    SELECT id, state, worker_id FROM {jobs}
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('available', 'running')
+), cancelled AS (
+    UPDATE {jobs} AS j
+    SET state = 'cancelled', finished_at = now(), worker_id = NULL, heartbeat_at = NULL
+    FROM target
+    WHERE j.id = target.id
+    RETURNING j.id, target.state AS was, target.worker_id
+)
+SELECT id, CASE WHEN was = 'running' AND worker_id IS NOT NULL THEN pg_notify(
+    %(control_channel)s, json_build_object('cancel', id, 'worker', worker_id)::text) END
+FROM cancelled
 """
 
 # Deletes one batch, so a large prune is many short transactions rather than one long
@@ -264,6 +316,227 @@ DELETE_QUEUE_JOBS = "DELETE FROM {jobs} WHERE queue = %(queue)s"
 
 SCHEMA_EXISTS = "SELECT to_regclass(%(jobs_table)s) IS NOT NULL"
 
+# --- behind a pooler: the worker's notification check ---------------------------------
+# A notification on the schema's channel, sent when the transaction commits.
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+# Who the server thinks its client is, to tell a direct connection from a pooled one.
+CLIENT_ENDPOINT = "SELECT host(inet_client_addr()), inet_client_port(), pg_backend_pid()"
+
+# --- queue control: pause, limits, bulk changes, retention ----------------------------
+# (CLAIM_*_FILTER above skip paused queues; CANCEL_JOBS tells the worker of a running job.)
+
+# Resuming wakes the workers as an insert would (the queue name on the jobs channel);
+# pausing needs no message, since every claim reads the setting.
+SET_QUEUE_PAUSED = """
+INSERT INTO {queues} AS q (name, paused) VALUES (%(queue)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+RETURNING CASE WHEN NOT q.paused THEN pg_notify(%(channel)s, q.name) END
+"""
+
+SET_QUEUE_LIMIT = """
+INSERT INTO {queues} AS q (name, max_waiting) VALUES (%(queue)s, %(max_waiting)s)
+ON CONFLICT (name) DO UPDATE SET max_waiting = excluded.max_waiting, updated_at = now()
+"""
+
+# The producers' cache of limits: a handful of rows, read at most once a second.
+QUEUE_LIMITS = "SELECT name, max_waiting FROM {queues} WHERE max_waiting IS NOT NULL"
+
+# Reads at most `up_to` entries of the partial fetch index (jobs_fetch_idx), so the
+# count costs the same for a queue of a hundred jobs and one of ten million.
+COUNT_WAITING = """
+SELECT count(*) FROM (
+    SELECT FROM {jobs} WHERE queue = %(queue)s AND state = 'available' LIMIT %(up_to)s
+) AS waiting
+"""
+
+# `pgjobs queues`: the statistics of QUEUE_STATS beside each queue's settings; a queue
+# with settings and no jobs, or jobs and no settings, has a row too.
+QUEUE_OVERVIEW = """
+SELECT coalesce(s.queue, q.name) AS name, s.*, coalesce(q.paused, false) AS paused,
+       q.max_waiting
+FROM ({queue_stats}) AS s
+FULL JOIN {queues} AS q ON q.name = s.queue
+ORDER BY 1
+"""
+
+# Bulk retry and cancel by filter. A NULL filter matches everything; `states` is always
+# given (the states the change applies to).
+MATCHING_JOBS = """
+state = ANY(%(states)s::text[])
+AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+AND (%(older_than)s::float8 IS NULL
+     OR created_at < now() - make_interval(secs => %(older_than)s::float8))
+"""
+
+# How many jobs match, and the highest id among them: the bulk change stops there, so
+# jobs enqueued while it runs are not swept up in it.
+COUNT_MATCHING = "SELECT count(*), coalesce(max(id), 0) FROM {jobs} WHERE {matching}"
+
+# One batch of a bulk change, locked in id order like LOCK_JOBS_FOR_CHANGE; the caller
+# changes it with RETRY_JOBS or CANCEL_JOBS in the same short transaction and continues
+# after the last id.
+LOCK_MATCHING = """
+SELECT id, state, unique_key FROM {jobs}
+WHERE {matching} AND id > %(after_id)s AND id <= %(up_to_id)s
+ORDER BY id
+LIMIT %(batch_size)s
+FOR UPDATE
+"""
+
+# Maintenance that one worker at a time does (retention): a session lock, released at
+# the end of the pass or when the connection drops with its worker.
+TRY_MAINTENANCE_LOCK = "SELECT pg_try_advisory_lock(hashtext(%(lock_name)s))"
+RELEASE_MAINTENANCE_LOCK = "SELECT pg_advisory_unlock(hashtext(%(lock_name)s))"
+
+
+# --- observability: the worker registry and the queue gauges ---------------------------
+
+# A worker's row, inserted at start and refreshed with every beat. It also says whether
+# this worker is the maintenance leader: the longest-running worker not lost (silent for
+# less than its own rescue_after). The subquery reads the rows as they were before this
+# statement, so two workers can both think they lead for one beat; what the leader does
+# is idempotent.
+REGISTER_WORKER = """
+WITH me AS (
+    INSERT INTO {workers} AS w
+        (id, host, pid, queues, concurrency, version, rescue_after)
+    VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(version)s,
+            %(rescue_after)s)
+    ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()
+    RETURNING w.id, w.started_at
+)
+SELECT NOT EXISTS (
+    SELECT FROM {workers} AS other
+    WHERE other.id <> me.id
+      AND other.last_heartbeat_at > now() - make_interval(secs => other.rescue_after)
+      AND (other.started_at, other.id) < (me.started_at, me.id)
+) AS leader
+FROM me
+"""
+
+DEREGISTER_WORKER = "DELETE FROM {workers} WHERE id = %(id)s"
+
+# Rows of workers lost (silent past their rescue_after) for longer than `keep_lost`:
+# until then `pgjobs workers` lists them as recently lost.
+FORGET_LOST_WORKERS = """
+DELETE FROM {workers}
+WHERE last_heartbeat_at < now() - make_interval(secs => rescue_after + %(keep_lost)s)
+RETURNING id
+"""
+
+# Every registered worker with the jobs it holds (running, or claimed and waiting for a
+# thread: both are `running` in the table), from the partial running index.
+LIST_WORKERS = """
+WITH held AS (
+    SELECT worker_id, id, task FROM {jobs} WHERE state = 'running'
+), tasks AS (
+    SELECT worker_id, jsonb_object_agg(task, n) AS tasks
+    FROM (SELECT worker_id, task, count(*) AS n FROM held GROUP BY worker_id, task) AS t
+    GROUP BY worker_id
+), ids AS (
+    SELECT worker_id, array_agg(id ORDER BY id) AS job_ids FROM held GROUP BY worker_id
+)
+SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.version, w.rescue_after,
+       w.started_at, w.last_heartbeat_at,
+       w.last_heartbeat_at <= now() - make_interval(secs => w.rescue_after) AS lost,
+       coalesce(tasks.tasks, '{{}}'::jsonb) AS tasks,
+       coalesce(ids.job_ids, '{{}}'::bigint[]) AS job_ids
+FROM {workers} AS w
+LEFT JOIN tasks ON tasks.worker_id = w.id
+LEFT JOIN ids ON ids.worker_id = w.id
+ORDER BY lost, w.started_at, w.id
+"""
+
+# The queue gauges, sampled by the maintenance leader: jobs runnable now and the oldest
+# one's wait, per queue, from the partial fetch index alone.
+QUEUE_DEPTHS = """
+SELECT queue, count(*), extract(epoch FROM now() - min(run_at))::float8
+FROM {jobs}
+WHERE state = 'available' AND run_at <= now()
+GROUP BY queue
+"""
+
+# --- periodic jobs -------------------------------------------------------------------
+
+SCHEDULE_STATES = """
+SELECT name, expression, timezone, done_until, last_tick, last_job_id, updated_at
+FROM {schedules}
+WHERE %(names)s::text[] IS NULL OR name = ANY(%(names)s::text[])
+ORDER BY name
+"""
+
+# A schedule seen for the first time, or whose expression or time zone changed, starts
+# afresh at `done_until` (the worker's now): no tick before it is ever enqueued, so a new
+# or edited schedule does not fire at once for a time that passed before it existed.
+RESET_SCHEDULES = """
+INSERT INTO {schedules} AS s (name, expression, timezone, done_until)
+SELECT i.name, i.expression, i.timezone, %(done_until)s
+FROM unnest(%(names)s::text[], %(expressions)s::text[], %(timezones)s::text[])
+    AS i(name, expression, timezone)
+ON CONFLICT (name) DO UPDATE
+SET expression = excluded.expression, timezone = excluded.timezone,
+    done_until = excluded.done_until, updated_at = now()
+WHERE (s.expression, s.timezone) IS DISTINCT FROM (excluded.expression, excluded.timezone)
+"""
+
+# Enqueues one tick, at most once however many workers run it at the same moment: the
+# schedule row is locked and must still be behind the tick (a worker that waited for the
+# lock re-reads the row, finds it moved on and does nothing), the job is inserted and the
+# row moved forward in the same statement. The unique (task, scheduled_at) index is the
+# last word: a second job for one tick cannot exist. With `enqueue` false (a tick too
+# late to run) only the row moves.
+ENQUEUE_TICK = """
+WITH due AS (
+    SELECT name FROM {schedules}
+    WHERE name = %(name)s AND expression = %(expression)s AND timezone = %(timezone)s
+      AND done_until < %(tick)s
+    FOR UPDATE
+), enqueued AS (
+    INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, scheduled_at)
+    SELECT %(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s, %(tick)s,
+           %(max_attempts)s, %(tick)s
+    FROM due
+    WHERE %(enqueue)s
+    ON CONFLICT (task, scheduled_at) WHERE scheduled_at IS NOT NULL DO NOTHING
+    RETURNING id
+)
+UPDATE {schedules} AS s
+SET done_until = %(tick)s,
+    last_tick = CASE WHEN %(enqueue)s THEN %(tick)s ELSE s.last_tick END,
+    last_job_id = coalesce((SELECT id FROM enqueued), s.last_job_id),
+    updated_at = now()
+FROM due
+WHERE s.name = due.name
+RETURNING (SELECT id FROM enqueued)
+"""
+
+
+# --- testing: pgjobs.testing's clock ----------------------------------------------------
+# Runs the waiting jobs due by `until` (a moment, else now + `advance` seconds, else all
+# of them) as if the clock had reached it: they move back in time together, keeping their
+# order, so the latest of them is due now. The claim then finds them like any due job.
+MAKE_DUE = """
+WITH due AS (
+    SELECT id, run_at FROM {jobs}
+    WHERE state = 'available' AND run_at > now()
+      AND run_at <= coalesce(%(until)s::timestamptz,
+                             now() + make_interval(secs => %(advance)s::float8),
+                             'infinity')
+    FOR UPDATE
+), shift AS (SELECT max(run_at) - now() AS by FROM due)
+UPDATE {jobs} AS j SET run_at = j.run_at - shift.by
+FROM due, shift
+WHERE j.id = due.id
+RETURNING j.id
+"""
+
+
+def control_channel(schema: str) -> str:
+    """The channel of messages to workers (cancelled jobs), apart from the jobs channel
+    so that no queue name can be mistaken for one."""
+    return "pgjobs_control_" + hashlib.md5(schema.encode()).hexdigest()
+
 
 def notify_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel of a schema; hashed so any schema name fits in 63 bytes.
@@ -280,10 +553,12 @@ class Queries:
         self.schema = schema
         self.jobs = sql.Identifier(schema, "jobs")
         self.channel = notify_channel(schema)
+        self.queues = sql.Identifier(schema, "queues")
+        self.control_channel = control_channel(schema)
         self.jobs_table_name = self.jobs.as_string()
 
     def _compose(self, template: str, **parts: sql.Composable) -> sql.Composed:
-        return sql.SQL(template).format(jobs=self.jobs, **parts)
+        return sql.SQL(template).format(jobs=self.jobs, queues=self.queues, **parts)
 
     def _with_held(self, template: str) -> sql.Composed:
         return self._compose(template, held=self._compose(HELD_BY_WORKER))
@@ -291,13 +566,40 @@ class Queries:
     def _with_job_columns(self, template: str) -> sql.Composed:
         return self._compose(template, job_columns=sql.SQL(JOB_COLUMNS.strip()))
 
-    @cached_property
-    def enqueue(self) -> sql.Composed:
-        return self._compose(ENQUEUE)
+    def enqueue(self, *, unique: bool) -> sql.Composed:
+        return self._enqueue_forms[ENQUEUE, unique]
+
+    def enqueue_one(self, *, unique: bool) -> sql.Composed:
+        return self._enqueue_forms[ENQUEUE_ONE, unique]
+
+    def enqueue_staged(self, *, unique: bool) -> sql.Composed:
+        return self._enqueue_forms[ENQUEUE_STAGED, unique]
 
     @cached_property
-    def enqueue_one(self) -> sql.Composed:
-        return self._compose(ENQUEUE_ONE)
+    def _enqueue_forms(self) -> dict[tuple[str, bool], sql.Composed]:
+        """Each INSERT of a job, with and without SKIP_HELD_UNIQUE_KEYS."""
+        clauses = {True: sql.SQL(SKIP_HELD_UNIQUE_KEYS), False: sql.SQL("")}
+        return {
+            (template, unique): self._compose(template, on_conflict=clause, staging=self.staging)
+            for template in (ENQUEUE, ENQUEUE_ONE, ENQUEUE_STAGED)
+            for unique, clause in clauses.items()
+        }
+
+    @cached_property
+    def staging(self) -> sql.Identifier:
+        return sql.Identifier("pg_temp", STAGING_TABLE)
+
+    @cached_property
+    def create_staging(self) -> sql.Composed:
+        return self._compose(CREATE_STAGING, staging=self.staging)
+
+    @cached_property
+    def copy_to_staging(self) -> sql.Composed:
+        return self._compose(COPY_TO_STAGING, staging=self.staging)
+
+    @cached_property
+    def drop_staging(self) -> sql.Composed:
+        return self._compose(DROP_STAGING, staging=self.staging)
 
     @cached_property
     def unique_key_holders(self) -> sql.Composed:
@@ -305,11 +607,11 @@ class Queries:
 
     @cached_property
     def claim_any_queue(self) -> sql.Composed:
-        return self._compose(CLAIM, queue_filter=sql.SQL(""))
+        return self._compose(CLAIM, queue_filter=self._compose(CLAIM_ANY_QUEUE_FILTER))
 
     @cached_property
     def claim_from_queue(self) -> sql.Composed:
-        return self._compose(CLAIM, queue_filter=sql.SQL(CLAIM_QUEUE_FILTER))
+        return self._compose(CLAIM, queue_filter=self._compose(CLAIM_QUEUE_FILTER))
 
     @cached_property
     def record_outcomes(self) -> sql.Composed:
@@ -329,7 +631,13 @@ class Queries:
 
     @cached_property
     def listen(self) -> sql.Composed:
-        return sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
+        return sql.SQL("LISTEN {}; LISTEN {}").format(
+            sql.Identifier(self.channel), sql.Identifier(self.control_channel)
+        )
+
+    @cached_property
+    def notify(self) -> sql.Composed:
+        return self._compose(NOTIFY)
 
     @cached_property
     def schema_exists(self) -> sql.Composed:
@@ -366,3 +674,85 @@ class Queries:
     @cached_property
     def delete_queue_jobs(self) -> sql.Composed:
         return self._compose(DELETE_QUEUE_JOBS)
+
+    # --- queue control ---------------------------------------------------------------
+
+    @cached_property
+    def set_queue_paused(self) -> sql.Composed:
+        return self._compose(SET_QUEUE_PAUSED)
+
+    @cached_property
+    def set_queue_limit(self) -> sql.Composed:
+        return self._compose(SET_QUEUE_LIMIT)
+
+    @cached_property
+    def queue_limits(self) -> sql.Composed:
+        return self._compose(QUEUE_LIMITS)
+
+    @cached_property
+    def count_waiting(self) -> sql.Composed:
+        return self._compose(COUNT_WAITING)
+
+    @cached_property
+    def queue_overview(self) -> sql.Composed:
+        return self._compose(QUEUE_OVERVIEW, queue_stats=self.queue_stats)
+
+    @cached_property
+    def count_matching(self) -> sql.Composed:
+        return self._compose(COUNT_MATCHING, matching=sql.SQL(MATCHING_JOBS.strip()))
+
+    @cached_property
+    def lock_matching(self) -> sql.Composed:
+        return self._compose(LOCK_MATCHING, matching=sql.SQL(MATCHING_JOBS.strip()))
+
+    @cached_property
+    def try_maintenance_lock(self) -> sql.Composed:
+        return self._compose(TRY_MAINTENANCE_LOCK)
+
+    @cached_property
+    def release_maintenance_lock(self) -> sql.Composed:
+        return self._compose(RELEASE_MAINTENANCE_LOCK)
+
+    def _with_workers(self, template: str) -> sql.Composed:
+        return self._compose(template, workers=sql.Identifier(self.schema, "workers"))
+
+    @cached_property
+    def register_worker(self) -> sql.Composed:
+        return self._with_workers(REGISTER_WORKER)
+
+    @cached_property
+    def deregister_worker(self) -> sql.Composed:
+        return self._with_workers(DEREGISTER_WORKER)
+
+    @cached_property
+    def forget_lost_workers(self) -> sql.Composed:
+        return self._with_workers(FORGET_LOST_WORKERS)
+
+    @cached_property
+    def list_workers(self) -> sql.Composed:
+        return self._with_workers(LIST_WORKERS)
+
+    @cached_property
+    def queue_depths(self) -> sql.Composed:
+        return self._compose(QUEUE_DEPTHS)
+
+    def _with_schedules(self, template: str) -> sql.Composed:
+        return self._compose(template, schedules=sql.Identifier(self.schema, "schedules"))
+
+    @cached_property
+    def schedule_states(self) -> sql.Composed:
+        return self._with_schedules(SCHEDULE_STATES)
+
+    @cached_property
+    def reset_schedules(self) -> sql.Composed:
+        return self._with_schedules(RESET_SCHEDULES)
+
+    @cached_property
+    def enqueue_tick(self) -> sql.Composed:
+        return self._with_schedules(ENQUEUE_TICK)
+
+    # --- testing ------------------------------------------------------------------------
+
+    @cached_property
+    def make_due(self) -> sql.Composed:
+        return self._compose(MAKE_DUE)

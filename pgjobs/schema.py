@@ -18,7 +18,7 @@ accumulate.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from pgjobs.job import (
     DEFAULT_MAX_ATTEMPTS,
@@ -66,6 +66,8 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("errors", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
         sa.Column("worker_id", sa.Text, nullable=True),
         sa.Column("unique_key", sa.Text, nullable=True),
+        # The tick a periodic job was enqueued for (migration 0003); NULL for other jobs.
+        sa.Column("scheduled_at", tz, nullable=True),
         sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
         sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
     )
@@ -104,6 +106,34 @@ def build_metadata(schema: str) -> sa.MetaData:
         jobs.c.finished_at,
         postgresql_where=sa.text(f"state IN ({_state_list(FINISHED_STATES)})"),
     )
+    # Jobs that failed an attempt, by when they finished (NULL: not yet): the
+    # `failing_tasks` view reads the last hour's through it (see migration 0005).
+    sa.Index(
+        "jobs_errors_idx",
+        jobs.c.finished_at,
+        postgresql_where=sa.text("errors <> '[]'::jsonb"),
+    )
+    # Periodic jobs: one job per task and tick, whichever worker enqueued it.
+    sa.Index(
+        "jobs_scheduled_idx",
+        jobs.c.task,
+        jobs.c.scheduled_at,
+        unique=True,
+        postgresql_where=sa.text("scheduled_at IS NOT NULL"),
+    )
+    # Periodic jobs: each schedule's state (see migration 0003).
+    sa.Table(
+        "schedules",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("expression", sa.Text, nullable=False),
+        sa.Column("timezone", sa.Text, nullable=False),
+        sa.Column("done_until", tz, nullable=False),
+        sa.Column("last_tick", tz, nullable=True),
+        sa.Column("last_job_id", sa.BigInteger, nullable=True),
+        sa.Column("created_at", tz, nullable=False, server_default=sa.func.now()),
+        sa.Column("updated_at", tz, nullable=False, server_default=sa.func.now()),
+    )
     # Queue control: a queue without a row is running and unlimited.
     sa.Table(
         "queues",
@@ -115,5 +145,19 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.CheckConstraint(
             "max_waiting IS NULL OR max_waiting >= 0", name="queues_max_waiting_check"
         ),
+    )
+    # The worker registry (see migration 0005): one row per running worker.
+    sa.Table(
+        "workers",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("queues", ARRAY(sa.Text), nullable=True),
+        sa.Column("concurrency", sa.Integer, nullable=False),
+        sa.Column("version", sa.Text, nullable=False),
+        sa.Column("rescue_after", sa.Float, nullable=False),
+        sa.Column("started_at", tz, nullable=False, server_default=sa.func.now()),
+        sa.Column("last_heartbeat_at", tz, nullable=False, server_default=sa.func.now()),
     )
     return metadata

@@ -18,6 +18,8 @@ _UNSTORABLE_IN_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 def json_is_storable(text: str) -> bool:
     """Whether JSON text (from `json.dumps(..., ensure_ascii=False)`) fits in jsonb."""
+    if text.isascii() and "\\u0000" not in text:
+        return True  # no surrogate, no NUL escape: the regex below is ten times slower
     return _UNSTORABLE_IN_JSON.search(text) is None
 
 
@@ -28,4 +30,6 @@ def storable_json(text: str) -> str:
 
 def text_is_storable(text: str) -> bool:
     """Whether a plain string fits in a text column."""
+    if text.isascii():
+        return "\x00" not in text
     return _UNSTORABLE_IN_TEXT.search(text) is None

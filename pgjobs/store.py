@@ -9,10 +9,11 @@ worker's dedicated connections. A caller's connection may be psycopg or SQLAlche
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -21,13 +22,19 @@ from psycopg.rows import dict_row
 
 from pgjobs.errors import SchemaNotMigratedError
 from pgjobs.job import STATES, Job, JobState
-from pgjobs.queries import Queries
+from pgjobs.queries import STAGING_TYPES, Queries
 
 if TYPE_CHECKING:
     from pgjobs.enqueue import JobRow
+    from pgjobs.fleet import RegisteredWorker, WorkerRegistration
     from pgjobs.worker.jobs import ClaimedJob, Outcome
 
 Params = Mapping[str, Any]
+
+# From this many rows on, `insert_jobs` COPYs the batch instead of sending it as arrays
+# (measured: the two break even between 100 and 250 rows; at 1,000 COPY takes half the
+# time). Below it, creating the temporary table costs more than it saves.
+COPY_THRESHOLD = 200
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,43 @@ class QueueStats:
         """Jobs of this queue in any state."""
         return sum(self.counts.values())
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], queue: str) -> QueueStats:
+        """From a row of QUEUE_STATS; its NULLs (a queue with settings and no jobs) are 0."""
+        return cls(
+            queue=queue,
+            counts={state: row[state.value] or 0 for state in STATES},
+            oldest_waiting=row["oldest_waiting"],
+            finished_last_minute=row["finished_last_minute"] or 0,
+            finished_last_5_minutes=row["finished_last_5_minutes"] or 0,
+        )
+
+
+@dataclass(frozen=True)
+class QueueOverview:
+    """A queue's statistics and its settings: paused, and its waiting-jobs limit."""
+
+    stats: QueueStats
+    paused: bool
+    max_waiting: int | None
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """A row of `<schema>.schedules`: a periodic task's state as workers left it.
+
+    Ticks up to `done_until` are dealt with (enqueued, skipped as too late, or passed
+    before the schedule was seen); `last_tick` is the newest one that enqueued a job.
+    """
+
+    name: str
+    expression: str
+    timezone: str
+    done_until: datetime
+    last_tick: datetime | None
+    last_job_id: int | None
+    updated_at: datetime
+
 
 class Store:
     """pgjobs' statements for one schema, as typed calls on a given connection."""
@@ -71,6 +115,38 @@ class Store:
         Rows whose unique_key an unfinished job holds are skipped (ON CONFLICT DO
         NOTHING). Ids come from the identity sequence in input order.
         """
+        if len(rows) >= COPY_THRESHOLD:
+            with self._reporting_missing_schema():
+                return self._insert_by_copy(conn, rows)
+        return [(r[0], r[1]) for r in self._rows(conn, *self._insert_statement(rows))]
+
+    def _insert_by_copy(self, conn: Any, rows: Sequence[JobRow]) -> list[tuple[int, str | None]]:
+        """`insert_jobs` for a large batch: COPY into a temporary table, INSERT from it.
+
+        The statements share one transaction: the caller's, or for an autocommit psycopg
+        connection one of their own (committed at once, as autocommit would have).
+        """
+        raw = _psycopg_connection(conn)
+        with raw.transaction() if raw.autocommit else nullcontext():
+            _run_on(conn, self.queries.create_staging, {})
+            with raw.cursor() as cur, cur.copy(self.queries.copy_to_staging) as copy:
+                copy.set_types(STAGING_TYPES)
+                for position, row in enumerate(rows):
+                    copy.write_row((*row, position))
+            inserted = _run_on(conn, self.queries.enqueue_staged(unique=_any_key(rows)), {})
+            _run_on(conn, self.queries.drop_staging, {})
+        return [(job_id, key) for job_id, key in inserted]
+
+    def unique_key_holders(self, conn: Any, keys: Sequence[str]) -> dict[str, int]:
+        """{unique_key: id} of the unfinished jobs holding any of `keys`."""
+        rows = self._rows(conn, *self._holders_statement(keys))
+        return {key: job_id for key, job_id in rows}
+
+    def _holders_statement(self, keys: Sequence[str]) -> tuple[sql.Composed, Params]:
+        return self.queries.unique_key_holders, {"unique_keys": list(keys)}
+
+    def _insert_statement(self, rows: Sequence[JobRow]) -> tuple[sql.Composed, Params]:
+        """The INSERT of `rows` and its parameters, for the sync and the async callers."""
         if len(rows) == 1:
             [row] = rows
             one = {
@@ -83,7 +159,7 @@ class Store:
                 "max_attempts": row.max_attempts,
                 "unique_key": row.unique_key,
             }
-            return [(r[0], r[1]) for r in self._rows(conn, self.queries.enqueue_one, one)]
+            return self.queries.enqueue_one(unique=row.unique_key is not None), one
         params = {
             "queues": [r.queue for r in rows],
             "tasks": [r.task for r in rows],
@@ -94,12 +170,37 @@ class Store:
             "max_attempts": [r.max_attempts for r in rows],
             "unique_keys": [r.unique_key for r in rows],
         }
-        return [(row[0], row[1]) for row in self._rows(conn, self.queries.enqueue, params)]
+        return self.queries.enqueue(unique=_any_key(rows)), params
 
-    def unique_key_holders(self, conn: Any, keys: Sequence[str]) -> dict[str, int]:
-        """{unique_key: id} of the unfinished jobs holding any of `keys`."""
-        rows = self._rows(conn, self.queries.unique_key_holders, {"unique_keys": list(keys)})
+    # --- asyncio producers: the same statements, awaited ---------------------------------
+
+    async def insert_jobs_async(
+        self, conn: Any, rows: Sequence[JobRow]
+    ) -> list[tuple[int, str | None]]:
+        """`insert_jobs` on a psycopg AsyncConnection or a SQLAlchemy AsyncConnection or
+        AsyncSession, in its transaction."""
+        return [(r[0], r[1]) for r in await self._rows_async(conn, *self._insert_statement(rows))]
+
+    async def unique_key_holders_async(self, conn: Any, keys: Sequence[str]) -> dict[str, int]:
+        """`unique_key_holders` on an async connection."""
+        rows = await self._rows_async(conn, *self._holders_statement(keys))
         return {key: job_id for key, job_id in rows}
+
+    async def queue_limits_async(self, conn: Any) -> dict[str, int]:
+        """`queue_limits` on an async connection."""
+        return dict(await self._rows_async(conn, self.queries.queue_limits, {}))
+
+    async def count_waiting_async(self, conn: Any, queue: str, *, up_to: int) -> int:
+        """`count_waiting` on an async connection."""
+        params = {"queue": queue, "up_to": up_to}
+        [(count,)] = await self._rows_async(conn, self.queries.count_waiting, params)
+        return int(count)
+
+    async def _rows_async(
+        self, conn: Any, query: sql.Composed, params: Params
+    ) -> list[tuple[Any, ...]]:
+        with self._reporting_missing_schema():
+            return await _run_on_async(conn, query, params)
 
     # --- the worker -------------------------------------------------------------------
 
@@ -169,6 +270,12 @@ class Store:
         """LISTEN on the schema's channel (the connection must be in autocommit)."""
         conn.execute(self.queries.listen)
 
+    # --- behind a pooler: the worker's notification check -------------------------------
+
+    def notify(self, conn: psycopg.Connection[Any], payload: str) -> None:
+        """NOTIFY the schema's channel with `payload` when `conn`'s transaction commits."""
+        conn.execute(self.queries.notify, {"channel": self.channel, "payload": payload})
+
     # --- inspection and administration ---------------------------------------------------
 
     def schema_exists(self, conn: psycopg.Connection[Any]) -> bool:
@@ -180,13 +287,7 @@ class Store:
     def queue_stats(self, conn: psycopg.Connection[Any]) -> list[QueueStats]:
         """Statistics of every queue that has jobs, by queue name, in one pass."""
         return [
-            QueueStats(
-                queue=row["queue"],
-                counts={state: row[state.value] for state in STATES},
-                oldest_waiting=row["oldest_waiting"],
-                finished_last_minute=row["finished_last_minute"],
-                finished_last_5_minutes=row["finished_last_5_minutes"],
-            )
+            QueueStats.from_row(row, row["queue"])
             for row in self._dict_rows(conn, self.queries.queue_stats, {})
         ]
 
@@ -221,8 +322,12 @@ class Store:
         return {row[0] for row in self._rows(conn, self.queries.retry_jobs, params)}
 
     def cancel_jobs(self, conn: psycopg.Connection[Any], ids: Sequence[int]) -> set[int]:
-        """Cancel waiting or running jobs; the ids changed."""
-        return {row[0] for row in self._rows(conn, self.queries.cancel_jobs, {"ids": list(ids)})}
+        """Cancel waiting or running jobs (locked by the caller); the ids changed.
+
+        The workers holding the running ones are told on the control channel.
+        """
+        params = {"ids": list(ids), "control_channel": self.queries.control_channel}
+        return {row[0] for row in self._rows(conn, self.queries.cancel_jobs, params)}
 
     def prune_batch(
         self,
@@ -243,6 +348,188 @@ class Store:
     def delete_queue(self, conn: psycopg.Connection[Any], queue: str) -> int:
         """Delete every job of `queue`, whatever its state; how many."""
         return conn.execute(self.queries.delete_queue_jobs, {"queue": queue}).rowcount
+
+    # --- queue control: pause, limits, bulk changes, retention ----------------------
+
+    def set_queue_paused(self, conn: psycopg.Connection[Any], queue: str, paused: bool) -> None:
+        """Pause or resume `queue`; resuming wakes the workers that serve it."""
+        params = {"queue": queue, "paused": paused, "channel": self.channel}
+        self._rows(conn, self.queries.set_queue_paused, params)
+
+    def set_queue_limit(
+        self, conn: psycopg.Connection[Any], queue: str, max_waiting: int | None
+    ) -> None:
+        """Set (or with None remove) the waiting-jobs limit of `queue`."""
+        params = {"queue": queue, "max_waiting": max_waiting}
+        self._rows(conn, self.queries.set_queue_limit, params)
+
+    def queue_limits(self, conn: Any) -> dict[str, int]:
+        """{queue: max_waiting} of every queue that has a limit."""
+        return dict(self._rows(conn, self.queries.queue_limits, {}))
+
+    def count_waiting(self, conn: Any, queue: str, *, up_to: int) -> int:
+        """Waiting (available) jobs of `queue`, counted up to `up_to` at most."""
+        params = {"queue": queue, "up_to": up_to}
+        [(count,)] = self._rows(conn, self.queries.count_waiting, params)
+        return int(count)
+
+    def queue_overview(self, conn: psycopg.Connection[Any]) -> list[QueueOverview]:
+        """Every queue that has jobs or settings, by name, with both."""
+        return [
+            QueueOverview(
+                QueueStats.from_row(row, row["name"]), row["paused"], row["max_waiting"]
+            )
+            for row in self._dict_rows(conn, self.queries.queue_overview, {})
+        ]
+
+    def count_matching(
+        self, conn: psycopg.Connection[Any], matching: Params
+    ) -> tuple[int, int]:
+        """(how many jobs match, the highest matching id) for a bulk change's filter.
+
+        `matching` holds `states`, `queues`, `tasks` (None: any) and `older_than`
+        (seconds since enqueue, None: any).
+        """
+        [(count, last_id)] = self._rows(conn, self.queries.count_matching, matching)
+        return int(count), int(last_id)
+
+    def lock_matching(
+        self,
+        conn: psycopg.Connection[Any],
+        matching: Params,
+        *,
+        after_id: int,
+        up_to_id: int,
+        batch_size: int,
+    ) -> dict[int, tuple[JobState, str | None]]:
+        """Lock the next batch of matching jobs after `after_id`, like `lock_jobs`."""
+        params = {
+            **matching,
+            "after_id": after_id,
+            "up_to_id": up_to_id,
+            "batch_size": batch_size,
+        }
+        rows = self._rows(conn, self.queries.lock_matching, params)
+        return {job_id: (JobState(state), key) for job_id, state, key in rows}
+
+    def try_maintenance_lock(self, conn: psycopg.Connection[Any], name: str) -> bool:
+        """Take the session lock of maintenance task `name` if no other worker holds it."""
+        params = {"lock_name": f"pgjobs.{name}:{self.schema}"}
+        [(held,)] = self._rows(conn, self.queries.try_maintenance_lock, params)
+        return bool(held)
+
+    def release_maintenance_lock(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """Release the lock that `try_maintenance_lock` took."""
+        params = {"lock_name": f"pgjobs.{name}:{self.schema}"}
+        conn.execute(self.queries.release_maintenance_lock, params)
+
+    # --- observability: the worker registry and the queue gauges -----------------------
+
+    def register_worker(
+        self, conn: psycopg.Connection[Any], registration: WorkerRegistration
+    ) -> bool:
+        """Insert or refresh this worker's row; True when it is the maintenance leader."""
+        [(leader,)] = self._rows(conn, self.queries.register_worker, registration.as_params())
+        return bool(leader)
+
+    def deregister_worker(self, conn: psycopg.Connection[Any], worker_id: str) -> None:
+        """Delete a worker's row (its clean exit)."""
+        self._rows(conn, self.queries.deregister_worker, {"id": worker_id})
+
+    def forget_lost_workers(self, conn: psycopg.Connection[Any], *, keep_lost: float) -> list[str]:
+        """Delete the rows of workers lost more than `keep_lost` seconds ago; their ids."""
+        rows = self._rows(conn, self.queries.forget_lost_workers, {"keep_lost": keep_lost})
+        return [row[0] for row in rows]
+
+    def list_workers(self, conn: psycopg.Connection[Any]) -> list[RegisteredWorker]:
+        """Every registered worker with the jobs it holds: live ones first, oldest first."""
+        from pgjobs.fleet import RegisteredWorker
+
+        rows = self._dict_rows(conn, self.queries.list_workers, {})
+        return [RegisteredWorker.from_row(row) for row in rows]
+
+    def queue_depths(self, conn: psycopg.Connection[Any]) -> list[tuple[str, int, float]]:
+        """(queue, jobs runnable now, seconds the oldest of them has waited) per queue."""
+        rows = self._rows(conn, self.queries.queue_depths, {})
+        return [(queue, int(count), float(oldest)) for queue, count, oldest in rows]
+
+    # --- periodic jobs ----------------------------------------------------------------
+
+    def schedule_states(
+        self, conn: psycopg.Connection[Any], names: Sequence[str] | None = None
+    ) -> dict[str, ScheduleState]:
+        """The stored state of the schedules called `names` (every one when None)."""
+        params = {"names": None if names is None else list(names)}
+        rows = self._dict_rows(conn, self.queries.schedule_states, params)
+        return {row["name"]: ScheduleState(**row) for row in rows}
+
+    def reset_schedules(
+        self,
+        conn: psycopg.Connection[Any],
+        schedules: Sequence[tuple[str, str, str]],
+        *,
+        done_until: datetime,
+    ) -> None:
+        """Create, or restart after a change, schedules given as (name, expression,
+        timezone): no tick up to `done_until` will be enqueued for them."""
+        params = {
+            "names": [name for name, _, _ in schedules],
+            "expressions": [expression for _, expression, _ in schedules],
+            "timezones": [zone for _, _, zone in schedules],
+            "done_until": done_until,
+        }
+        conn.execute(self.queries.reset_schedules, params)
+
+    def enqueue_tick(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        schedule: ScheduleState,
+        tick: datetime,
+        job: JobRow | None,
+    ) -> tuple[bool, int | None]:
+        """Move `schedule` forward to `tick` and insert `job` for it (None: skip the tick),
+        unless another worker got there first; (moved, new job id)."""
+        params = {
+            "name": schedule.name,
+            "expression": schedule.expression,
+            "timezone": schedule.timezone,
+            "tick": tick,
+            "enqueue": job is not None,
+            "task": job.task if job else None,
+            "queue": job.queue if job else None,
+            "payload": job.payload_json if job else None,
+            "priority": job.priority if job else None,
+            "max_attempts": job.max_attempts if job else None,
+        }
+        rows = conn.execute(self.queries.enqueue_tick, params).fetchall()
+        return (bool(rows), rows[0][0] if rows else None)
+
+    # --- testing: pgjobs.testing -------------------------------------------------------
+
+    def find_jobs(
+        self,
+        conn: Any,
+        *,
+        states: Sequence[str] | None,
+        queues: Sequence[str] | None,
+        tasks: Sequence[str] | None,
+        limit: int,
+    ) -> list[Job]:
+        """`list_jobs` on any caller connection (psycopg or SQLAlchemy), in its
+        transaction, so a test sees the jobs it has not committed."""
+        params = {"states": states, "queues": queues, "tasks": tasks, "limit": limit}
+        rows = self._rows(conn, self.queries.list_jobs, params)
+        names = [field.name for field in dataclasses.fields(Job)]  # JOB_COLUMNS' order
+        return [Job.from_row(dict(zip(names, row, strict=True))) for row in rows]
+
+    def make_due(
+        self, conn: Any, *, until: datetime | None = None, advance: float | None = None
+    ) -> list[int]:
+        """Move the waiting jobs due by `until` (else now + `advance` seconds, else all of
+        them) back in time so that they are due now; their ids."""
+        params = {"until": until, "advance": advance}
+        return [row[0] for row in self._rows(conn, self.queries.make_due, params)]
 
     def _dict_rows(
         self, conn: psycopg.Connection[Any], query: sql.Composed, params: Params
@@ -270,6 +557,21 @@ class Store:
             raise
 
 
+def _any_key(rows: Sequence[JobRow]) -> bool:
+    """Whether any row has a unique_key, so the INSERT needs its ON CONFLICT clause."""
+    return any(row.unique_key is not None for row in rows)
+
+
+def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | None, int]:
+    """(address, port, backend pid) of this session's client as the server sees it; the
+    address and port are None over a Unix socket. Schema-free, so not a Store method."""
+    from pgjobs.queries import CLIENT_ENDPOINT
+
+    row = conn.execute(CLIENT_ENDPOINT).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
 def int_array(values: Sequence[int]) -> str:
     """An integer array parameter as PostgreSQL's array text, e.g. `{1,2,3}`.
 
@@ -291,22 +593,86 @@ def _sqlalchemy_connection(conn: Any) -> Any | None:
     return None
 
 
-def _run_on(conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
+def _require_psycopg_driver(sa_conn: Any) -> None:
+    """pgjobs' statements are psycopg's (`psycopg.sql`), so SQLAlchemy must drive psycopg."""
+    if sa_conn.dialect.driver != "psycopg":
+        raise TypeError(
+            "pgjobs needs SQLAlchemy's psycopg 3 driver (postgresql+psycopg://...); "
+            f"this engine uses {sa_conn.dialect.driver!r}"
+        )
+
+
+def _psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
+    """The psycopg connection under a caller's connection, for what only psycopg offers
+    (COPY). Under SQLAlchemy, run a statement through `_run_on` first, so that the
+    Connection has begun its transaction."""
     if isinstance(conn, psycopg.Connection):
-        with conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
+        return conn
+    raw: psycopg.Connection[Any] = _caller_sqlalchemy(conn).connection.driver_connection
+    return raw
+
+
+def caller_psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
+    """The psycopg connection under a caller's connection, inside the caller's
+    transaction (begun on a SQLAlchemy Connection that had none), so that the worker's
+    statements (claim, outcomes) can run in a test's own transaction."""
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    sa_conn = _caller_sqlalchemy(conn)  # a Session begins its transaction here
+    if not sa_conn.in_transaction():
+        sa_conn.begin()
+    raw: psycopg.Connection[Any] = sa_conn.connection.driver_connection
+    return raw
+
+
+def _caller_sqlalchemy(conn: Any) -> Any:
+    """The SQLAlchemy Connection of a caller's connection; TypeError when there is none
+    or it does not run on psycopg 3."""
     sa_conn = _sqlalchemy_connection(conn)
     if sa_conn is None:
         raise TypeError(
             "conn must be a psycopg Connection, a SQLAlchemy Connection or Session, "
             f"or None; got {type(conn).__name__}"
         )
-    if sa_conn.dialect.driver != "psycopg":
-        raise TypeError(
-            "pgjobs needs SQLAlchemy's psycopg 3 driver (postgresql+psycopg://...); "
-            f"this engine uses {sa_conn.dialect.driver!r}"
-        )
+    _require_psycopg_driver(sa_conn)
+    return sa_conn
+
+
+def _run_on(conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
+    if isinstance(conn, psycopg.Connection):
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+    sa_conn = _caller_sqlalchemy(conn)
     raw = sa_conn.connection.driver_connection
     result = sa_conn.exec_driver_sql(query.as_string(raw), dict(params))
+    return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+
+async def _sqlalchemy_async_connection(conn: Any) -> Any | None:
+    """The SQLAlchemy AsyncConnection behind `conn` (one, or an AsyncSession), else None."""
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(conn, AsyncSession):
+        return await conn.connection()  # joins (or begins) the session's transaction
+    if isinstance(conn, AsyncConnection):
+        return conn
+    return None
+
+
+async def _run_on_async(conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
+    if isinstance(conn, psycopg.AsyncConnection):
+        async with conn.cursor() as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall() if cur.description else []
+    sa_conn = await _sqlalchemy_async_connection(conn)
+    if sa_conn is None:
+        raise TypeError(
+            "conn must be a psycopg AsyncConnection, a SQLAlchemy AsyncConnection or "
+            f"AsyncSession, or None; got {type(conn).__name__} (a synchronous connection "
+            "takes enqueue, not enqueue_async)"
+        )
+    _require_psycopg_driver(sa_conn)
+    raw = sa_conn.sync_connection.connection.driver_connection
+    result = await sa_conn.exec_driver_sql(query.as_string(raw), dict(params))
     return [tuple(row) for row in result.fetchall()] if result.returns_rows else []

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from pgjobs.db import CallerConnection
-from pgjobs.enqueue import EnqueueOptions, JobOptions, Unpack
+from pgjobs.enqueue import NO_OPTIONS, EnqueueOptions, JobOptions, Unpack
 from pgjobs.errors import InvalidJobError, InvalidTaskError
 from pgjobs.retry import Backoff
 
@@ -26,7 +29,8 @@ class JobContext:
     """What a task that asks for it (`pass_context=True`) learns about its attempt.
 
     `stop` is set when the job is cancelled, times out, or the worker shuts down; a
-    long task should check `ctx.should_stop()` and return early.
+    long task should check `ctx.should_stop()` and return early. An `async def` task can
+    also `await ctx.wait_stop()` (it is cancelled as well, so it need not).
     """
 
     job_id: int
@@ -37,10 +41,37 @@ class JobContext:
     deadline: float | None  # time.monotonic() value, None without a timeout
     worker_id: str
     stop: threading.Event = field(default_factory=threading.Event)
+    scheduled_at: datetime | None = None  # a periodic job's tick (aware, UTC)
+    # Bound by the first `wait_stop`, to the loop it runs on.
+    _stopped: asyncio.Event | None = field(default=None, repr=False, compare=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
 
     def should_stop(self) -> bool:
         """True once the worker wants this attempt to end."""
         return self.stop.is_set()
+
+    def request_stop(self) -> None:
+        """Set `stop` and wake `wait_stop`; from any thread (the worker calls it)."""
+        self.stop.set()
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(stopped.set)
+
+    async def wait_stop(self, timeout: float | None = None) -> bool:
+        """Wait until the worker wants this attempt to end, or `timeout` seconds pass;
+        True if it does (the awaitable `ctx.stop.wait(timeout)`)."""
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+        # Checked after binding: a `request_stop` that ran before it saw no loop to wake.
+        if self.stop.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
 
 class Task(Generic[P, R]):
@@ -65,6 +96,7 @@ class Task(Generic[P, R]):
         self.backoff = backoff
         self.pass_context = pass_context
         self.signature = inspect.signature(func)
+        self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -81,7 +113,11 @@ class Task(Generic[P, R]):
 
     def enqueue(self, conn: CallerConnection, /, **kwargs: Any) -> int:
         """Insert one job with these keyword arguments; returns its id."""
-        return TaskCall(self, JobOptions()).enqueue(conn, **kwargs)
+        return TaskCall(self, NO_OPTIONS).enqueue(conn, **kwargs)
+
+    async def enqueue_async(self, conn: CallerConnection, /, **kwargs: Any) -> int:
+        """`enqueue` from async code, on an async connection (or None); returns its id."""
+        return await TaskCall(self, NO_OPTIONS).enqueue_async(conn, **kwargs)
 
     def check_arguments(self, payload: Mapping[str, Any]) -> None:
         """Raise `InvalidJobError` when `payload` does not fit the function's signature.
@@ -99,11 +135,15 @@ class Task(Generic[P, R]):
 
 
 def check_task_function(name: str, func: Callable[..., Any], timeout: float | None) -> None:
-    """Refuse what a worker thread could not run as a task, at declaration."""
-    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+    """Refuse what a worker could not run as a task, at declaration.
+
+    A plain function runs on a thread, an `async def` on the worker's event loop; a
+    generator's body would never run.
+    """
+    if inspect.isasyncgenfunction(func):
         raise InvalidTaskError(
-            f"task {name!r} is an async function; pgjobs runs tasks on threads, so declare "
-            "it with def (async tasks are not supported yet)"
+            f"task {name!r} is an async generator function; calling it would run none of "
+            "its body (declare it with async def and return instead of yield)"
         )
     if inspect.isgeneratorfunction(func):
         raise InvalidTaskError(
@@ -130,3 +170,7 @@ class TaskCall:
     def enqueue(self, conn: CallerConnection, /, **kwargs: Any) -> int:
         """Insert one job; returns its id (or the holder's id for a taken unique_key)."""
         return self.task.app.enqueue(conn, self.task.name, kwargs, options=self.options)
+
+    async def enqueue_async(self, conn: CallerConnection, /, **kwargs: Any) -> int:
+        """`enqueue` from async code, on an async connection (or None)."""
+        return await self.task.app.enqueue_async(conn, self.task.name, kwargs, options=self.options)

@@ -24,7 +24,7 @@ from pgjobs import App
 from pgjobs.embedded import LocalCluster
 from pgjobs.migrate import upgrade
 
-pytest_plugins = ["tests.helpers.fixtures"]
+pytest_plugins = ["tests.helpers.fixtures", "tests.pgbouncer"]
 
 # Settings that trade durability for speed; only the throwaway clusters get them.
 FAST_SERVER_OPTIONS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -117,3 +117,12 @@ def observer(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A second, autocommit connection: sees only what is committed."""
     with psycopg.connect(database_url, autocommit=True) as connection:
         yield connection
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that starts worker processes through `start_worker`, so
+    `pytest -m "not slow"` is a quick inner loop; tests that start other processes carry
+    the mark themselves."""
+    for item in items:
+        if "start_worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

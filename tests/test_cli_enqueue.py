@@ -56,6 +56,7 @@ def options(observer: psycopg.Connection[Any], schema: str, job_id: int) -> tupl
     return tuple(row)
 
 
+@pytest.mark.slow
 def test_enqueue_with_app_uses_the_task_defaults(
     database_url: str, schema: str, observer: psycopg.Connection[Any], producer: Path
 ) -> None:
@@ -64,6 +65,7 @@ def test_enqueue_with_app_uses_the_task_defaults(
     assert options(observer, schema, job_id) == ("mail", 5, 10)
 
 
+@pytest.mark.slow
 def test_enqueue_takes_the_app_from_pgjobs_app(
     database_url: str, schema: str, observer: psycopg.Connection[Any], producer: Path
 ) -> None:
@@ -72,6 +74,7 @@ def test_enqueue_takes_the_app_from_pgjobs_app(
     assert options(observer, schema, job_id) == ("mail", 5, 10)
 
 
+@pytest.mark.slow
 def test_enqueue_options_win_over_the_task_defaults(
     database_url: str, schema: str, observer: psycopg.Connection[Any], producer: Path
 ) -> None:
@@ -82,6 +85,7 @@ def test_enqueue_options_win_over_the_task_defaults(
     assert options(observer, schema, job_id) == ("mail", 9, 10)
 
 
+@pytest.mark.slow
 def test_enqueue_without_app_uses_the_app_wide_defaults(
     database_url: str, schema: str, observer: psycopg.Connection[Any], producer: Path
 ) -> None:

@@ -20,6 +20,7 @@ def jobs(observer: psycopg.Connection[Any], schema: str) -> list[tuple[Any, ...]
     return observer.execute(query).fetchall()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["migrate"], ["enqueue", "t"]])
 def test_unreachable_database_is_one_line(command: list[str]) -> None:
     result = pgjobs(*command, "--database-url", UNREACHABLE_URL)
@@ -27,6 +28,7 @@ def test_unreachable_database_is_one_line(command: list[str]) -> None:
     assert "127.0.0.1" in the_error_line(result)
 
 
+@pytest.mark.slow
 def test_unmigrated_schema_says_to_run_migrate(
     database_url: str, observer: psycopg.Connection[Any]
 ) -> None:
@@ -39,12 +41,14 @@ def test_unmigrated_schema_says_to_run_migrate(
     assert row.fetchone() == (0,)
 
 
+@pytest.mark.slow
 def test_unknown_option_is_one_line() -> None:
     result = pgjobs("migrate", "--bogus")
 
     assert "--bogus" in the_error_line(result)
 
 
+@pytest.mark.slow
 def test_payload_that_is_not_json_is_one_line_naming_json(database_url: str, schema: str) -> None:
     result = pgjobs(
         "enqueue", "t", "--payload", "{to: a}", "--database-url", database_url, "--schema", schema
@@ -53,6 +57,7 @@ def test_payload_that_is_not_json_is_one_line_naming_json(database_url: str, sch
     assert "JSON" in the_error_line(result)
 
 
+@pytest.mark.slow
 def test_payload_that_is_not_an_object_is_one_line(
     database_url: str, schema: str, observer: psycopg.Connection[Any]
 ) -> None:
@@ -64,6 +69,7 @@ def test_payload_that_is_not_an_object_is_one_line(
     assert jobs(observer, schema) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("option", "value"), [("--delay", "-5"), ("--delay", "soon"), ("--max-attempts", "0")]
 )
@@ -82,6 +88,7 @@ def test_invalid_option_value_is_one_line_and_enqueues_nothing(
     assert jobs(observer, schema) == []
 
 
+@pytest.mark.slow
 def test_enqueue_prints_the_new_job_id(
     database_url: str, schema: str, observer: psycopg.Connection[Any]
 ) -> None:
@@ -106,6 +113,7 @@ def test_enqueue_prints_the_new_job_id(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "own_option"), [("migrate", "--sql"), ("enqueue", "--payload")]
 )
@@ -119,6 +127,7 @@ def test_help_describes_the_command(command: str, own_option: str) -> None:
     assert "--schema" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["not a url", "mysql://root:s3cret@db.example.com/shop"])
 def test_database_url_that_is_not_postgresql_is_one_line_without_the_password(url: str) -> None:
     result = pgjobs("stats", "--database-url", url)
@@ -128,12 +137,14 @@ def test_database_url_that_is_not_postgresql_is_one_line_without_the_password(ur
     assert "s3cret" not in line
 
 
+@pytest.mark.slow
 def test_database_url_from_the_environment_is_checked_too() -> None:
     result = pgjobs("stats", env={"PGJOBS_DATABASE_URL": "mysql://localhost/shop"})
 
     assert "postgresql://" in the_error_line(result)
 
 
+@pytest.mark.slow
 def test_prune_retention_too_long_to_compute_is_one_line(database_url: str, schema: str) -> None:
     result = pgjobs(
         "prune",
@@ -148,6 +159,7 @@ def test_prune_retention_too_long_to_compute_is_one_line(database_url: str, sche
     assert "--older-than must be at most" in the_error_line(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -173,6 +185,7 @@ def write_module(folder: Path, name: str, source: str) -> None:
     (folder / f"{name}.py").write_text(source)
 
 
+@pytest.mark.slow
 def test_app_whose_module_imports_a_missing_module_names_the_missing_one(tmp_path: Path) -> None:
     write_module(tmp_path, "tasks2", "import missing_dep\nimport pgjobs\napp = pgjobs.App()\n")
 
@@ -183,6 +196,7 @@ def test_app_whose_module_imports_a_missing_module_names_the_missing_one(tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_app_whose_module_raises_on_import_is_one_line_with_the_cause(tmp_path: Path) -> None:
     write_module(tmp_path, "tasks3", "raise RuntimeError('SMTP_HOST is not set\\nmore')\n")
 
@@ -193,12 +207,14 @@ def test_app_whose_module_raises_on_import_is_one_line_with_the_cause(tmp_path: 
     )
 
 
+@pytest.mark.slow
 def test_app_module_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
     result = pgjobs("work", "--app", "nowhere.tasks:app", cwd=tmp_path)
 
     assert "cannot import module 'nowhere.tasks'" in the_error_line(result)
 
 
+@pytest.mark.slow
 def test_debug_flag_shows_the_traceback() -> None:
     result = pgjobs("stats", "--database-url", UNREACHABLE_URL, env={"PGJOBS_DEBUG": "1"})
 

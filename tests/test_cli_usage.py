@@ -42,6 +42,7 @@ def help_of(capsys: Capsys, *args: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bare_pgjobs_prints_its_help_and_succeeds() -> None:
     result = run_pgjobs()
 
@@ -51,6 +52,7 @@ def test_bare_pgjobs_prints_its_help_and_succeeds() -> None:
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_version_prints_the_package_version() -> None:
     result = run_pgjobs("--version")
 
@@ -97,14 +99,17 @@ def heavy_modules_after(*argv: str) -> list[str]:
     return [name for name in HEAVY_MODULES if name in loaded]
 
 
+@pytest.mark.slow
 def test_starting_the_command_line_imports_no_heavy_module() -> None:
     assert heavy_modules_after() == []
 
 
+@pytest.mark.slow
 def test_help_imports_no_heavy_module() -> None:
     assert heavy_modules_after("work", "--help") == []
 
 
+@pytest.mark.slow
 def test_stats_imports_neither_sqlalchemy_nor_alembic(database_url: str, schema: str) -> None:
     loaded = heavy_modules_after("stats", "--database-url", database_url, "--schema", schema)
 

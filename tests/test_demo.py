@@ -56,6 +56,7 @@ def final_states(database_url: str, schema: str) -> dict[tuple[str, str], int]:
         return {(task, state): count for task, state, count in conn.execute(query)}
 
 
+@pytest.mark.slow
 def test_demo_completes_every_job_but_the_one_meant_to_fail(
     database_url: str, demo_schema: str
 ) -> None:
@@ -74,6 +75,7 @@ def test_demo_completes_every_job_but_the_one_meant_to_fail(
     assert sum(states.values()) == TOTAL - EXPECTED_FAILED
 
 
+@pytest.mark.slow
 def test_demo_run_again_replaces_the_previous_demo_jobs(
     database_url: str, demo_schema: str
 ) -> None:

@@ -154,6 +154,7 @@ def test_stop_on_a_stopped_cluster_does_nothing(tmp_path: Path) -> None:
     assert not never_started.is_running()
 
 
+@pytest.mark.slow
 def test_two_processes_starting_one_fresh_cluster_share_one_server(tmp_path: Path) -> None:
     data_dir = tmp_path / "pgdata"
     child = (
@@ -254,6 +255,7 @@ def test_no_binaries_anywhere_says_how_to_fix(
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_default_database_url_announces_only_the_start(tmp_path: Path) -> None:
     env = {**os.environ, "PGJOBS_HOME": str(tmp_path)}
     code = "from pgjobs.embedded import default_database_url; print(default_database_url())"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from tests.helpers import StartWorker, wait_for_job
 Connection = psycopg.Connection[Any]
 
 
+@pytest.mark.slow
 def test_unstorable_error_text_neither_poisons_its_batch_nor_gets_a_live_worker_rescued(
     app: App, observer: Connection, start_worker: StartWorker
 ) -> None:
@@ -102,17 +103,23 @@ def test_task_name_with_nul_is_invalid(app: App, conn: Connection) -> None:
         app.enqueue(conn, "bad\x00name", {})
 
 
-def test_async_and_generator_functions_are_refused_as_tasks(app: App) -> None:
+def test_generator_functions_are_refused_as_tasks_and_coroutine_functions_accepted(
+    app: App,
+) -> None:
     async def fetch() -> None: ...
 
     def produce() -> Iterator[int]:
         yield 1
 
-    with pytest.raises(InvalidTaskError, match="async function"):
-        app.task(fetch)
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+
     with pytest.raises(InvalidTaskError, match="generator function"):
         app.task(produce)
+    with pytest.raises(InvalidTaskError, match="async generator function"):
+        app.task(stream)
     assert app.tasks == {}
+    assert app.task(fetch).is_async
 
 
 @pytest.mark.parametrize("timeout", [math.nan, math.inf, 0, -1])

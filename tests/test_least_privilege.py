@@ -28,12 +28,16 @@ from tests.poison_app import ODD_TASK_NAME
 # inserting needs no grant on its sequence; LISTEN, NOTIFY and advisory locks need none.
 GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.workers TO {role};
+GRANT SELECT, INSERT, UPDATE ON {schema}.queues, {schema}.schedules TO {role};
+GRANT SELECT ON {schema}.queue_summary, {schema}.failing_tasks TO {role};
 """
-# A producer that only enqueues (and reads its jobs back) needs less.
+# A producer that only enqueues (and reads its jobs back) needs less: the queues table
+# holds the limits that enqueue checks.
 PRODUCER_GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT, INSERT ON {schema}.jobs TO {role};
+GRANT SELECT ON {schema}.queues TO {role};
 """
 PASSWORD = "pgjobs-test"  # trust auth ignores it; password auth (a container) needs it
 
@@ -106,6 +110,7 @@ def migrated_by_owner(roles: Roles, capsys: pytest.CaptureFixture[str]) -> Roles
     return roles
 
 
+@pytest.mark.slow
 def test_worker_role_runs_jobs_with_only_the_documented_grants(
     migrated_by_owner: Roles, database_url: str
 ) -> None:
@@ -222,6 +227,7 @@ def odd_schema(database_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
+@pytest.mark.slow
 def test_odd_schema_queue_and_task_names_run_end_to_end(
     database_url: str, odd_schema: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

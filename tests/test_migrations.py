@@ -365,6 +365,7 @@ def clean_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in hidden}
 
 
+@pytest.mark.slow
 def test_installed_wheel_migrates_from_any_directory(
     database_url: str,
     schema_names: Callable[[str], str],

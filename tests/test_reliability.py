@@ -52,6 +52,7 @@ def enqueue_sleeps(app: App, count: int, seconds: float) -> None:
     app.enqueue_many(None, [("sleep", {"seconds": seconds})] * count)
 
 
+@pytest.mark.slow
 def test_job_of_a_sigkilled_worker_is_rescued_and_completed_by_another_worker(
     app: App, runs_table: str, observer: psycopg.Connection[Any], start_worker: StartWorker
 ) -> None:
@@ -170,6 +171,7 @@ def own_database(database_url: str) -> Iterator[str]:
     query(database_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@pytest.mark.slow
 def test_worker_recovers_when_every_client_backend_is_terminated(own_database: str) -> None:
     # given a worker that learns about new jobs only by NOTIFY (its poll is 30 s away),
     # half-way through 400 jobs
@@ -326,6 +328,7 @@ def test_sigkilling_random_workers_while_5000_jobs_drain_loses_nothing(
     )
 
 
+@pytest.mark.slow
 def test_jobs_that_kill_their_worker_end_failed_while_the_rest_complete(
     database_url: str,
     app: App,
@@ -392,6 +395,7 @@ def test_jobs_that_kill_their_worker_end_failed_while_the_rest_complete(
     )
 
 
+@pytest.mark.slow
 def test_task_that_hangs_ignoring_its_stop_flag_fails_while_the_rest_complete(
     database_url: str,
     app: App,

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from pgjobs import App
@@ -27,6 +28,8 @@ from tests.helpers import (
 )
 
 Connection = psycopg.Connection[Any]
+# Every test here runs real `pgjobs work` processes.
+pytestmark = pytest.mark.slow
 
 # The test App's retry policy: Backoff(base=0.05, factor=2, cap=0.4, jitter=0.2).
 BACKOFF_BASE, BACKOFF_CAP, BACKOFF_JITTER = 0.05, 0.4, 0.2

@@ -1,7 +1,9 @@
 """pgjobs as `bench/compare.py` drives it: the App its worker serves, and its workloads.
 
 The worker is `pgjobs work --app pgjobs_bench:app` (run from this folder). The task is a
-plain function, pgjobs' main model: the worker runs it on its thread pool. Enqueueing goes
+plain function, pgjobs' main model: the worker runs it on its thread pool. For the async
+drain the worker serves `pgjobs_bench:async_app` instead, where the same task name is an
+`async def`, run on the worker's event loop; the jobs are the same. Enqueueing goes
 through the public API: `task.enqueue(conn, ...)` for one job, `app.enqueue_many` for many.
 The claim timed by `claim` is the worker's own call, `pgjobs.store.Store.claim`.
 
@@ -41,6 +43,15 @@ marks = StartMarks()
 @app.task(name=TASK)
 def job(n: int) -> None:
     """A no-op, or a recorded start in the latency scenarios."""
+    marks.mark(n)
+
+
+async_app = pgjobs.App(schema=SCHEMA)
+
+
+@async_app.task(name=TASK)
+async def async_job(n: int) -> None:
+    """The no-op as a coroutine, for the async drain."""
     marks.mark(n)
 
 

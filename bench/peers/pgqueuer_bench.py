@@ -5,7 +5,8 @@ Runs with the python of bench/.peers-venv. The worker (`work --batch N`) is what
 on uvloop, with pgqueuer's logger at WARNING. It is called directly rather than through
 `pgq run` because the CLI of pgqueuer 1.6.0 fails at start with the typer that the package
 index serves today (`--log-level` reaches the logger as a str: AttributeError). The factory
-uses the asyncpg driver of pgqueuer's quick start; the entrypoint is an `async def`.
+uses the asyncpg driver of pgqueuer's quick start; the entrypoint is an `async def`, so
+its drain is also what compare.py's async drain compares pgjobs' `async def` tasks with.
 
 Jobs go through the public `Queries.enqueue`: one name and payload for one job (its own
 transaction), lists for a batch (one statement). The schema comes from `pgq install`

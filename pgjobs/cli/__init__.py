@@ -4,6 +4,9 @@
 - `enqueue`  one job by task name
 - `inspect`  stats, list, show
 - `manage`   retry, cancel, prune
+- `queues`   queues, and queue pause|resume|limit
+- `workers`  the worker fleet
+- `schedules` periodic tasks, their last and next runs
 - `migrate`  create or upgrade the schema
 - `demo`     the tour of `pgjobs.demo`
 - `embedded` the local PostgreSQL, and `url`
@@ -24,6 +27,9 @@ import typer
 from pgjobs.cli import demo, enqueue, inspect, manage, migrate, work
 from pgjobs.cli.common import Command, debug_enabled
 from pgjobs.cli.embedded import embedded_cli, url
+from pgjobs.cli.queues import queue_cli, queues
+from pgjobs.cli.schedules import schedules
+from pgjobs.cli.workers import workers
 from pgjobs.errors import PgJobsError
 
 cli = typer.Typer(
@@ -64,13 +70,17 @@ cli.command(cls=Command)(enqueue.enqueue)
 cli.command(cls=Command)(inspect.stats)
 cli.command("list", cls=Command)(inspect.list_jobs)
 cli.command(cls=Command)(inspect.show)
+cli.command(cls=Command)(queues)
 cli.command(cls=Command)(manage.retry)
 cli.command(cls=Command)(manage.cancel)
 cli.command(cls=Command)(manage.prune)
 cli.command(cls=Command)(work.work)
+cli.command(cls=Command)(workers)
+cli.command(cls=Command)(schedules)
 cli.command(cls=Command)(demo.demo)
 cli.command(cls=Command)(url)
 cli.add_typer(embedded_cli)
+cli.add_typer(queue_cli)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -92,17 +92,18 @@ def debug_enabled() -> bool:
     return os.environ.get("PGJOBS_DEBUG", "") not in ("", "0")
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in "3600", "45s", "30m", "12h", "7d" or "2w", up to 100 years."""
+def parse_duration(text: str, option: str = "--older-than") -> float:
+    """Seconds in "3600", "45s", "30m", "12h", "7d" or "2w", up to 100 years; errors name
+    `option`."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ConfigurationError(
-            f"--older-than takes seconds or a duration like 7d, 12h or 30m, not {text!r}"
+            f"{option} takes seconds or a duration like 7d, 12h or 30m, not {text!r}"
         )
     seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
     if not math.isfinite(seconds) or seconds > _LONGEST_DURATION_DAYS * 86400:
         raise ConfigurationError(
-            f"--older-than must be at most {_LONGEST_DURATION_DAYS}d (100 years), not {text!r}"
+            f"{option} must be at most {_LONGEST_DURATION_DAYS}d (100 years), not {text!r}"
         )
     return seconds
 

@@ -50,6 +50,14 @@ _STATE_STYLES = {
 
 
 def stats(
+    seconds: Annotated[
+        float | None,
+        typer.Argument(metavar="[SECONDS]", help="With --watch: seconds between redraws."),
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="Redraw in place every SECONDS (default 2) until Ctrl-C."),
+    ] = False,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
     as_json: JsonOption = False,
@@ -58,9 +66,18 @@ def stats(
 
     "Oldest waiting" is how long the longest-overdue available job has been runnable.
     Throughput counts jobs completed or failed in the last 1 and 5 minutes.
+    `pgjobs stats --watch 5` redraws the table every 5 seconds until Ctrl-C.
     """
     from pgjobs import admin
 
+    if watch or seconds is not None:
+        from pgjobs.cli.watch import watch_interval, watch_live
+
+        every = watch_interval(seconds, watch=watch, as_json=as_json)
+        with closing(open_app(database_url, schema)) as app:
+            title = f"pgjobs stats, schema {app.schema!r}"
+            watch_live(lambda: _stats_view(admin.queue_stats(app), app.schema), every, title)
+        return
     with closing(open_app(database_url, schema)) as app:
         queues = admin.queue_stats(app)
         schema_name = app.schema
@@ -79,15 +96,16 @@ def stats(
             }
         )
         return
-    _print_stats(queues, totals, schema_name)
+    print_rich(*_stats_view(queues, schema_name))
 
 
-def _print_stats(queues: list[QueueStats], totals: QueueStats, schema: str) -> None:
+def _stats_view(queues: list[QueueStats], schema: str) -> list[RenderableType]:
+    """The stats table and the throughput line (or a line saying there are no jobs)."""
     from rich.text import Text
 
     if not queues:
-        print_rich(f"no jobs in schema {schema!r}")
-        return
+        return [f"no jobs in schema {schema!r}"]
+    totals = _totals(queues)
     counted = ("oldest waiting", "finished 1m", "finished 5m")
     names = [state.value for state in STATES]
     table = make_table("queue", *names, *counted, right=(*names, *counted))
@@ -100,12 +118,12 @@ def _print_stats(queues: list[QueueStats], totals: QueueStats, schema: str) -> N
             str(row.finished_last_5_minutes),
             end_section=row is queues[-1],
         )
-    print_rich(
+    return [
         table,
         f"throughput: {_jobs(totals.finished_last_minute)} finished in the last minute "
         f"({totals.finished_last_minute / 60:.2f}/s), {totals.finished_last_5_minutes} in the "
         f"last 5 minutes ({totals.finished_last_5_minutes / 300:.2f}/s)",
-    )
+    ]
 
 
 def _jobs(count: int) -> str:

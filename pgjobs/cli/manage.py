@@ -1,7 +1,8 @@
-"""`pgjobs retry ID…`, `pgjobs cancel ID…` and `pgjobs prune`: changing the queue."""
+"""`pgjobs retry`, `pgjobs cancel` (by id or by filter) and `pgjobs prune`: changing jobs."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from datetime import timedelta
@@ -11,45 +12,172 @@ import typer
 
 from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, open_app, parse_duration
 from pgjobs.cli.output import format_age
+from pgjobs.errors import ConfigurationError
 from pgjobs.job import FINISHED_STATES
 
 if TYPE_CHECKING:
+    from pgjobs.admin import BulkAction, JobFilter
     from pgjobs.app import App
 
-IdsArgument = Annotated[list[int], typer.Argument(metavar="ID", help="Job ids.")]
+IdsArgument = Annotated[list[int] | None, typer.Argument(metavar="ID", help="Job ids.")]
+TaskFilter = Annotated[
+    list[str] | None,
+    typer.Option("--task", metavar="TASK", help="Jobs of this task. Repeatable."),
+]
+QueueFilter = Annotated[
+    list[str] | None,
+    typer.Option("--queue", metavar="QUEUE", help="Jobs of this queue. Repeatable."),
+]
+StateFilter = Annotated[
+    list[str] | None,
+    typer.Option("--state", metavar="STATE", help="Jobs in this state. Repeatable."),
+]
+OlderThanFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--older-than",
+        metavar="DURATION",
+        help="Jobs enqueued longer ago than this: seconds, or 30m, 12h, 7d, 2w.",
+    ),
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")
+]
 
 
 def retry(
-    ids: IdsArgument,
+    ids: IdsArgument = None,
+    task: TaskFilter = None,
+    queue: QueueFilter = None,
+    state: StateFilter = None,
+    older_than: OlderThanFilter = None,
+    yes: YesOption = False,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
     """Re-queue failed or cancelled jobs to run now, with at least one attempt left.
 
-    All or nothing: if any id is unknown or not failed/cancelled, no job is changed and
-    the exit status is 1.
+    By id: all or nothing; if any id is unknown or not failed/cancelled, no job is
+    changed and the exit status is 1. By filter (--task, --queue, --state failed or
+    cancelled, --older-than; they combine): every matching job, in batches, after
+    confirmation on a terminal; a job whose unique_key an unfinished job holds is left.
     """
     from pgjobs.admin import retry_jobs
 
-    changed = _change(retry_jobs, database_url, schema, ids, verb="retried")
+    job_filter = _filter(ids, task, queue, state, older_than, action="retry")
+    if job_filter is not None:
+        _change_matching("retry", job_filter, yes, database_url, schema)
+        return
+    changed = _change(retry_jobs, database_url, schema, ids or [], verb="retried")
     print(_summary("retried", changed))
 
 
 def cancel(
-    ids: IdsArgument,
+    ids: IdsArgument = None,
+    task: TaskFilter = None,
+    queue: QueueFilter = None,
+    state: StateFilter = None,
+    older_than: OlderThanFilter = None,
+    yes: YesOption = False,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
     """Cancel waiting or running jobs.
 
-    A running job's worker notices at its next heartbeat and discards the job's result.
-    All or nothing: if any id is unknown or already finished, no job is changed and the
-    exit status is 1.
+    A running job's worker is told at once: the task's stop flag is set and its result
+    discarded. By id: all or nothing; if any id is unknown or already finished, no job is
+    changed and the exit status is 1. By filter (--task, --queue, --state available or
+    running, --older-than; they combine): every matching job, in batches, after
+    confirmation on a terminal.
     """
     from pgjobs.admin import cancel_jobs
 
-    changed = _change(cancel_jobs, database_url, schema, ids, verb="cancelled")
+    job_filter = _filter(ids, task, queue, state, older_than, action="cancel")
+    if job_filter is not None:
+        _change_matching("cancel", job_filter, yes, database_url, schema)
+        return
+    changed = _change(cancel_jobs, database_url, schema, ids or [], verb="cancelled")
     print(_summary("cancelled", changed))
+
+
+def _filter(
+    ids: list[int] | None,
+    tasks: list[str] | None,
+    queues: list[str] | None,
+    states: list[str] | None,
+    older_than: str | None,
+    *,
+    action: str,
+) -> JobFilter | None:
+    """The filter given, or None for a change by id; refuses both or neither."""
+    from pgjobs.admin import JobFilter
+
+    filtered = bool(tasks or queues or states or older_than is not None)
+    if ids and filtered:
+        raise ConfigurationError(f"give job ids or filters to {action}, not both")
+    if not ids and not filtered:
+        raise ConfigurationError(
+            f"give the ids of the jobs to {action}, or filters "
+            "(--task, --queue, --state, --older-than) that select them"
+        )
+    if not filtered:
+        return None
+    return JobFilter(
+        states=states or (),
+        queues=queues or (),
+        tasks=tasks or (),
+        older_than_seconds=None if older_than is None else parse_duration(older_than),
+    )
+
+
+def _change_matching(
+    action: BulkAction,
+    job_filter: JobFilter,
+    yes: bool,
+    database_url: str | None,
+    schema: str | None,
+) -> None:
+    """Count the matching jobs, confirm on a terminal, change them in batches, report."""
+    from pgjobs.admin import change_selected, select_jobs
+
+    verb = "retried" if action == "retry" else "cancelled"
+    with closing(open_app(database_url, schema)) as app:
+        selection = select_jobs(app, action, job_filter)
+        described = _describe(selection.count, selection.states, job_filter)
+        if selection.count == 0:
+            print(f"{described}: nothing {verb}")
+            return
+        if not yes and sys.stdin.isatty():
+            typer.confirm(f"{action} {described}?", abort=True)
+        result = change_selected(app, selection)
+    line = f"{verb} {_jobs(result.changed)}"
+    if result.skipped:
+        reason = (
+            "their unique_key is held by an unfinished job, or they changed meanwhile"
+            if action == "retry"
+            else "they changed meanwhile"
+        )
+        line += f"; {_jobs(result.skipped)} left as they were ({reason})"
+    print(line)
+
+
+def _describe(count: int, states: list[str], job_filter: JobFilter) -> str:
+    """E.g. "3 failed or cancelled jobs of task 'a' in queue 'mail'"."""
+    kinds = " or ".join(states)
+    text = _jobs(count, kinds) if count else f"no {kinds} jobs"
+    if job_filter.tasks:
+        text += f" of task {' or '.join(map(repr, job_filter.tasks))}"
+    if job_filter.queues:
+        text += f" in queue {' or '.join(map(repr, job_filter.queues))}"
+    if job_filter.older_than_seconds is not None:
+        age = timedelta(seconds=job_filter.older_than_seconds)
+        text += f" enqueued more than {format_age(age)} ago"
+    return text
+
+
+def _jobs(count: int, kind: str = "") -> str:
+    kind = f"{kind} " if kind else ""
+    return f"{count} {kind}{'job' if count == 1 else 'jobs'}"
 
 
 def prune(

@@ -6,7 +6,13 @@ from typing import Annotated
 
 import typer
 
-from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, load_app, require_migrated
+from pgjobs.cli.common import (
+    DatabaseUrlOption,
+    SchemaOption,
+    load_app,
+    parse_duration,
+    require_migrated,
+)
 from pgjobs.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -32,6 +38,10 @@ def work(
     concurrency: Annotated[
         int, typer.Option(metavar="N", help="Threads, i.e. jobs run at once.")
     ] = 10,
+    async_concurrency: Annotated[
+        int,
+        typer.Option(metavar="N", help="async def tasks run at once on the worker's event loop."),
+    ] = 100,
     prefetch: Annotated[
         int | None,
         typer.Option(
@@ -50,10 +60,48 @@ def work(
     poll_interval: Annotated[
         float, typer.Option(metavar="SECONDS", help="Seconds between polls for delayed jobs.")
     ] = 1.0,
+    retention: Annotated[
+        str,
+        typer.Option(
+            metavar="RETENTION",
+            help="How long finished jobs stay before the workers delete them: STATE=DURATION "
+            "pairs (others keep their default), 'off' for a state or for all. "
+            "Default: completed=1d,failed=7d,cancelled=1d.",
+        ),
+    ] = "completed=1d,failed=7d,cancelled=1d",
     log_format: Annotated[str, typer.Option(metavar="FORMAT", help="text or json.")] = "text",
     log_level: Annotated[
         str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
+    listen_database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--listen-database-url",
+            metavar="URL",
+            envvar="PGJOBS_LISTEN_DATABASE_URL",
+            show_envvar=True,
+            help="PostgreSQL URL for LISTEN alone (direct or session-pooled), when the main "
+            "URL is a transaction pooler such as PgBouncer. Default: the main URL.",
+        ),
+    ] = None,
+    periodic: Annotated[
+        bool,
+        typer.Option(
+            "--periodic/--no-periodic",
+            help="Enqueue the App's periodic tasks (any number of workers may).",
+        ),
+    ] = True,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs the metrics "
+            "extra). Default: off.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address the metrics server listens on.")
+    ] = "127.0.0.1",
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
@@ -61,6 +109,7 @@ def work(
     from pgjobs.logs import configure_logging
     from pgjobs.worker import Worker, WorkerSettings
     from pgjobs.worker.queues import QueueSpec
+    from pgjobs.worker.retention import RetentionPolicy
 
     # Every option is checked before the App's module is imported or anything connects,
     # so a typo costs one line and no thread.
@@ -72,12 +121,24 @@ def work(
         )
     settings = WorkerSettings(
         concurrency=concurrency,
+        async_concurrency=async_concurrency,
         prefetch=prefetch,
         queues=QueueSpec.parse(queues),
         shutdown_timeout=shutdown_timeout,
         rescue_after=rescue_after,
         poll_interval=poll_interval,
+        retention=RetentionPolicy.parse(
+            retention, lambda text: parse_duration(text, "--retention")
+        ),
+        listen_database_url=listen_database_url,
+        periodic=periodic,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
+    if metrics_port is not None:
+        from pgjobs.worker.metrics import require_prometheus
+
+        require_prometheus()
     app = load_app(app_reference)
     app.configure(database_url=database_url, schema=schema)
     require_migrated(app)

@@ -1,9 +1,11 @@
 """The hand-over between the fetcher and the executor threads, and the claim bound.
 
-A worker holds at most `concurrency + prefetch` claimed jobs that have no outcome yet:
-the ones running and the ones waiting here to start. The fetcher asks `room()` before
-claiming and puts what it claimed here; executor threads `take()` from here. Outcomes
-waiting to be written are bounded separately, by the completer.
+A worker holds at most `concurrency + async_slots + prefetch` claimed jobs that have no
+outcome yet: the ones running and the ones waiting here to start. The fetcher asks
+`room()` before claiming and puts what it claimed here; executor threads `take()` from
+here, and the event loop of `async def` tasks `take_async()`s the jobs of those tasks
+(`is_async`), which wait in a line of their own. Outcomes waiting to be written are
+bounded separately, by the completer.
 """
 
 from __future__ import annotations
@@ -16,14 +18,30 @@ from pgjobs.worker.jobs import ClaimedJob
 
 
 class Capacity:
-    """A bounded buffer of claimed jobs plus the count of jobs being run."""
+    """A bounded buffer of claimed jobs plus the count of jobs being run.
 
-    def __init__(self, concurrency: int, prefetch: int) -> None:
+    Thread jobs and async jobs have their own line and their own count of slots, under
+    one claim bound: a job claimed ahead waits for a slot of its kind.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        prefetch: int,
+        *,
+        async_slots: int = 0,
+        is_async: Callable[[ClaimedJob], bool] = lambda job: False,
+    ) -> None:
         self.concurrency = concurrency
         self.prefetch = prefetch
-        self.limit = concurrency + prefetch
+        self.async_slots = async_slots
+        self.is_async = is_async
+        self.limit = concurrency + async_slots + prefetch
         self._waiting: deque[ClaimedJob] = deque()
         self._running = 0
+        self._async_waiting: deque[ClaimedJob] = deque()
+        self._async_running = 0
+        self._on_async_jobs: Callable[[], None] = lambda: None
         self._closed = False
         self._lock = threading.Lock()
         self._job_ready = threading.Condition(self._lock)
@@ -48,18 +66,51 @@ class Capacity:
             return self._wants_jobs()
 
     def _room(self) -> int:
-        return 0 if self._closed else self.limit - len(self._waiting) - self._running
+        if self._closed:
+            return 0
+        held = len(self._waiting) + self._running + len(self._async_waiting) + self._async_running
+        return self.limit - held
 
     def _wants_jobs(self) -> bool:
         room = self._room()
         idle_thread = not self._waiting and self._running < self.concurrency
-        return room >= self.refill_at or (room > 0 and idle_thread)
+        idle_slot = not self._async_waiting and self._async_running < self.async_slots
+        return room >= self.refill_at or (room > 0 and (idle_thread or idle_slot))
 
     def add(self, jobs: Collection[ClaimedJob]) -> None:
         """Jobs the fetcher claimed (at most `room()` of them)."""
+        if self.async_slots:
+            kinds: tuple[list[ClaimedJob], list[ClaimedJob]] = ([], [])
+            for job in jobs:
+                kinds[self.is_async(job)].append(job)
+            jobs, async_jobs = kinds
+            if async_jobs:
+                with self._lock:
+                    self._async_waiting.extend(async_jobs)
+                self._on_async_jobs()
         with self._lock:
             self._waiting.extend(jobs)
             self._job_ready.notify(len(jobs))
+
+    def on_async_jobs(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (the event loop's wake-up) when async jobs were added."""
+        self._on_async_jobs = callback
+
+    def take_async(self) -> ClaimedJob | None:
+        """The next async job, if one waits and an async slot is free (never blocks)."""
+        with self._lock:
+            if not self._async_waiting or self._async_running >= self.async_slots:
+                return None
+            self._async_running += 1
+            return self._async_waiting.popleft()
+
+    def done_async(self) -> None:
+        """An async job finished and its outcome was handed to the completer."""
+        with self._lock:
+            self._async_running -= 1
+            wants = self._wants_jobs()
+        if wants:
+            self._on_room()
 
     def take(self) -> ClaimedJob | None:
         """The next job to run (blocks); None once the buffer is closed."""
@@ -82,31 +133,40 @@ class Capacity:
     def waiting_ids(self) -> list[int]:
         """Claimed jobs not started yet (the heartbeat keeps them too)."""
         with self._lock:
-            return [job.id for job in self._waiting]
+            return [job.id for job in (*self._waiting, *self._async_waiting)]
 
     def running(self) -> int:
-        """Jobs being run now."""
+        """Jobs being run now on the executor threads."""
         with self._lock:
             return self._running
 
+    def running_async(self) -> int:
+        """Jobs being run now on the event loop of `async def` tasks."""
+        with self._lock:
+            return self._async_running
+
     def waiting(self) -> int:
-        """Claimed jobs not started yet."""
+        """Claimed jobs not started yet, for the executor threads."""
         with self._lock:
             return len(self._waiting)
 
     def discard(self, job_ids: Collection[int]) -> list[ClaimedJob]:
         """Remove waiting jobs that are no longer ours (cancelled, rescued); returns them."""
         with self._lock:
-            gone = [job for job in self._waiting if job.id in job_ids]
+            gone = [job for job in (*self._waiting, *self._async_waiting) if job.id in job_ids]
             if gone:
                 self._waiting = deque(job for job in self._waiting if job.id not in job_ids)
+                self._async_waiting = deque(
+                    job for job in self._async_waiting if job.id not in job_ids
+                )
             return gone
 
     def close(self) -> list[ClaimedJob]:
         """Accept no more jobs and return the waiting ones; idle threads get None."""
         with self._lock:
             self._closed = True
-            unstarted = list(self._waiting)
+            unstarted = [*self._waiting, *self._async_waiting]
             self._waiting.clear()
+            self._async_waiting.clear()
             self._job_ready.notify_all()
             return unstarted

@@ -44,7 +44,8 @@ class ResilientConnection:
         if self._conn is None or self._conn.closed:
             # No server-side prepared statements: a generic plan of the batch statements
             # (arrays of ids joined to the table) can be orders of magnitude slower than
-            # the custom plan, and planning them each time costs microseconds.
+            # the custom plan, and planning them each time costs microseconds. It also
+            # keeps the worker working behind a transaction pooler (pgjobs.pooler).
             self._conn = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=5, prepare_threshold=None
             )

@@ -44,11 +44,14 @@ class Attempt:
     timeout: float | None
     started: float
     settled: bool = False
+    cancel: Callable[[], None] | None = None  # interrupts a coroutine; threads cannot be
 
     def stop(self) -> None:
         """Tell the task, if it can hear it, that its attempt is over."""
         if self.context is not None:
-            self.context.stop.set()
+            self.context.request_stop()
+        if self.cancel is not None:
+            self.cancel()
 
 
 class ExecutorPool(Service):
@@ -179,12 +182,28 @@ class ExecutorPool(Service):
         try:
             self._run(job)
         finally:
-            with self._idle:
-                self._attempts.pop((job.id, job.attempt), None)
-                self._idle.notify_all()
+            self.release(job)
             self.capacity.done()
 
     def _run(self, job: ClaimedJob) -> None:
+        task, attempt = self.begin(job)
+        try:
+            if task is None:
+                raise UnknownTaskError(
+                    f"unknown task {job.task!r}: it is not registered in this worker"
+                )
+            call_task(task, job.payload, attempt.context)
+            outcome = completed(job)
+        except BaseException as error:  # a task's SystemExit is its failure, not ours
+            outcome = self.outcome_of(job, error)
+        self.end(attempt, outcome)
+
+    def begin(
+        self, job: ClaimedJob, *, cancel: Callable[[], None] | None = None
+    ) -> tuple[Task[Any, Any] | None, Attempt]:
+        """Register an attempt, so that timeouts, cancels and shutdown reach it, and
+        announce it. The async executor's coroutines come through here too, with `cancel`.
+        """
         task = self.tasks.get(job.task)
         timeout = task.timeout if task is not None else None
         started = self.clock()
@@ -198,32 +217,37 @@ class ExecutorPool(Service):
                 max_attempts=job.max_attempts,
                 deadline=None if timeout is None else started + timeout,
                 worker_id=self.worker_id,
+                scheduled_at=job.scheduled_at,
             )
-        attempt = Attempt(job, context, timeout, started)
+        attempt = Attempt(job, context, timeout, started, cancel=cancel)
         with self._lock:
             self._attempts[(job.id, job.attempt)] = attempt
         if self.events.wants(JobStarted):
             self.events.emit(JobStarted(job, self.worker_id))
-        try:
-            if task is None:
-                raise UnknownTaskError(
-                    f"unknown task {job.task!r}: it is not registered in this worker"
-                )
-            call_task(task, job.payload, context)
-            outcome = completed(job)
-        except BaseException as error:  # a task's SystemExit is its failure, not ours
-            outcome = outcome_of_exception(
-                job,
-                error,
-                backoff=self._backoff_of(job.task),
-                random=self.random,
-                worker_id=self.worker_id,
-            )
+        return task, attempt
+
+    def outcome_of(self, job: ClaimedJob, error: BaseException) -> Outcome:
+        """The outcome of an attempt whose task raised `error`."""
+        return outcome_of_exception(
+            job,
+            error,
+            backoff=self._backoff_of(job.task),
+            random=self.random,
+            worker_id=self.worker_id,
+        )
+
+    def end(self, attempt: Attempt, outcome: Outcome) -> None:
+        """Settle the attempt with what its task did, unless it was settled already."""
         if not self._settle(attempt, outcome, _ending_of(outcome)) and self.events.wants(JobEnded):
             # Settled already by its timeout, shutdown or cancellation.
-            self.events.emit(
-                JobEnded(job, Ending.LATE, None, self.clock() - started, self.worker_id)
-            )
+            duration = self.clock() - attempt.started
+            self.events.emit(JobEnded(attempt.job, Ending.LATE, None, duration, self.worker_id))
+
+    def release(self, job: ClaimedJob) -> None:
+        """Forget a finished attempt (after `end`); `wait_idle` returns once none is left."""
+        with self._idle:
+            self._attempts.pop((job.id, job.attempt), None)
+            self._idle.notify_all()
 
     def _backoff_of(self, task_name: str) -> Backoff:
         task = self.tasks.get(task_name)

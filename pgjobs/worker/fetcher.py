@@ -63,6 +63,13 @@ class Fetcher(LoopService):
             self._next_poll = min(self._next_poll, self.clock() + delay)
         self.wake()
 
+    def poll_every(self, interval: float) -> None:
+        """Change the poll interval (shorter while notifications do not arrive)."""
+        with self._lock:
+            self.interval = interval
+            self._next_poll = min(self._next_poll, self.clock() + interval)
+        self.wake()
+
     def run_once(self) -> int:
         """Claim if there is room and reason to; returns how many jobs were claimed."""
         if not self.capacity.wants_jobs():

@@ -17,6 +17,7 @@ class ClaimedJob(NamedTuple):
     """A job this worker claimed; `attempt` is the attempt now running (from 1).
 
     `run_at` is when it became runnable, so `started - run_at` is how long it waited.
+    `scheduled_at` is the tick a periodic job was enqueued for (None for other jobs).
     """
 
     id: int
@@ -26,6 +27,7 @@ class ClaimedJob(NamedTuple):
     attempt: int
     max_attempts: int
     run_at: datetime
+    scheduled_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ClaimedJob:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from pgjobs.store import Store
 from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.notify_check import PROBE_PAYLOAD
 from pgjobs.worker.service import LoopService
 
 # How long one pass waits for notifications; also how quickly a stop is noticed.
@@ -27,13 +28,22 @@ class Listener(LoopService):
         store: Store,
         wants: Callable[[str], bool],
         wake: Callable[[], None],
+        heard: Callable[[], None] = lambda: None,
+        on_control: Callable[[str], None] = lambda payload: None,
     ) -> None:
         super().__init__("listener", interval=WAIT)
         self.connection = connection
         self.store = store
         self.wants = wants
         self.wake_fetcher = wake
+        self.heard = heard  # every notification, for the notification check
+        self.on_control = on_control  # payloads of the control channel (worker/control.py)
         self._listening = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether LISTEN is in effect on the current connection, as far as we know."""
+        return self._listening
 
     def run_once(self) -> int:
         """LISTEN if not yet, then wait up to `WAIT` s for notifications; how many woke us."""
@@ -45,7 +55,10 @@ class Listener(LoopService):
             woken = 0
             conn = self.connection.connection()
             for notify in conn.notifies(timeout=WAIT):
-                if self.wants(notify.payload):
+                self.heard()
+                if notify.channel == self.store.queries.control_channel:
+                    self.on_control(notify.payload)
+                elif notify.payload != PROBE_PAYLOAD and self.wants(notify.payload):
                     woken += 1
                     self.wake_fetcher()
             return woken

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from pgjobs.app import App
+from pgjobs.config import normalize_url
 from pgjobs.errors import ConfigurationError
+from pgjobs.worker.async_executor import AsyncExecutor
 from pgjobs.worker.capacity import Capacity
 from pgjobs.worker.completer import DEFAULT_MAX_PENDING, Completer
 from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.control import ControlMessages
 from pgjobs.worker.events import Event, EventBus, OutcomesWritten, WorkerStarted, WorkerStopped
 from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.fetcher import Fetcher
@@ -26,8 +29,12 @@ from pgjobs.worker.heartbeat import Heartbeat
 from pgjobs.worker.jobs import put_back
 from pgjobs.worker.listener import Listener
 from pgjobs.worker.log_events import log_event, logged_event_types
+from pgjobs.worker.notify_check import PROBE_PAYLOAD, NotifyCheck
+from pgjobs.worker.periodic import PeriodicEnqueuer
 from pgjobs.worker.queues import QueueSpec
+from pgjobs.worker.registry import WorkerRegistry, registration
 from pgjobs.worker.rescuer import Rescuer
+from pgjobs.worker.retention import Retention, RetentionPolicy
 from pgjobs.worker.service import Service
 
 log = logging.getLogger("pgjobs.worker")
@@ -36,6 +43,10 @@ log = logging.getLogger("pgjobs.worker")
 # down, and thread creation fails late and obscurely (`can't start new thread`).
 MAX_CONCURRENCY = 1000
 MAX_PREFETCH = 10_000
+# Coroutines cost little, so `async def` tasks get more slots than threads by default;
+# the real bound is what the tasks use (connections, a remote API's rate limit).
+DEFAULT_ASYNC_CONCURRENCY = 100
+MAX_ASYNC_CONCURRENCY = 10_000
 # Claimed jobs waiting per thread by default: enough that a thread finds its next job
 # waiting while the fetcher claims the next batch, few enough that a worker does not
 # hoard jobs that idle workers could run. Chosen by measurement (README, Benchmarks).
@@ -56,6 +67,16 @@ class WorkerSettings:
     rescue_after: float = 60.0
     poll_interval: float = 1.0
     max_unwritten: int = DEFAULT_MAX_PENDING  # outcomes waiting to be written, at most
+    # How long finished jobs stay before a worker deletes them; None: kept (worker/retention.py).
+    retention: RetentionPolicy | None = field(default_factory=RetentionPolicy)
+    periodic: bool = True  # enqueue the App's periodic tasks (`--no-periodic`: False)
+    # The listener's URL (direct or session-pooled) when the main one is a transaction
+    # pooler, where LISTEN does not work; None: the main URL.
+    listen_database_url: str | None = None
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (None: off)
+    metrics_host: str = "127.0.0.1"
+    # `async def` tasks run at once on the worker's event loop (only if the App has any).
+    async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
@@ -66,11 +87,22 @@ class WorkerSettings:
             raise ConfigurationError(
                 f"--prefetch must be between 0 and {MAX_PREFETCH}, got {self.prefetch}"
             )
+        if not 1 <= self.async_concurrency <= MAX_ASYNC_CONCURRENCY:
+            raise ConfigurationError(
+                f"--async-concurrency must be between 1 and {MAX_ASYNC_CONCURRENCY}, "
+                f"got {self.async_concurrency}"
+            )
         if self.max_unwritten < 1:
             raise ConfigurationError("max_unwritten must be at least 1")
         _check_seconds("--shutdown-timeout", self.shutdown_timeout, allow_zero=True)
         _check_seconds("--rescue-after", self.rescue_after)
         _check_seconds("--poll-interval", self.poll_interval)
+        if self.listen_database_url is not None:
+            normalize_url(self.listen_database_url)  # raises ConfigurationError when bad
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"--metrics-port must be between 1 and 65535, got {self.metrics_port}"
+            )
 
     @property
     def claim_ahead(self) -> int:
@@ -124,7 +156,16 @@ class Worker:
         self.events.subscribe(self._after_outcomes, OutcomesWritten)
         url = app.database.url
         store = app.store
-        self.capacity = Capacity(s.concurrency, s.claim_ahead)
+        # Jobs of `async def` tasks run on the event loop of `self.async_executor`; an App
+        # without any gets no loop, and its capacity is the threads' alone.
+        async_tasks = frozenset(name for name, task in app.tasks.items() if task.is_async)
+        async_slots = s.async_concurrency if async_tasks else 0
+        self.capacity = Capacity(
+            s.concurrency,
+            s.claim_ahead,
+            async_slots=async_slots,
+            is_async=lambda job: job.task in async_tasks,
+        )
         self.completer = Completer(
             ResilientConnection(url, "completer"),
             store,
@@ -141,6 +182,17 @@ class Worker:
             backoff=app.backoff,
             random=random,
         )
+        self.async_executor = (
+            AsyncExecutor(
+                capacity=self.capacity,
+                pool=self.pool,
+                outcome_room=lambda: self.completer.pending() < s.max_unwritten,
+                # The asyncio pool of the loop, if its tasks used enqueue_async(None, ...).
+                on_close=lambda: app.async_database.close(),
+            )
+            if async_slots
+            else None
+        )
         self.fetcher = Fetcher(
             ResilientConnection(url, "fetcher"),
             store,
@@ -150,11 +202,20 @@ class Worker:
             poll_interval=s.poll_interval,
             random=random,
         )
+        self.notify_check = NotifyCheck(
+            send_probe=self._send_probe,
+            listening=lambda: self.listener.listening,
+            poll_every=self.fetcher.poll_every,
+            poll_interval=s.poll_interval,
+        )
+        listen_url = normalize_url(s.listen_database_url) if s.listen_database_url else url
         self.listener = Listener(
-            ResilientConnection(url, "listener"),
+            ResilientConnection(listen_url, "listener"),
             store,
             wants=s.queues.wants,
             wake=self.fetcher.notify_job_available,
+            heard=self.notify_check.heard,
+            on_control=ControlMessages(self.worker_id, self._taken_away).handle,
         )
         self.heartbeat = Heartbeat(
             ResilientConnection(url, "heartbeat"),
@@ -172,15 +233,40 @@ class Worker:
             interval=s.heartbeat_interval,
             may_rescue=self.heartbeat.is_current,
         )
+        self.retention = Retention(ResilientConnection(url, "retention"), store, s.retention)
+        self.periodic = PeriodicEnqueuer(
+            ResilientConnection(url, "periodic"),
+            store,
+            list(app.schedules.values()) if s.periodic else [],
+        )
         # Started in this order: whatever produces work starts after what consumes it.
         self.services: list[Service] = [
             self.completer,
             self.pool,
             self.heartbeat,
             self.rescuer,
+            self.retention,
             self.listener,
             self.fetcher,
+            self.periodic,
+            self.notify_check,
         ]
+        self.registry = WorkerRegistry(
+            ResilientConnection(url, "registry"),
+            store,
+            registration(self.worker_id, s),
+            interval=s.heartbeat_interval,
+        )
+        # Observers start first (a metrics port in use fails before anything runs) and
+        # stop last (the registry row goes on a clean exit, after the jobs are settled).
+        self.observers: list[Service] = [self.registry]
+        if s.metrics_port is not None:
+            from pgjobs.worker.metrics import metrics_services
+
+            self.observers[:0] = metrics_services(self)
+        self.services[:0] = self.observers
+        if self.async_executor is not None:
+            self.services.insert(self.services.index(self.pool) + 1, self.async_executor)
 
     def held_ids(self) -> list[int]:
         """Every job this worker holds: waiting to start, running, or not yet written."""
@@ -188,8 +274,15 @@ class Worker:
             self.capacity.waiting_ids() + self.pool.unsettled_ids() + self.completer.pending_ids()
         )
 
+    def _send_probe(self) -> None:
+        # From the App's pool, never the listener's connection: a session notified by
+        # itself hears it even behind a transaction pooler.
+        with self.app.database.transaction() as conn:
+            self.app.store.notify(conn, PROBE_PAYLOAD)
+
     def _taken_away(self, job_ids: Collection[int]) -> None:
-        """The heartbeat found these jobs cancelled or rescued: drop or stop them."""
+        """The heartbeat (or a control message) found these jobs cancelled or rescued:
+        drop or stop them."""
         self.capacity.discard(job_ids)
         self.pool.forget(job_ids)
 
@@ -213,11 +306,15 @@ class Worker:
             "schema": self.app.schema,
             "queues": s.queues.describe(),
             "concurrency": s.concurrency,
+            "async_concurrency": self.capacity.async_slots,
             "prefetch": s.claim_ahead,
             "shutdown_timeout": s.shutdown_timeout,
             "rescue_after": s.rescue_after,
             "poll_interval": s.poll_interval,
+            "retention": s.retention.describe() if s.retention else "off",
             "tasks": len(self.app.tasks),
+            "periodic": len(self.periodic.schedules),
+            "metrics": f"{s.metrics_host}:{s.metrics_port}" if s.metrics_port else "off",
         }
         self.events.emit(WorkerStarted(self.worker_id, details))
 
@@ -250,10 +347,11 @@ class Worker:
         rest; 0 if every outcome was written."""
         self._stopping.set()
         self.fetcher.stop(5.0)
+        self.periodic.stop(2.0)
         unstarted = self.capacity.close()
         for job in unstarted:
             self.completer.submit(put_back(job))
-        running = self.capacity.running()
+        running = self.capacity.running() + self.capacity.running_async()
         if running:
             log.info(
                 "waiting for running jobs",
@@ -262,10 +360,20 @@ class Worker:
         self.pool.wait_idle(self.settings.shutdown_timeout, interrupted=self._forced)
         put_back_count = len(unstarted) + self.pool.put_back_unsettled()
         self.pool.stop(1.0)
+        if self.async_executor is not None:
+            self.async_executor.stop(1.0)  # its coroutines were cancelled by the put-back
         clean = self.completer.stop(
             FORCED_FLUSH_TIMEOUT if self._forced.is_set() else FLUSH_TIMEOUT
         )
-        for service in (self.heartbeat, self.rescuer, self.listener):
+        for service in (
+            self.heartbeat,
+            self.rescuer,
+            self.retention,
+            self.listener,
+            self.notify_check,
+        ):
             service.stop(2.0)
+        for observer in reversed(self.observers):
+            observer.stop(2.0)
         self.events.emit(WorkerStopped(self.worker_id, put_back_count, clean))
         return 0 if clean else 1

@@ -139,7 +139,8 @@ class WorkerProcess:
         return f"worker {self.args} (exit status {code}) logs:\n{self.logs()}"
 
     def wait_ready(self, timeout: float = 20.0) -> WorkerProcess:
-        """Wait until the worker logged "worker started" and its listener is listening.
+        """Wait until the worker logged "worker started", its listener is listening and
+        its notification check has passed.
 
         Without the second step a job enqueued right after start could be missed by a
         listener that has not run LISTEN yet, and would wait for the next poll.
@@ -152,6 +153,13 @@ class WorkerProcess:
 
         wait_until(started, timeout, message=lambda: f"worker did not start; {self.describe()}")
         self.wait_listening(timeout)
+        # The notification check's probe at start would otherwise count as activity in a
+        # test that watches the worker stay quiet (`active_since`).
+        wait_until(
+            lambda: "notifications reach this worker" in self.logs(),
+            timeout,
+            message=lambda: f"the notification check never passed; {self.describe()}",
+        )
         return self
 
     def wait_listening(self, timeout: float = 20.0) -> None:
@@ -255,7 +263,10 @@ class WorkerProcess:
 
     def _observe(self) -> psycopg.Connection[Any]:
         if self._observer is None or self._observer.closed:
-            self._observer = psycopg.connect(self.database_url, autocommit=True)
+            # Not prepared, so that it also works through a transaction pooler.
+            self._observer = psycopg.connect(
+                self.database_url, autocommit=True, prepare_threshold=None
+            )
         return self._observer
 
     def __enter__(self) -> WorkerProcess:

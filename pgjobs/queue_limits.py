@@ -1,0 +1,178 @@
+"""Back-pressure: an enqueue into a queue holding `max_waiting` waiting jobs raises QueueFull.
+
+Counting a queue's waiting jobs on every enqueue would make enqueue slower as the queue
+grows. Instead each App keeps, per process:
+
+- the limits (`{queue: max_waiting}` of the queues that have one), read in one query at
+  most once a second, so a queue without a limit costs a dictionary lookup;
+- for each limited queue it enqueues into, the number of waiting jobs, counted at most
+  once a second and never past the limit (the count reads at most `max_waiting` entries
+  of the fetch index), plus the jobs this process enqueued since.
+
+So the check costs the same at a hundred waiting jobs as at ten million. The price is a
+count up to a second old: jobs other processes enqueued meanwhile are not in it (a queue
+can go over its limit by what they enqueue in that second), nor jobs that workers took
+(an enqueue can be refused for up to a second after room opened), and a new or changed
+limit applies within a second.
+
+The check is a generator of the reads it needs (`_steps`), so that the synchronous
+`check` here and an asynchronous caller can run the same logic on their connections.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pgjobs.errors import QueueFull
+
+if TYPE_CHECKING:
+    from pgjobs.async_db import AsyncDatabase
+    from pgjobs.db import CallerConnection, Database
+    from pgjobs.enqueue import JobRow
+    from pgjobs.store import Store
+
+# How old the limits and the counts may get before they are read again, in seconds.
+MAX_AGE = 1.0
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """A read the check needs: `store.queue_limits(conn)`."""
+
+
+@dataclass(frozen=True)
+class CountWaiting:
+    """A read the check needs: `store.count_waiting(conn, queue, up_to=up_to)`."""
+
+    queue: str
+    up_to: int
+
+
+Read = ReadLimits | CountWaiting
+Steps = Generator[Read, Any, None]
+
+
+@dataclass
+class _Count:
+    waiting: int
+    counted_at: float
+
+
+class QueueLimits:
+    """One App's view of the queues' limits and waiting counts; safe across threads."""
+
+    def __init__(self, *, max_age: float = MAX_AGE, clock: Callable[[], float] = time.monotonic):
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._schema: str | None = None
+        self._limits: dict[str, int] = {}
+        self._limits_read_at = -math.inf
+        self._counts: dict[str, _Count] = {}
+
+    def check(
+        self,
+        conn: CallerConnection,
+        database: Database,
+        store: Store,
+        rows: Sequence[JobRow],
+    ) -> None:
+        """Raise `QueueFull` when any row's queue would go past its limit; all or nothing.
+
+        Reads run on `conn`, in the caller's transaction, or with None on pgjobs' pool.
+        When the rows are let through they count as waiting from now on.
+        """
+        if self._nothing_to_check(store.schema, rows):
+            return
+        steps = self.steps(store.schema, rows)
+        try:
+            read = next(steps)
+            while True:
+                read = steps.send(_run(read, conn, database, store))
+        except StopIteration:
+            return
+
+    async def check_async(
+        self,
+        conn: CallerConnection,
+        database: AsyncDatabase,
+        store: Store,
+        rows: Sequence[JobRow],
+    ) -> None:
+        """`check` for `enqueue_async`: the reads run on an async connection (or pool)."""
+        if self._nothing_to_check(store.schema, rows):
+            return
+        steps = self.steps(store.schema, rows)
+        try:
+            read = next(steps)
+            while True:
+                read = steps.send(await _run_async(read, conn, database, store))
+        except StopIteration:
+            return
+
+    def _nothing_to_check(self, schema: str, rows: Sequence[JobRow]) -> bool:
+        """The common case, without a lock or a read: none of the rows' queues has a limit."""
+        if schema != self._schema or self.clock() - self._limits_read_at >= self.max_age:
+            return False
+        limits = self._limits
+        return not limits or not any(row.queue in limits for row in rows)
+
+    def steps(self, schema: str, rows: Sequence[JobRow]) -> Steps:
+        """The check as a generator: it yields each read it needs and is sent the result."""
+        now = self.clock()
+        if schema != self._schema or now - self._limits_read_at >= self.max_age:
+            limits: dict[str, int] = yield ReadLimits()
+            self._remember_limits(schema, limits, now)
+        limits = self._limits
+        adding = Counter(row.queue for row in rows if row.queue in limits)
+        counts: dict[str, _Count] = {}
+        for queue in adding:
+            count = self._counts.get(queue)
+            if count is None or now - count.counted_at >= self.max_age:
+                waiting: int = yield CountWaiting(queue, limits[queue])
+                count = _Count(waiting, now)
+                with self._lock:
+                    self._counts[queue] = count
+            counts[queue] = count
+        with self._lock:
+            for queue, more in adding.items():
+                if counts[queue].waiting + more > limits[queue]:
+                    raise QueueFull(queue, limits[queue], counts[queue].waiting)
+            for queue, more in adding.items():
+                counts[queue].waiting += more
+
+    def _remember_limits(self, schema: str, limits: dict[str, int], now: float) -> None:
+        with self._lock:
+            if schema != self._schema:
+                self._schema = schema
+                self._counts.clear()
+            # A count taken up to an older limit says nothing about a higher one.
+            for queue in list(self._counts):
+                if self._limits.get(queue) != limits.get(queue):
+                    del self._counts[queue]
+            self._limits = limits
+            self._limits_read_at = now
+
+
+def _run(read: Read, conn: CallerConnection, database: Database, store: Store) -> Any:
+    if conn is None:
+        with database.transaction() as own:
+            return _run(read, own, database, store)
+    if isinstance(read, ReadLimits):
+        return store.queue_limits(conn)
+    return store.count_waiting(conn, read.queue, up_to=read.up_to)
+
+
+async def _run_async(read: Read, conn: Any, database: AsyncDatabase, store: Store) -> Any:
+    if conn is None:
+        async with database.transaction() as own:
+            return await _run_async(read, own, database, store)
+    if isinstance(read, ReadLimits):
+        return await store.queue_limits_async(conn)
+    return await store.count_waiting_async(conn, read.queue, up_to=read.up_to)

@@ -1,0 +1,147 @@
+"""The periodic enqueuer: turns the App's schedules into jobs, one per tick.
+
+Every worker runs one, and they all may try the same tick: the database picks one
+winner (`Store.enqueue_tick` moves the schedule row forward and inserts the job in one
+statement, and a unique index forbids a second job for a tick), so there is no leader to
+elect and a worker that dies hands nothing over. The state lives in the schedule rows,
+so restarts lose nothing. After a gap only the latest due tick is enqueued: a worker
+that comes back after a night away enqueues one nightly job, not a flood.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+import psycopg
+
+from pgjobs.periodic import Schedule
+from pgjobs.store import ScheduleState, Store
+from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.service import LoopService
+
+log = logging.getLogger("pgjobs.worker")
+
+# The longest sleep between passes; the enqueuer otherwise wakes at the next tick.
+PERIODIC_INTERVAL = 1.0
+# Waking a hair after a tick, not a hair before it, spares an empty pass.
+_AFTER_TICK = 0.002
+
+
+def utc_now() -> datetime:
+    """The worker's clock, aware and in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Tick(NamedTuple):
+    """What one pass did for one due schedule: enqueued `job_id`, or skipped the tick.
+
+    `job_id` is None when the tick was too late (`max_lateness`) or another worker
+    enqueued it; `missed` is True when earlier ticks since the last one were passed over.
+    """
+
+    schedule: str
+    tick: datetime
+    job_id: int | None
+    missed: bool
+
+
+class PeriodicEnqueuer(LoopService):
+    """Enqueues the due ticks of `schedules`, waking at each next tick."""
+
+    def __init__(
+        self,
+        connection: ResilientConnection,
+        store: Store,
+        schedules: Sequence[Schedule],
+        *,
+        interval: float = PERIODIC_INTERVAL,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        super().__init__("periodic", interval)
+        self.connection = connection
+        self.store = store
+        self.schedules = list(schedules)
+        self.clock = clock
+
+    def run_once(self) -> list[Tick]:
+        """Register new or changed schedules, then enqueue every due tick."""
+        if not self.schedules:
+            return []
+        now = self.clock()
+        return self.connection.run(lambda conn: self._pass(conn, now), attempts=1)
+
+    def _pass(self, conn: psycopg.Connection[Any], now: datetime) -> list[Tick]:
+        states = self.store.schedule_states(conn, [s.name for s in self.schedules])
+        fresh = [s for s in self.schedules if not _matches(s, states.get(s.name))]
+        if fresh:
+            rows = [(s.name, s.ticks.expression, s.ticks.timezone) for s in fresh]
+            self.store.reset_schedules(conn, rows, done_until=now)
+            for schedule in fresh:
+                log.info(
+                    "periodic schedule registered",
+                    extra={
+                        "task": schedule.name,
+                        "expression": schedule.ticks.expression,
+                        "timezone": schedule.ticks.timezone,
+                    },
+                )
+        done = []
+        for schedule in self.schedules:
+            state = states.get(schedule.name)
+            if state is None or schedule in fresh:
+                continue  # just registered: nothing is due before `now`
+            tick = self._enqueue_due(conn, schedule, state, now)
+            if tick is not None:
+                done.append(tick)
+        return done
+
+    def _enqueue_due(
+        self, conn: psycopg.Connection[Any], schedule: Schedule, state: ScheduleState, now: datetime
+    ) -> Tick | None:
+        first = schedule.ticks.next_after(state.done_until)
+        if first is None or first > now:
+            return None
+        tick = schedule.ticks.latest(now, after=state.done_until) or first
+        too_late = schedule.too_late(tick, now)
+        moved, job_id = self.store.enqueue_tick(
+            conn, schedule=state, tick=tick, job=None if too_late else schedule.job
+        )
+        if not moved:
+            return None  # another worker enqueued it
+        fields = {"task": schedule.name, "scheduled_at": tick.isoformat(), "job_id": job_id}
+        if first < tick:
+            log.info(
+                "periodic ticks missed while no worker ran; enqueued only the latest",
+                extra={**fields, "first_missed": first.isoformat()},
+            )
+        if too_late:
+            log.info(
+                "periodic tick skipped: later than max_lateness",
+                extra={**fields, "late": round((now - tick).total_seconds(), 3)},
+            )
+        else:
+            log.info("periodic job enqueued", extra=fields)
+        return Tick(schedule.name, tick, job_id, missed=first < tick)
+
+    def next_wait(self) -> float:
+        """Until just after the next tick of any schedule, at most `interval`."""
+        now = self.clock()
+        upcoming = [t for s in self.schedules if (t := s.ticks.next_after(now)) is not None]
+        if not upcoming:
+            return self.interval
+        return max(0.0, min(self.interval, (min(upcoming) - now).total_seconds() + _AFTER_TICK))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _matches(schedule: Schedule, state: ScheduleState | None) -> bool:
+    """Whether the stored row was computed from this declaration's expression and zone."""
+    return (
+        state is not None
+        and state.expression == schedule.ticks.expression
+        and state.timezone == schedule.ticks.timezone
+    )

@@ -1,0 +1,136 @@
+"""Retention: deletes finished jobs once they are past their state's retention.
+
+Without it the jobs table grows forever (`pgjobs prune` by hand or from cron was the only
+way). Every worker runs this service; a session advisory lock lets one at a time make a
+pass, so there is no leader to elect, and a worker that dies mid-pass releases the lock
+with its connection. A pass deletes in batches of `PRUNE_BATCH_SIZE` rows, each its own
+short transaction (the statement `pgjobs prune` uses), and stops between batches when
+the worker shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import psycopg
+
+from pgjobs.admin import PRUNE_BATCH_SIZE
+from pgjobs.errors import ConfigurationError
+from pgjobs.job import FINISHED_STATES
+from pgjobs.store import Store
+from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.service import LoopService
+
+log = logging.getLogger("pgjobs.worker")
+
+DAY = 86400.0
+# Seconds between passes: finished jobs a minute past their retention cost nothing.
+INTERVAL = 60.0
+LOCK_NAME = "retention"
+OFF = "off"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long finished jobs stay, in seconds, per final state; None keeps them."""
+
+    completed: float | None = DAY
+    failed: float | None = 7 * DAY
+    cancelled: float | None = DAY
+
+    @classmethod
+    def parse(cls, text: str, duration: Callable[[str], float]) -> RetentionPolicy | None:
+        """`--retention`: "off", or `state=DURATION` pairs (others keep their default),
+        where DURATION is read by `duration` or is "off" to keep that state's jobs."""
+        if text.strip() == OFF:
+            return None
+        names = [state.value for state in FINISHED_STATES]
+        changes: dict[str, float | None] = {}
+        for part in text.split(","):
+            state, sep, value = (piece.strip() for piece in part.partition("="))
+            if not sep or state not in names:
+                raise ConfigurationError(
+                    f"--retention takes {OFF!r} or STATE=DURATION pairs with a state among "
+                    f"{', '.join(names)}, e.g. failed=30d,completed=12h; got {part.strip()!r}"
+                )
+            changes[state] = None if value == OFF else duration(value)
+        return replace(cls(), **changes)
+
+    def by_state(self) -> list[tuple[str, float]]:
+        """(state, seconds) of each state whose jobs are deleted."""
+        return [
+            (field.name, seconds)
+            for field in fields(self)
+            if (seconds := getattr(self, field.name)) is not None
+        ]
+
+    def describe(self) -> str:
+        """For the worker's start-up line, e.g. "completed=86400s,failed=604800s,…"."""
+        return ",".join(
+            f"{field.name}={OFF if (value := getattr(self, field.name)) is None else f'{value:g}s'}"
+            for field in fields(self)
+        )
+
+
+class Retention(LoopService):
+    """Deletes finished jobs past `policy` every `interval` seconds; idle when None."""
+
+    def __init__(
+        self,
+        connection: ResilientConnection,
+        store: Store,
+        policy: RetentionPolicy | None,
+        *,
+        interval: float = INTERVAL,
+        batch_size: int = PRUNE_BATCH_SIZE,
+    ) -> None:
+        super().__init__("retention", interval)
+        self.connection = connection
+        self.store = store
+        self.policy = policy
+        self.batch_size = batch_size
+
+    def start(self) -> None:
+        if self.policy is not None:  # turned off: no thread, no connection
+            super().start()
+
+    def run_once(self) -> dict[str, int] | None:
+        """One pass: {state: jobs deleted}, or None when another worker holds the turn."""
+        if self.policy is None:
+            return {}
+        return self.connection.run(self._pass, attempts=1)
+
+    def _pass(self, conn: psycopg.Connection[Any]) -> dict[str, int] | None:
+        assert self.policy is not None
+        if not self.store.try_maintenance_lock(conn, LOCK_NAME):
+            return None
+        try:
+            deleted = {
+                state: self._delete(conn, state, seconds)
+                for state, seconds in self.policy.by_state()
+            }
+        finally:
+            self.store.release_maintenance_lock(conn, LOCK_NAME)
+        if any(deleted.values()):
+            log.info(
+                "deleted finished jobs past their retention",
+                extra={f"{state}_deleted": count for state, count in deleted.items()},
+            )
+        return deleted
+
+    def _delete(self, conn: psycopg.Connection[Any], state: str, seconds: float) -> int:
+        deleted = 0
+        while not self.stopping:
+            batch = self.store.prune_batch(
+                conn, states=[state], older_than_seconds=seconds, batch_size=self.batch_size
+            )
+            deleted += batch
+            if batch < self.batch_size:
+                break
+        return deleted
+
+    def close(self) -> None:
+        self.connection.close()

@@ -1,0 +1,317 @@
+"""Enqueue from async code: the job commits or rolls back with the caller's async
+transaction (psycopg AsyncConnection, SQLAlchemy AsyncConnection or AsyncSession), and
+`conn=None` commits at once on pgjobs' own asyncio pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from pgjobs import (
+    App,
+    DatabaseUnavailableError,
+    InvalidJobError,
+    PayloadNotSerializableError,
+    QueueFull,
+    SchemaNotMigratedError,
+)
+from pgjobs.queue_control import set_queue_limit
+from tests.helpers import UNREACHABLE_URL, jobs
+
+T = TypeVar("T")
+KINDS = ["psycopg", "sqlalchemy-connection", "sqlalchemy-session"]
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one test's async part on a loop of its own, as an application would."""
+    return asyncio.run(coroutine)
+
+
+@dataclass
+class Caller:
+    """An application's async transaction: what it passes to pgjobs, and its own calls."""
+
+    conn: Any
+    execute: Callable[[str], Awaitable[object]]
+    commit: Callable[[], Awaitable[None]]
+    rollback: Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def caller(kind: str, url: str) -> AsyncIterator[Caller]:
+    """An open async connection of `kind`, in a transaction."""
+    if kind == "psycopg":
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            yield Caller(conn, conn.execute, conn.commit, conn.rollback)
+        return
+    engine = create_async_engine(
+        "postgresql+psycopg://",
+        async_creator=lambda: psycopg.AsyncConnection.connect(url),
+        poolclass=sa.NullPool,
+    )
+    try:
+        if kind == "sqlalchemy-connection":
+            async with engine.connect() as connection:
+                yield Caller(
+                    connection,
+                    lambda text: connection.execute(sa.text(text)),
+                    connection.commit,
+                    connection.rollback,
+                )
+        else:
+            async with AsyncSession(engine) as session:
+                yield Caller(
+                    session,
+                    lambda text: session.execute(sa.text(text)),
+                    session.commit,
+                    session.rollback,
+                )
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def orders(observer: psycopg.Connection[Any], schema: str) -> str:
+    """An application table, `<schema>.orders`; the INSERT the tests' callers run."""
+    table = sql.Identifier(schema, "orders")
+    observer.execute(sql.SQL("CREATE TABLE {} (note text)").format(table))
+    return sql.SQL("INSERT INTO {} VALUES ('paid')").format(table).as_string(observer)
+
+
+def committed_orders(observer: psycopg.Connection[Any], schema: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "orders"))
+    row = observer.execute(query).fetchone()
+    return row[0] if row else 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_async_enqueue_commits_with_the_callers_data(
+    app: App, database_url: str, orders: str, observer: Any, schema: str, kind: str
+) -> None:
+    @app.task(name="email.send", queue="mail")
+    async def send_email(to: str) -> None: ...
+
+    async def scenario() -> int:
+        async with caller(kind, database_url) as db:
+            await db.execute(orders)
+            job_id = await send_email.enqueue_async(db.conn, to="a@example.com")
+            assert jobs(observer, schema) == []  # invisible until the commit
+            await db.commit()
+            return job_id
+
+    job_id = run(scenario())
+
+    [job] = jobs(observer, schema)
+    assert (job["id"], job["task"], job["queue"]) == (job_id, "email.send", "mail")
+    assert job["payload"] == {"to": "a@example.com"}
+    assert committed_orders(observer, schema) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rolled_back_async_enqueue_leaves_no_job(
+    app: App, database_url: str, orders: str, observer: Any, schema: str, kind: str
+) -> None:
+    async def scenario() -> None:
+        async with caller(kind, database_url) as db:
+            await db.execute(orders)
+            await app.enqueue_async(db.conn, "email.send", {"to": "a@example.com"})
+            await db.rollback()
+
+    run(scenario())
+
+    assert jobs(observer, schema) == []
+    assert committed_orders(observer, schema) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_enqueue_many_async_returns_ids_in_input_order(
+    app: App, database_url: str, observer: Any, schema: str, kind: str
+) -> None:
+    items: list[Any] = [("t", {"n": n}) for n in range(3)]
+    items.append(("t", {"n": 3}, {"queue": "other", "priority": 7}))
+
+    async def scenario() -> list[int]:
+        async with caller(kind, database_url) as db:
+            ids = await app.enqueue_many_async(db.conn, items)
+            await db.commit()
+            return ids
+
+    ids = run(scenario())
+
+    rows = jobs(observer, schema)
+    assert [row["id"] for row in rows] == ids
+    assert [row["payload"]["n"] for row in rows] == [0, 1, 2, 3]
+    assert (rows[3]["queue"], rows[3]["priority"]) == ("other", 7)
+
+
+def test_async_enqueue_without_connection_commits_at_once(
+    app: App, observer: Any, schema: str
+) -> None:
+    async def scenario() -> list[int]:
+        try:
+            one = await app.enqueue_async(None, "t", {"n": 1}, delay=60)
+            many = await app.enqueue_many_async(None, [("t", {"n": 2}), ("t", {"n": 3})])
+            return [one, *many]
+        finally:
+            await app.aclose()
+
+    ids = run(scenario())
+
+    assert [row["id"] for row in jobs(observer, schema)] == ids
+
+
+def test_own_async_pool_serves_one_event_loop_after_another(
+    app: App, observer: Any, schema: str
+) -> None:
+    # Each asyncio.run is a new loop; a pool opened in the first must not serve the second.
+    first = run(app.enqueue_async(None, "t", {"n": 1}))
+    second = run(app.enqueue_async(None, "t", {"n": 2}))
+    run(app.aclose())
+
+    assert [row["id"] for row in jobs(observer, schema)] == [first, second]
+
+
+def test_async_enqueue_without_connection_to_an_unreachable_server_says_so() -> None:
+    app = App(UNREACHABLE_URL, database_wait=1.0)
+
+    with pytest.raises(DatabaseUnavailableError, match="cannot connect"):
+        run(app.enqueue_async(None, "t", {}))
+
+
+def test_async_unique_key_returns_the_holder_and_inserts_nothing(
+    app: App, database_url: str, observer: Any, schema: str
+) -> None:
+    async def scenario() -> list[int]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            first = await app.enqueue_async(conn, "t", {"n": 1}, unique_key="k")
+            again = await app.enqueue_async(conn, "t", {"n": 2}, unique_key="k")
+            many = await app.enqueue_many_async(conn, [("t", {}, {"unique_key": "k"})])
+            await conn.commit()
+            return [first, again, *many]
+
+    first, again, from_many = run(scenario())
+
+    assert first == again == from_many
+    assert len(jobs(observer, schema)) == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda app, conn: app.enqueue_async(conn, "t", {"when": object()}), TypeError),
+        (lambda app, conn: app.enqueue_async(conn, "t", {}, delay=-1), InvalidJobError),
+        (lambda app, conn: app.enqueue_async(conn, "", {}), InvalidJobError),
+        (
+            lambda app, conn: app.enqueue_many_async(conn, [("t", {}), ("t", {"x": "\x00"})]),
+            PayloadNotSerializableError,
+        ),
+        (lambda app, conn: app.enqueue_async(conn, "typed", {"wrong": 1}), InvalidJobError),
+    ],
+)
+def test_invalid_async_enqueue_raises_before_anything_is_sent(
+    app: App, database_url: str, observer: Any, schema: str, call: Any, error: type[Exception]
+) -> None:
+    @app.task(name="typed")
+    async def typed(n: int) -> None: ...
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            with pytest.raises(error):
+                await call(app, conn)
+            # Nothing was sent, so the caller's transaction is still usable.
+            cursor = await conn.execute("SELECT 1")
+            assert await cursor.fetchone() == (1,)
+            await conn.commit()
+
+    run(scenario())
+
+    assert jobs(observer, schema) == []
+
+
+def test_async_enqueue_wakes_listeners_on_commit(
+    app: App, database_url: str, observer: Any
+) -> None:
+    observer.execute(sql.SQL("LISTEN {}").format(sql.Identifier(app.store.channel)))
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await app.enqueue_async(conn, "t", {}, queue="mail")
+            assert list(observer.notifies(timeout=0.2, stop_after=1)) == []
+            await conn.commit()
+
+    run(scenario())
+
+    [notification] = observer.notifies(timeout=10, stop_after=1)
+    assert notification.payload == "mail"
+
+
+@pytest.mark.parametrize("not_async", ["sync-connection", "text"])
+def test_enqueue_async_refuses_what_is_not_an_async_connection(
+    app: App, conn: psycopg.Connection[Any], not_async: str
+) -> None:
+    given = conn if not_async == "sync-connection" else "postgresql://localhost/db"
+
+    with pytest.raises(TypeError, match="AsyncConnection"):
+        run(app.enqueue_async(given, "t", {}))
+
+
+def test_async_enqueue_into_an_unmigrated_schema_says_to_migrate(database_url: str) -> None:
+    app = App(database_url, schema="never_migrated_for_asyncio")
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await app.enqueue_async(conn, "t", {})
+
+    with pytest.raises(SchemaNotMigratedError, match="pgjobs migrate"):
+        run(scenario())
+
+
+def test_task_options_apply_to_async_enqueue(
+    app: App, database_url: str, observer: Any, schema: str
+) -> None:
+    @app.task(queue="reports", priority=3, max_attempts=4)
+    async def build(report: int) -> None: ...
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await build.options(priority=9, delay=30).enqueue_async(conn, report=1)
+            await conn.commit()
+
+    run(scenario())
+
+    [job] = jobs(observer, schema)
+    assert (job["queue"], job["priority"], job["max_attempts"]) == ("reports", 9, 4)
+    assert job["run_at"] > job["created_at"]
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "own-pool"])
+def test_async_enqueue_into_a_full_queue_raises_queue_full_and_writes_nothing(
+    app: App, database_url: str, observer: Any, schema: str, kind: str
+) -> None:
+    set_queue_limit(app, "mail", 2)
+    app.enqueue_many(None, [("t", {"n": n}, {"queue": "mail"}) for n in range(2)])
+
+    async def scenario() -> None:
+        if kind == "own-pool":
+            try:
+                await app.enqueue_async(None, "t", {}, queue="mail")
+            finally:
+                await app.aclose()
+            return
+        async with caller(kind, database_url) as db:
+            await app.enqueue_many_async(db.conn, [("t", {}, {"queue": "mail"})])
+
+    with pytest.raises(QueueFull) as raised:
+        run(scenario())
+
+    assert (raised.value.queue, raised.value.max_waiting) == ("mail", 2)
+    assert len(jobs(observer, schema)) == 2

@@ -1,0 +1,177 @@
+"""The worker registry: each worker keeps its row in `<schema>.workers`, the oldest live
+one leads the maintenance, a clean exit leaves, a killed worker shows as lost, and
+`pgjobs workers` lists the fleet with what each worker holds."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgjobs import App
+from pgjobs.fleet import list_workers
+from pgjobs.worker.connection import ResilientConnection
+from pgjobs.worker.queues import QueueSpec
+from pgjobs.worker.registry import WorkerRegistry, registration
+from pgjobs.worker.worker import WorkerSettings
+from tests.helpers import StartWorker, run_cli, wait_until
+
+Capsys = pytest.CaptureFixture[str]
+
+
+@pytest.fixture
+def registries(app: App, database_url: str) -> Iterator[dict[str, WorkerRegistry]]:
+    """In-process registries by worker id; `registries[id]` is made on first use."""
+    made: dict[str, WorkerRegistry] = {}
+
+    class Registries(dict[str, WorkerRegistry]):
+        def __missing__(self, worker_id: str) -> WorkerRegistry:
+            settings = WorkerSettings(rescue_after=5, queues=QueueSpec.parse("a,b"))
+            made[worker_id] = self[worker_id] = WorkerRegistry(
+                ResilientConnection(database_url, "registry"),
+                app.store,
+                registration(worker_id, settings),
+                interval=1,
+            )
+            return made[worker_id]
+
+    yield Registries()
+    for registry in made.values():
+        registry.close()
+
+
+def silence(observer: psycopg.Connection[Any], schema: str, worker_id: str, seconds: float) -> None:
+    """Make a worker look silent for `seconds`, as if it had stopped beating."""
+    observer.execute(
+        sql.SQL(
+            "UPDATE {} SET last_heartbeat_at = now() - make_interval(secs => %s) WHERE id = %s"
+        ).format(sql.Identifier(schema, "workers")),
+        (seconds, worker_id),
+    )
+
+
+def test_a_beat_registers_the_worker_with_its_settings(
+    app: App, registries: dict[str, WorkerRegistry]
+) -> None:
+    registries["w1"].run_once()
+
+    [worker] = list_workers(app)
+    assert (worker.id, worker.queues, worker.concurrency, worker.rescue_after) == (
+        "w1",
+        ["a", "b"],
+        10,
+        5.0,
+    )
+    assert not worker.lost and worker.jobs == []
+
+
+def test_the_oldest_live_worker_leads_and_a_clean_exit_hands_over(
+    app: App, registries: dict[str, WorkerRegistry]
+) -> None:
+    assert registries["first"].run_once() is True
+    assert registries["second"].run_once() is False
+    assert registries["first"].run_once() is True
+
+    registries["first"].stop(1.0)
+
+    assert [w.id for w in list_workers(app)] == ["second"]
+    assert registries["second"].run_once() is True
+
+
+def test_a_lost_worker_neither_leads_nor_stays_listed_forever(
+    app: App,
+    registries: dict[str, WorkerRegistry],
+    observer: psycopg.Connection[Any],
+    schema: str,
+) -> None:
+    # given the oldest worker silent for longer than its rescue_after (5 s)
+    registries["old"].run_once()
+    registries["young"].run_once()
+    silence(observer, schema, "old", 6)
+
+    # then the next oldest leads, and `old` is listed as lost
+    assert registries["young"].run_once() is True
+    assert [(w.id, w.lost) for w in list_workers(app)] == [("young", False), ("old", True)]
+
+    # when it has been lost for longer than the leader keeps lost workers
+    registries["young"].keep_lost = 60
+    silence(observer, schema, "old", 5 + 61)
+    registries["young"].run_once()
+
+    # then the leader forgets it
+    assert [w.id for w in list_workers(app)] == ["young"]
+
+
+def workers_json(capsys: Capsys, database_url: str, schema: str) -> dict[str, Any]:
+    result = run_cli(capsys, database_url, schema, "workers", "--json")
+    assert result.code == 0, result.err
+    document: dict[str, Any] = json.loads(result.out)
+    return document
+
+
+def by_id(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {entry["id"]: entry for entry in entries}
+
+
+@pytest.mark.slow
+def test_workers_lists_the_fleet_and_what_each_holds_before_and_after_a_kill(
+    capsys: Capsys,
+    app: App,
+    runs_table: str,
+    database_url: str,
+    schema: str,
+    start_worker: StartWorker,
+) -> None:
+    # given two workers: `holder` runs a long job of queue "slow", `other` serves "default"
+    holder = start_worker("--queues", "slow", "--concurrency", "1", "--rescue-after", "2")
+    other = start_worker("--queues", "default", "--rescue-after", "2")
+    job_id = app.enqueue(None, "sleep", {"seconds": 60}, queue="slow")
+    holder_id, other_id = holder.worker_id(), other.worker_id()
+
+    def holding() -> dict[str, Any] | None:
+        fleet = workers_json(capsys, database_url, schema)
+        live = by_id(fleet["workers"])
+        found = set(live) == {holder_id, other_id} and live[holder_id]["jobs"] == [job_id]
+        return fleet if found else None
+
+    before = wait_until(holding, 20, message=holder.describe)
+
+    # then both are live, and the holder holds the job
+    live = by_id(before["workers"])
+    assert live[holder_id]["tasks"] == {"sleep": 1}
+    assert live[holder_id]["queues"] == ["slow"] and live[other_id]["queues"] == ["default"]
+    assert live[other_id]["jobs"] == [] and before["lost"] == []
+    table = run_cli(capsys, database_url, schema, "workers").out
+    assert holder_id in table and other_id in table and "sleep 1" in table
+    assert "2 workers, 11 threads, holding 1 job" in table
+
+    # when the holder is killed
+    holder.send(signal.SIGKILL)
+    holder.wait_exit()
+
+    def lost() -> dict[str, Any] | None:
+        fleet = workers_json(capsys, database_url, schema)
+        return fleet if holder_id in by_id(fleet["lost"]) else None
+
+    after = wait_until(lost, 20, message=other.describe)
+
+    # then it is listed as lost, and the other worker as the live fleet
+    assert list(by_id(after["workers"])) == [other_id]
+    assert by_id(after["lost"])[holder_id]["silent_seconds"] >= 2
+    table = run_cli(capsys, database_url, schema, "workers").out
+    assert "lost (no heartbeat for their --rescue-after" in table
+    assert table.index(holder_id) > table.index("lost")
+    # and the rescue takes its job back, so it holds nothing any more
+    wait_until(
+        lambda: by_id(workers_json(capsys, database_url, schema)["lost"])[holder_id]["jobs"] == [],
+        20,
+    )
+    # a clean exit leaves the registry at once
+    assert other.stop() == 0
+    final = workers_json(capsys, database_url, schema)
+    assert final["workers"] == [] and list(by_id(final["lost"])) == [holder_id]

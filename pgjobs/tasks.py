@@ -96,6 +96,7 @@ class Task(Generic[P, R]):
         self.backoff = backoff
         self.pass_context = pass_context
         self.signature = inspect.signature(func)
+        self._keywords = _keyword_shape(self.signature, pass_context)
         self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
@@ -125,6 +126,11 @@ class Task(Generic[P, R]):
         Checked at enqueue, so a job that could never run is refused rather than
         retried for hours.
         """
+        if self._keywords is not None:
+            required, accepted = self._keywords
+            names = payload.keys()
+            if required <= names and names <= accepted:
+                return  # the common case, without binding a signature per job
         leading = (None,) if self.pass_context else ()
         try:
             self.signature.bind(*leading, **payload)
@@ -132,6 +138,19 @@ class Task(Generic[P, R]):
             raise InvalidJobError(
                 f"arguments {sorted(payload)} do not fit task {self.name}: {error}"
             ) from None
+
+
+def _keyword_shape(
+    signature: inspect.Signature, pass_context: bool
+) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(required, accepted) keyword names of a task taking plain keyword arguments;
+    None when its signature needs a full bind (*args, **kwargs, positional-only)."""
+    parameters = list(signature.parameters.values())[1 if pass_context else 0 :]
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind not in keyword_kinds for p in parameters):
+        return None
+    required = frozenset(p.name for p in parameters if p.default is inspect.Parameter.empty)
+    return required, frozenset(p.name for p in parameters)
 
 
 def check_task_function(name: str, func: Callable[..., Any], timeout: float | None) -> None:

@@ -74,9 +74,7 @@ DESCRIPTION = {
 
 
 def version() -> str:
-    from importlib.metadata import version as installed
-
-    return installed("pgjobs")
+    return pgjobs.__version__
 
 
 def install(url: str) -> None:

@@ -376,15 +376,11 @@ class Store:
     def queue_overview(self, conn: psycopg.Connection[Any]) -> list[QueueOverview]:
         """Every queue that has jobs or settings, by name, with both."""
         return [
-            QueueOverview(
-                QueueStats.from_row(row, row["name"]), row["paused"], row["max_waiting"]
-            )
+            QueueOverview(QueueStats.from_row(row, row["name"]), row["paused"], row["max_waiting"])
             for row in self._dict_rows(conn, self.queries.queue_overview, {})
         ]
 
-    def count_matching(
-        self, conn: psycopg.Connection[Any], matching: Params
-    ) -> tuple[int, int]:
+    def count_matching(self, conn: psycopg.Connection[Any], matching: Params) -> tuple[int, int]:
         """(how many jobs match, the highest matching id) for a bulk change's filter.
 
         `matching` holds `states`, `queues`, `tasks` (None: any) and `older_than`

@@ -23,12 +23,12 @@ import time
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from itertools import accumulate, repeat
-from operator import attrgetter, itemgetter, methodcaller, sub
+from operator import methodcaller, sub
 from typing import TYPE_CHECKING
 
-from pgjobs.worker.events import Ending, Event, JobEnded
-from pgjobs.worker.jobs import Outcome
+from pgjobs.worker.events import Ending, Event
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -60,13 +60,11 @@ TIMED = frozenset(
 )
 
 
-def _label(ending: Ending, outcome: Outcome | None) -> tuple[str, bool]:
-    """The `outcome` label of an attempt ("" for none) and whether its duration counts."""
-    if ending is Ending.COMPLETED:  # enum members compare by identity; hashing runs Python
-        return "completed", True
+def _label(ending: Ending, state: str) -> tuple[str, bool]:
+    """The `outcome` label of an attempt ("" for none) and whether its duration counts;
+    `state` is the state its outcome writes."""
     if ending is Ending.TIMED_OUT:
-        failed = outcome is not None and outcome.state == "failed"
-        return ("failed" if failed else "retried"), True
+        return ("failed" if state == "failed" else "retried"), True
     return OUTCOMES.get(ending, ""), ending in TIMED  # put back: its lag only
 
 
@@ -95,15 +93,22 @@ class JobMetrics:
     prometheus-client registry as a collector."""
 
     def __init__(self) -> None:
-        self._ended: deque[tuple[JobEnded, float]] = deque()
+        # (queue, task, ending, outcome state, duration, ended at, run_at): plain values
+        # only. Keeping the event would keep the job, its payload and its outcome alive
+        # across garbage collections, and promoting those costs more than counting.
+        self._ended: deque[tuple[str, str, str, str, float, float, datetime]] = deque()
         self._fold_lock = threading.Lock()
         self.finished: dict[tuple[str, str, str], int] = {}
         self.durations: dict[str, Distribution] = {}
         self.lags: dict[str, Distribution] = {}
 
     def job_ended(self, event: Event) -> None:
-        """Note the event and the time; everything else waits for the next fold."""
-        self._ended.append((event, time.time()))  # type: ignore[arg-type]  # JobEnded only
+        """Note the attempt as plain values; everything else waits for the next fold."""
+        job, ending, outcome, duration, _ = event  # type: ignore[misc]  # JobEnded only
+        state = outcome.state if outcome is not None else ""
+        self._ended.append(
+            (job.queue, job.task, ending._value_, state, duration, time.time(), job.run_at)
+        )
         # One thread folds; the others go on with their jobs rather than queue up behind
         # it on the lock (with dozens of threads, that queue cost more than the counting).
         if len(self._ended) > FOLD_AT and self._fold_lock.acquire(blocking=False):
@@ -123,25 +128,21 @@ class JobMetrics:
         batch = [popleft() for _ in range(len(self._ended))]
         if not batch:
             return
-        events, ended_at = zip(*batch, strict=True)
-        endings = list(map(itemgetter(1), events))
-        jobs = list(map(itemgetter(0), events))
-        series: list[tuple[str, str]] = list(map(attrgetter("queue", "task"), jobs))
-        durations = list(map(itemgetter(3), events))
-        run_at = map(methodcaller("timestamp"), map(attrgetter("run_at"), jobs))
-        lags = list(map(sub, map(sub, ended_at, durations), run_at))
-        if endings.count(Ending.COMPLETED) == len(batch) and series.count(series[0]) == len(batch):
+        queues, tasks, endings, states, durations, ended_at, run_at = zip(*batch, strict=True)
+        starts = map(sub, ended_at, durations)
+        lags = list(map(sub, starts, map(methodcaller("timestamp"), run_at)))
+        series = list(zip(queues, tasks, strict=True))
+        if endings.count("completed") == len(batch) and series.count(series[0]) == len(batch):
             # A drain's batch: one task, all succeeded. Counted without a Python loop.
-            (queue, task) = series[0]
-            self._count(queue, task, "completed", durations, lags)
+            self._count(queues[0], tasks[0], "completed", list(durations), lags)
             return
         groups: dict[tuple[str, str, str, bool], tuple[list[float], list[float]]] = {}
-        for (queue, task), ending, event, duration, lag in zip(
-            series, endings, events, durations, lags, strict=True
+        for (queue, task), ending, state, duration, lag in zip(
+            series, endings, states, durations, lags, strict=True
         ):
-            if ending is Ending.LATE:
+            if ending == Ending.LATE.value:
                 continue  # the attempt was settled (and counted) already
-            label, timed = _label(ending, event.outcome)
+            label, timed = _label(Ending(ending), state)
             group = groups.get((queue, task, label, timed))
             if group is None:
                 group = groups[(queue, task, label, timed)] = ([], [])

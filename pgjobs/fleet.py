@@ -9,7 +9,7 @@ once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -32,16 +32,8 @@ class WorkerRegistration:
     rescue_after: float
 
     def as_params(self) -> dict[str, Any]:
-        """The row's values as statement parameters."""
-        return {
-            "id": self.id,
-            "host": self.host,
-            "pid": self.pid,
-            "queues": self.queues,
-            "concurrency": self.concurrency,
-            "version": self.version,
-            "rescue_after": self.rescue_after,
-        }
+        """The row's values as statement parameters, one per field."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

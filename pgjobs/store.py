@@ -126,7 +126,7 @@ class Store:
         The statements share one transaction: the caller's, or for an autocommit psycopg
         connection one of their own (committed at once, as autocommit would have).
         """
-        raw = _psycopg_connection(conn)
+        raw = caller_psycopg_connection(conn)
         with raw.transaction() if raw.autocommit else nullcontext():
             _run_on(conn, self.queries.create_staging, {})
             with raw.cursor() as cur, cur.copy(self.queries.copy_to_staging) as copy:
@@ -596,16 +596,6 @@ def _require_psycopg_driver(sa_conn: Any) -> None:
             "pgjobs needs SQLAlchemy's psycopg 3 driver (postgresql+psycopg://...); "
             f"this engine uses {sa_conn.dialect.driver!r}"
         )
-
-
-def _psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
-    """The psycopg connection under a caller's connection, for what only psycopg offers
-    (COPY). Under SQLAlchemy, run a statement through `_run_on` first, so that the
-    Connection has begun its transaction."""
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    raw: psycopg.Connection[Any] = _caller_sqlalchemy(conn).connection.driver_connection
-    return raw
 
 
 def caller_psycopg_connection(conn: Any) -> psycopg.Connection[Any]:

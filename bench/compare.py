@@ -23,7 +23,8 @@ How each scenario is measured, the same way for every system:
   `batch_defer_async`, pgqueuer `Queries.enqueue` with lists, baseline COPY) and its
   commit, timed inside the producer process; jobs/s.
 - single enqueue: one job per call and per transaction (`task.enqueue` + commit,
-  `defer_async`, `Queries.enqueue`, INSERT + COMMIT); jobs/s.
+  `defer_async`, `Queries.enqueue`, INSERT + COMMIT); jobs/s, the median of three runs
+  (each commit waits for the disk, so one run swings with the machine's other work).
 - drain: no-op jobs are enqueued (untimed), then a worker is started; the time runs from
   the first claim to the last recorded outcome, both read from the system's own tables
   afterwards (pgjobs `started_at`/`finished_at`, procrastinate's `procrastinate_events`,
@@ -142,6 +143,7 @@ CLAIM_BATCH = {"pgjobs": 10, "procrastinate": 1, "pgqueuer": 10, "raw": 10}
 # Connections the steady-state producer deals its jobs to, one transaction per job each, so
 # that reaching the rate does not depend on one connection's commit latency.
 STEADY_PRODUCER_LANES = 8
+SINGLE_ROUNDS = 3  # single enqueue runs this often per system; the median is its figure
 KEEPS_UP_P99_MS = 1000.0
 POLL = 0.25  # seconds between looks at the tables; the timings come from the rows
 MARKS_POLL = 0.02
@@ -628,11 +630,16 @@ def bulk_enqueue(run: Run, target: Target) -> list[Result]:
 
 def single_enqueue(run: Run, target: Target) -> list[Result]:
     count = run.counts.single
-    reset(target)
-    settle(target)
-    seconds = float(drive(target, "single", "--count", str(count))["seconds"])
+    rates = []
+    for _ in range(SINGLE_ROUNDS):
+        reset(target)
+        settle(target)
+        rates.append(count / float(drive(target, "single", "--count", str(count))["seconds"]))
+    note = "rounds: " + ", ".join(f"{rate:,.0f}" for rate in rates)
     scenario = run.title("single")
-    return [Result(scenario, "jobs/s ↑", target.system.name, count / seconds, True)]
+    return [
+        Result(scenario, "jobs/s ↑", target.system.name, statistics.median(rates), True, note)
+    ]
 
 
 def drain(run: Run, target: Target, scenario: str = "drain") -> list[Result]:

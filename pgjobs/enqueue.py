@@ -270,6 +270,9 @@ _Step = tuple[Literal["insert", "holders"], Sequence[Any]]
 
 
 def _insert(conn: Any, store: Store, rows: Sequence[JobRow]) -> list[int]:
+    if len(rows) == 1 and rows[0].unique_key is None:
+        # The common single enqueue: nothing to reconcile, so no steps to drive.
+        return [store.insert_jobs(conn, rows)[0][0]]
     steps = _insertion(rows)
     answer: Any = None
     while True:

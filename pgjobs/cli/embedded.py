@@ -10,14 +10,16 @@ runs as root.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pgjobs.cli.common import Command, DatabaseUrlOption, JsonOption
 from pgjobs.cli.output import print_json
 from pgjobs.config import database_url_from_env, resolve_database_url
-from pgjobs.embedded import ClusterStatus, default_cluster
+
+if TYPE_CHECKING:
+    from pgjobs.embedded import ClusterStatus
 
 embedded_cli = typer.Typer(
     name="embedded",
@@ -40,6 +42,8 @@ def url(database_url: DatabaseUrlOption = None) -> None:
 @embedded_cli.command(cls=Command)
 def status(as_json: JsonOption = False) -> None:
     """Show the embedded cluster: running or not, data folder, URL, binaries."""
+    from pgjobs.embedded import default_cluster
+
     found = default_cluster().status()
     if as_json:
         print_json(_status_json(found))
@@ -50,6 +54,8 @@ def status(as_json: JsonOption = False) -> None:
 @embedded_cli.command(cls=Command)
 def stop() -> None:
     """Stop the embedded cluster (a fast shutdown: open sessions end)."""
+    from pgjobs.embedded import default_cluster
+
     cluster = default_cluster()
     if cluster.stop():
         message = f"stopped the embedded PostgreSQL in {cluster.data_dir}"

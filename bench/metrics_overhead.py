@@ -229,7 +229,7 @@ def handler_cost(repeats: int = 5, calls: int = 50_000) -> tuple[float, float]:
     from pgjobs.worker.log_events import log_event, logged_event_types
     from pgjobs.worker.metrics import WorkerMetrics
 
-    job = ClaimedJob(1, "default", "bench.job", {}, 1, 20, datetime.now(timezone.utc))
+    job = ClaimedJob(1, "default", "bench.job", "{}", 1, 20, datetime.now(timezone.utc))
     outcome = completed(job)
 
     def per_job(bus: EventBus) -> float:

@@ -98,7 +98,7 @@ SET state = 'running', attempts = j.attempts + 1, started_at = now(),
     heartbeat_at = now(), worker_id = %(worker_id)s
 FROM claimable
 WHERE j.id = claimable.id
-RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.run_at,
+RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts, j.run_at,
           j.scheduled_at
 """
 # Paused queues (queue control, below) are skipped. A claim from one queue checks the

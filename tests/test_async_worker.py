@@ -32,7 +32,7 @@ RUN_AT = ago()
 
 
 def claimed(job_id: int, task: str) -> ClaimedJob:
-    return ClaimedJob(job_id, "default", task, {}, 1, 1, RUN_AT)
+    return ClaimedJob(job_id, "default", task, "{}", 1, 1, RUN_AT)
 
 
 def labels(observer: Connection, schema: str, job_id: int) -> list[str]:

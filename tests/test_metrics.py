@@ -53,7 +53,7 @@ def claimed(
     job_id: int, *, queue: str = "default", task: str = "t", waited: float = 0
 ) -> ClaimedJob:
     run_at = datetime.now(timezone.utc) - timedelta(seconds=waited)
-    return ClaimedJob(job_id, queue, task, {}, 1, 3, run_at)
+    return ClaimedJob(job_id, queue, task, "{}", 1, 3, run_at)
 
 
 def metrics(leader: bool = True) -> WorkerMetrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -70,6 +71,65 @@ def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
     assert sorted(capacity.waiting_ids()) == ids[:5]
     assert job(observer, app.schema, ids[0])["state"] == "running"
     assert fetcher.run_once() == 0  # no room, no claim
+
+
+def _claimed(count: int, first: int = 1) -> list[ClaimedJob]:
+    return [
+        ClaimedJob(n, "default", "noop", "{}", 1, 1, datetime.now(timezone.utc))
+        for n in range(first, first + count)
+    ]
+
+
+def test_claim_ahead_grows_only_while_threads_wait_for_more_jobs_and_resets_after() -> None:
+    # given: room for 2 running + 2 ahead, allowed to grow to 8 ahead; one thread
+    capacity = Capacity(concurrency=2, prefetch=2, max_prefetch=8)
+    assert capacity.room() == 4
+    capacity.add(_claimed(1))
+    capacity.adapt(full=True)  # a full claim, but no thread went without a job
+    assert capacity.room() == 3
+    taker = threading.Thread(target=lambda: [capacity.take(), capacity.take()], daemon=True)
+    taker.start()
+    wait_until(lambda: capacity.idle_threads() == 1)  # took the job, waits for another
+    # when: the next claim comes back full too
+    capacity.adapt(full=True)
+    # then: twice as many may be claimed ahead, up to the maximum
+    assert capacity.room() == 2 + 4 - 1
+    for _ in range(3):
+        capacity.add([])  # a thread still waits: it starved again
+        capacity.adapt(full=True)
+    assert capacity.room() == 2 + 8 - 1
+    # and: a claim that found fewer jobs than it could take ends the backlog's claim-ahead
+    capacity.adapt(full=False)
+    assert capacity.room() == 2 + 2 - 1
+    capacity.close()
+    taker.join(5)
+
+
+def test_a_burst_of_jobs_reaches_every_idle_thread() -> None:
+    # given: four threads waiting, each job holds its thread until released
+    capacity = Capacity(concurrency=4, prefetch=0)
+    release = threading.Event()
+    started: list[int] = []
+
+    def thread() -> None:
+        while (claimed := capacity.take()) is not None:
+            started.append(claimed.id)
+            release.wait(10)
+            capacity.done()
+
+    threads = [threading.Thread(target=thread, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: capacity.idle_threads() == 4)
+    # when: four jobs arrive at once (threads are woken one after the other)
+    capacity.add(_claimed(4))
+    # then: all four run at the same time
+    wait_until(lambda: capacity.running() == 4)
+    assert sorted(started) == [1, 2, 3, 4]
+    release.set()
+    capacity.close()
+    for t in threads:
+        t.join(5)
 
 
 def test_executor_pass_runs_the_next_job_and_reports_its_outcome(

@@ -191,7 +191,7 @@ def claimed(attempt: int, max_attempts: int) -> ClaimedJob:
         id=42,
         queue="default",
         task="resize",
-        payload={},
+        payload_json="{}",
         attempt=attempt,
         max_attempts=max_attempts,
         run_at=datetime(2024, 1, 1, tzinfo=timezone.utc),

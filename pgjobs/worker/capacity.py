@@ -1,8 +1,8 @@
 """The hand-over between the fetcher and the executor threads, and the claim bound.
 
 A worker holds at most `concurrency + async_slots + prefetch` claimed jobs that have no
-outcome yet: the ones running and the ones waiting here to start. The fetcher asks
-`room()` before claiming and puts what it claimed here; executor threads `take()` from
+outcome yet: the ones running and the ones waiting here to start (`prefetch` may adapt
+between a minimum and a maximum, see `adapt`). The fetcher asks `room()` before claiming and puts what it claimed here; executor threads `take()` from
 here, and the event loop of `async def` tasks `take_async()`s the jobs of those tasks
 (`is_async`), which wait in a line of their own. Outcomes waiting to be written are
 bounded separately, by the completer.
@@ -31,25 +31,50 @@ class Capacity:
         *,
         async_slots: int = 0,
         is_async: Callable[[ClaimedJob], bool] = lambda job: False,
+        max_prefetch: int | None = None,
     ) -> None:
         self.concurrency = concurrency
-        self.prefetch = prefetch
         self.async_slots = async_slots
         self.is_async = is_async
-        self.limit = concurrency + async_slots + prefetch
+        self.min_prefetch = prefetch
+        self.max_prefetch = max(prefetch, max_prefetch or 0)
+        self._starved = False  # a thread waited for a job since the last claim
         self._waiting: deque[ClaimedJob] = deque()
         self._running = 0
         self._async_waiting: deque[ClaimedJob] = deque()
         self._async_running = 0
         self._on_async_jobs: Callable[[], None] = lambda: None
         self._closed = False
+        self._idle_threads = 0  # executor threads waiting for a job
+        self._waking = 0  # of those, woken and not yet back (at most one, see _wake_one)
         self._lock = threading.Lock()
         self._job_ready = threading.Condition(self._lock)
         self._on_room: Callable[[], None] = lambda: None
+        self._set_prefetch(prefetch)
+
+    def _set_prefetch(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self.limit = self.concurrency + self.async_slots + prefetch
         # Claim again once this much room opened up, so that claims are batches rather
         # than one round trip per finished job; with no prefetch, as soon as a thread is
         # free.
         self.refill_at = max(1, self.limit // 4) if prefetch else 1
+
+    def adapt(self, *, full: bool) -> None:
+        """Size the claim-ahead after a claim; `full`: it got all the room it asked for.
+
+        Between `min_prefetch` and `max_prefetch`: doubled when a claim came back full
+        (more jobs wait) and yet a thread sat idle for want of a job since the last one,
+        or still does (the jobs are shorter than a claim's round trip), back to the minimum once a
+        claim finds fewer jobs than it could take. Long jobs never leave a thread idle
+        while more wait, so they are never claimed far ahead of their threads.
+        """
+        with self._lock:
+            if not full:
+                self._set_prefetch(self.min_prefetch)
+            elif (self._starved or self._idle_threads) and self.prefetch < self.max_prefetch:
+                self._set_prefetch(min(self.max_prefetch, max(1, self.prefetch) * 2))
+            self._starved = False
 
     def on_room(self, callback: Callable[[], None]) -> None:
         """Call `callback` (the fetcher's wake-up) when enough room opened to claim."""
@@ -90,7 +115,7 @@ class Capacity:
                 self._on_async_jobs()
         with self._lock:
             self._waiting.extend(jobs)
-            self._job_ready.notify(len(jobs))
+            self._wake_one()
 
     def on_async_jobs(self, callback: Callable[[], None]) -> None:
         """Call `callback` (the event loop's wake-up) when async jobs were added."""
@@ -118,9 +143,29 @@ class Capacity:
             while not self._waiting:
                 if self._closed:
                     return None
+                self._idle_threads += 1
+                self._starved = True
                 self._job_ready.wait()
+                self._idle_threads -= 1
+                self._waking = max(0, self._waking - 1)
             self._running += 1
-            return self._waiting.popleft()
+            job = self._waiting.popleft()
+            self._wake_one()
+            return job
+
+    def _wake_one(self) -> None:
+        """Wake an idle thread for the jobs waiting, unless one is on its way already.
+
+        Threads are woken one after the other, each by the one before once it has its
+        job, rather than one per job at once: a thread woken for a job that a busy
+        thread took first costs a switch for nothing, and at thousands of short jobs a
+        second those switches were the worker's biggest cost. Busy threads take the next
+        job themselves; a burst of slow jobs still fills every thread within a few
+        milliseconds. The caller holds the lock.
+        """
+        if self._waiting and self._idle_threads > self._waking == 0:
+            self._waking += 1
+            self._job_ready.notify()
 
     def done(self) -> None:
         """A thread finished its job and handed the outcome to the completer."""
@@ -144,6 +189,11 @@ class Capacity:
         """Jobs being run now on the event loop of `async def` tasks."""
         with self._lock:
             return self._async_running
+
+    def idle_threads(self) -> int:
+        """Executor threads waiting for a job now."""
+        with self._lock:
+            return self._idle_threads
 
     def waiting(self) -> int:
         """Claimed jobs not started yet, for the executor threads."""

@@ -87,6 +87,7 @@ class Fetcher(LoopService):
         jobs = self.claim(room)
         self.capacity.add(jobs)
         self._maybe_more = len(jobs) == room
+        self.capacity.adapt(full=self._maybe_more)
         return len(jobs)
 
     def next_wait(self) -> float:

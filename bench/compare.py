@@ -637,9 +637,7 @@ def single_enqueue(run: Run, target: Target) -> list[Result]:
         rates.append(count / float(drive(target, "single", "--count", str(count))["seconds"]))
     note = "rounds: " + ", ".join(f"{rate:,.0f}" for rate in rates)
     scenario = run.title("single")
-    return [
-        Result(scenario, "jobs/s ↑", target.system.name, statistics.median(rates), True, note)
-    ]
+    return [Result(scenario, "jobs/s ↑", target.system.name, statistics.median(rates), True, note)]
 
 
 def drain(run: Run, target: Target, scenario: str = "drain") -> list[Result]:

@@ -2,10 +2,11 @@
 
 A worker holds at most `concurrency + async_slots + prefetch` claimed jobs that have no
 outcome yet: the ones running and the ones waiting here to start (`prefetch` may adapt
-between a minimum and a maximum, see `adapt`). The fetcher asks `room()` before claiming and puts what it claimed here; executor threads `take()` from
-here, and the event loop of `async def` tasks `take_async()`s the jobs of those tasks
-(`is_async`), which wait in a line of their own. Outcomes waiting to be written are
-bounded separately, by the completer.
+between a minimum and a maximum, see `adapt`). The fetcher asks `room()` before
+claiming and puts what it claimed here; executor threads `take()` from here, and the
+event loop of `async def` tasks `take_async()`s the jobs of those tasks (`is_async`),
+which wait in a line of their own. Outcomes waiting to be written are bounded
+separately, by the completer.
 """
 
 from __future__ import annotations

@@ -85,10 +85,20 @@ WHERE unique_key = ANY(%(unique_keys)s::text[]) AND state IN ('available', 'runn
 # Claims up to `limit` waiting jobs in one statement. SKIP LOCKED makes concurrent
 # claimers pass over each other's rows instead of waiting, and the row lock taken by the
 # subquery is held until the UPDATE commits, so no two workers can claim one row.
+# The claim commits without waiting for its WAL to reach the disk (`synchronous_commit`
+# off, for this transaction only): that wait was a third of the time from a job's
+# commit to its start. It is safe for a claim alone. Should the database crash before
+# the WAL is flushed, the claim is undone, the job is `available` with its attempts
+# unchanged, and it runs again, as it would after a lost worker; the outcome written
+# for the undone attempt no longer matches it and is dropped. Outcomes wait for the disk.
 CLAIM = """
-WITH claimable AS (
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+claimable AS (
     SELECT id FROM {jobs}
     WHERE state = 'available' AND run_at <= now() {queue_filter}
+      AND EXISTS (SELECT FROM async_commit)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -73,6 +73,38 @@ def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
     assert fetcher.run_once() == 0  # no room, no claim
 
 
+def test_a_claim_does_not_wait_for_the_disk_and_leaves_later_transactions_alone(
+    app: App, database_url: str
+) -> None:
+    # given: a waiting job and a connection in a transaction of its own
+    app.enqueue(None, "noop", {})
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")  # the test cluster's default is off
+        conn.autocommit = False
+        # when
+        [claimed] = app.store.claim(conn, limit=1, queue=None, worker_id=WORKER)
+        # then: this transaction commits asynchronously, the next one as configured
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        conn.commit()
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    assert claimed.attempt == 1
+
+
+def test_the_testing_helper_keeps_the_callers_commit_durable(app: App, database_url: str) -> None:
+    from pgjobs.testing import Jobs
+
+    # given: a test's transaction with a job in it
+    with psycopg.connect(database_url, autocommit=True) as conn, Jobs(app, conn) as jobs:
+        conn.execute("SET synchronous_commit = on")  # the test cluster's default is off
+        conn.autocommit = False
+        app.enqueue(conn, "noop", {})
+        # when: the helper claims and runs it in that transaction
+        jobs.run()
+        # then
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        conn.rollback()
+
+
 def _claimed(count: int, first: int = 1) -> list[ClaimedJob]:
     return [
         ClaimedJob(n, "default", "noop", "{}", 1, 1, datetime.now(timezone.utc))

@@ -45,8 +45,18 @@ class CallerConnection(ResilientConnection):
         give_up: threading.Event | None = None,
         attempts: int | None = None,
     ) -> T:
-        """Run `operation` once: a test wants the error, not a reconnection."""
-        return operation(self.connection())
+        """Run `operation` once: a test wants the error, not a reconnection.
+
+        The claim turns `synchronous_commit` off for its transaction (see `CLAIM`); here
+        that transaction is the caller's, whose own commit must keep its durability.
+        """
+        conn = self.connection()
+        row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        try:
+            return operation(conn)
+        finally:
+            if row and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                conn.execute("SELECT set_config('synchronous_commit', %s, true)", row)
 
     def discard(self) -> None:
         """Nothing: the connection is the caller's to close."""

@@ -331,6 +331,10 @@ SCHEMA_EXISTS = "SELECT to_regclass(%(jobs_table)s) IS NOT NULL"
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 # Who the server thinks its client is, to tell a direct connection from a pooled one.
 CLIENT_ENDPOINT = "SELECT host(inet_client_addr()), inet_client_port(), pg_backend_pid()"
+# The claim turns synchronous_commit off for its transaction; `pgjobs.testing` runs it in
+# a test's transaction and puts the test's own setting back with these.
+COMMIT_DURABILITY = "SELECT current_setting('synchronous_commit')"
+SET_COMMIT_DURABILITY = "SELECT set_config('synchronous_commit', %(value)s, true)"
 
 # --- queue control: pause, limits, bulk changes, retention ----------------------------
 # (CLAIM_*_FILTER above skip paused queues; CANCEL_JOBS tells the worker of a running job.)

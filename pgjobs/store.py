@@ -571,6 +571,22 @@ def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | No
     return row[0], row[1], row[2]
 
 
+def commit_durability(conn: psycopg.Connection[Any]) -> str:
+    """The `synchronous_commit` in force for this connection's transaction now."""
+    from pgjobs.queries import COMMIT_DURABILITY
+
+    row = conn.execute(COMMIT_DURABILITY).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def set_commit_durability(conn: psycopg.Connection[Any], value: str) -> None:
+    """Set `synchronous_commit` for the rest of this connection's transaction."""
+    from pgjobs.queries import SET_COMMIT_DURABILITY
+
+    conn.execute(SET_COMMIT_DURABILITY, {"value": value})
+
+
 def int_array(values: Sequence[int]) -> str:
     """An integer array parameter as PostgreSQL's array text, e.g. `{1,2,3}`.
 

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from pgjobs.app import App
 from pgjobs.db import CallerConnection as Caller
 from pgjobs.db import Database
-from pgjobs.store import caller_psycopg_connection
+from pgjobs.store import caller_psycopg_connection, commit_durability, set_commit_durability
 from pgjobs.worker.connection import ResilientConnection
 
 T = TypeVar("T")
@@ -51,12 +51,12 @@ class CallerConnection(ResilientConnection):
         that transaction is the caller's, whose own commit must keep its durability.
         """
         conn = self.connection()
-        row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+        durability = commit_durability(conn)
         try:
             return operation(conn)
         finally:
-            if row and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                conn.execute("SELECT set_config('synchronous_commit', %s, true)", row)
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                set_commit_durability(conn, durability)
 
     def discard(self) -> None:
         """Nothing: the connection is the caller's to close."""

@@ -46,7 +46,10 @@ def work(
         int | None,
         typer.Option(
             metavar="N",
-            help="Jobs claimed ahead, waiting for a free thread. Default: one per thread.",
+            help=(
+                "Jobs claimed ahead, waiting for a free thread (fixed when given). "
+                "Default: one per thread, growing to 256 while short jobs leave threads idle."
+            ),
         ),
     ] = None,
     shutdown_timeout: Annotated[

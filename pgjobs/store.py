@@ -142,10 +142,10 @@ class Store:
         rows = self._rows(conn, *self._holders_statement(keys))
         return {key: job_id for key, job_id in rows}
 
-    def _holders_statement(self, keys: Sequence[str]) -> tuple[sql.Composed, Params]:
+    def _holders_statement(self, keys: Sequence[str]) -> tuple[sql.SQL, Params]:
         return self.queries.unique_key_holders, {"unique_keys": list(keys)}
 
-    def _insert_statement(self, rows: Sequence[JobRow]) -> tuple[sql.Composed, Params]:
+    def _insert_statement(self, rows: Sequence[JobRow]) -> tuple[sql.SQL, Params]:
         """The INSERT of `rows` and its parameters, for the sync and the async callers."""
         if len(rows) == 1:
             [row] = rows
@@ -196,9 +196,7 @@ class Store:
         [(count,)] = await self._rows_async(conn, self.queries.count_waiting, params)
         return int(count)
 
-    async def _rows_async(
-        self, conn: Any, query: sql.Composed, params: Params
-    ) -> list[tuple[Any, ...]]:
+    async def _rows_async(self, conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
         with self._reporting_missing_schema():
             return await _run_on_async(conn, query, params)
 
@@ -212,7 +210,7 @@ class Store:
 
         query = self.queries.claim_any_queue if queue is None else self.queries.claim_from_queue
         params = {"limit": limit, "worker_id": worker_id, "queue": queue}
-        rows = conn.execute(rendered(query, conn), params, binary=True).fetchall()
+        rows = conn.execute(query, params, binary=True).fetchall()
         return [ClaimedJob.from_row(row) for row in rows]
 
     def record_outcomes(
@@ -232,10 +230,7 @@ class Store:
                 "attempts": int_array([o.attempt for o in successes]),
                 "worker_id": worker_id,
             }
-            applied.update(
-                row[0]
-                for row in conn.execute(rendered(self.queries.complete_jobs, conn), completions)
-            )
+            applied.update(row[0] for row in conn.execute(self.queries.complete_jobs, completions))
         if not others:
             return applied
         params = {
@@ -531,13 +526,13 @@ class Store:
         return [row[0] for row in self._rows(conn, self.queries.make_due, params)]
 
     def _dict_rows(
-        self, conn: psycopg.Connection[Any], query: sql.Composed, params: Params
+        self, conn: psycopg.Connection[Any], query: sql.SQL, params: Params
     ) -> list[dict[str, Any]]:
         with self._reporting_missing_schema(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, params)
             return cur.fetchall()
 
-    def _rows(self, conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
+    def _rows(self, conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
         """Run `query` on a psycopg or SQLAlchemy connection, inside its transaction."""
         with self._reporting_missing_schema():
             return _run_on(conn, query, params)
@@ -643,40 +638,16 @@ def _caller_sqlalchemy(conn: Any) -> Any:
     return sa_conn
 
 
-# Statements rendered to bytes, by id. Only a few dozen exist (each `Queries` property
-# is built once); the bound is a guard against statements built per call.
-_RENDERED: dict[int, tuple[sql.Composable, bytes]] = {}
-_MAX_RENDERED = 512
-
-
-def rendered(
-    query: sql.Composable, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
-) -> bytes:
-    """`query` as the bytes psycopg sends, rendered once per statement.
-
-    psycopg renders a `Composed` again at every execute: a tenth of the client's CPU in
-    a single-job enqueue. Only ASCII statements are kept, since those read the same in
-    every client encoding; a schema named otherwise is rendered each time.
-    """
-    found = _RENDERED.get(id(query))
-    if found is not None and found[0] is query:
-        return found[1]
-    text = query.as_bytes(conn)
-    if text.isascii() and len(_RENDERED) < _MAX_RENDERED:
-        _RENDERED[id(query)] = (query, text)
-    return text
-
-
 def _returned_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     """Whether the statement returned rows (`cur.description` would build its columns)."""
     result = cur.pgresult
     return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
-def _run_on(conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
+def _run_on(conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
     if isinstance(conn, psycopg.Connection):
         with conn.cursor() as cur:
-            cur.execute(rendered(query, conn), params)
+            cur.execute(query, params)
             return cur.fetchall() if _returned_rows(cur) else []
     sa_conn = _caller_sqlalchemy(conn)
     raw = sa_conn.connection.driver_connection
@@ -695,10 +666,10 @@ async def _sqlalchemy_async_connection(conn: Any) -> Any | None:
     return None
 
 
-async def _run_on_async(conn: Any, query: sql.Composed, params: Params) -> list[tuple[Any, ...]]:
+async def _run_on_async(conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
     if isinstance(conn, psycopg.AsyncConnection):
         async with conn.cursor() as cur:
-            await cur.execute(rendered(query, conn), params)
+            await cur.execute(query, params)
             return await cur.fetchall() if _returned_rows(cur) else []
     sa_conn = await _sqlalchemy_async_connection(conn)
     if sa_conn is None:

@@ -66,9 +66,9 @@ class Capacity:
 
         Between `min_prefetch` and `max_prefetch`: doubled when a claim came back full
         (more jobs wait) and yet a thread sat idle for want of a job since the last one,
-        or still does (the jobs are shorter than a claim's round trip), back to the minimum once a
-        claim finds fewer jobs than it could take. Long jobs never leave a thread idle
-        while more wait, so they are never claimed far ahead of their threads.
+        or still does (the jobs are shorter than a claim's round trip); back to the
+        minimum once a claim finds fewer jobs than it could take. Long jobs never leave a
+        thread idle while more wait, so they are never claimed far ahead of their threads.
         """
         with self._lock:
             if not full:

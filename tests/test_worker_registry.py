@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +82,34 @@ def test_the_oldest_live_worker_leads_and_a_clean_exit_hands_over(
 
     assert [w.id for w in list_workers(app)] == ["second"]
     assert registries["second"].run_once() is True
+
+
+def test_a_leader_stays_the_leader_while_its_next_beat_waits(
+    registries: dict[str, WorkerRegistry], database_url: str, schema: str
+) -> None:
+    # given a leader whose next beat is held up by a lock on its row
+    leader = registries["first"]
+    assert leader.run_once() is True
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute(
+            sql.SQL("SELECT FROM {} WHERE id = 'first' FOR UPDATE").format(
+                sql.Identifier(schema, "workers")
+            )
+        )
+        beat = threading.Thread(target=leader.run_once)
+        beat.start()
+        wait_until(
+            lambda: blocker.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+            ).fetchone()
+            == (1,),
+            10,
+        )
+        # then a scrape in the meantime still reads it as the leader
+        assert leader.is_leader() is True
+        blocker.rollback()
+    beat.join(10)
+    assert leader.is_leader() is True
 
 
 def test_a_lost_worker_neither_leads_nor_stays_listed_forever(

@@ -70,10 +70,16 @@ class WorkerRegistry(LoopService):
 
     def run_once(self) -> bool:
         """Beat; as the leader, forget long-lost workers. Returns whether it leads."""
-        self._leader = False  # until a beat says so: a failed one proves nothing
-        leader = self.connection.run(
-            lambda conn: self.store.register_worker(conn, self.worker), attempts=1
-        )
+        try:
+            leader = self.connection.run(
+                lambda conn: self.store.register_worker(conn, self.worker), attempts=1
+            )
+        except BaseException:
+            self._leader = False  # a failed beat proves nothing
+            raise
+        # Set only once the beat answers: cleared while it runs, a scrape would read a
+        # leader that is not one, next to the queue gauges it exports.
+        self._leader = leader
         if leader:
             forgotten = self.connection.run(
                 lambda conn: self.store.forget_lost_workers(conn, keep_lost=self.keep_lost),
@@ -81,7 +87,6 @@ class WorkerRegistry(LoopService):
             )
             if forgotten:
                 log.info("forgot lost workers", extra={"worker_ids": forgotten})
-        self._leader = leader
         return leader
 
     def stop(self, timeout: float) -> bool:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from pgjobs.async_db import AsyncDatabase
 from pgjobs.config import resolve_schema
 from pgjobs.db import DEFAULT_WAIT, CallerConnection, Database
 from pgjobs.enqueue import (
@@ -15,19 +14,22 @@ from pgjobs.enqueue import (
     JobRow,
     Unpack,
     build_row,
+    copy_plain_jobs,
     insert_jobs,
     insert_jobs_async,
+    is_plain_item,
 )
 from pgjobs.errors import InvalidScheduleError, InvalidTaskError, UnknownTaskError
 from pgjobs.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from pgjobs.queue_limits import QueueLimits
 from pgjobs.retry import Backoff
-from pgjobs.store import Store
+from pgjobs.store import COPY_THRESHOLD, Store
 from pgjobs.tasks import P, R, Task, check_task_function
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from pgjobs.async_db import AsyncDatabase
     from pgjobs.periodic import Schedule
 
 # An item of `enqueue_many`: (task name, arguments) or (task name, arguments, options).
@@ -218,6 +220,14 @@ class App:
         options is a dict of the `enqueue` keyword options. Every item is validated before
         anything is written.
         """
+        items = items if isinstance(items, Sequence) else list(items)
+        if (
+            len(items) >= COPY_THRESHOLD
+            and all(map(is_plain_item, items))
+            and not self.queue_limits.any_limit(conn, self.database, self.store)
+        ):
+            streamed = (self._bulk_row(item) for item in items)
+            return copy_plain_jobs(conn, self.database, self.store, len(items), streamed)
         rows = self._bulk_rows(items)
         self.queue_limits.check(conn, self.database, self.store, rows)
         return insert_jobs(conn, self.database, self.store, rows)
@@ -250,6 +260,8 @@ class App:
     def async_database(self) -> AsyncDatabase:
         """pgjobs' own asyncio pools (one per event loop), for `enqueue_async(None, ...)`."""
         if self._async_database is None or self._async_database.database is not self.database:
+            from pgjobs.async_db import AsyncDatabase  # asyncio only where it is used
+
             self._async_database = AsyncDatabase(self.database)
         return self._async_database
 
@@ -266,12 +278,11 @@ class App:
         return self._row(name, payload or {}, merged)
 
     def _bulk_rows(self, items: Iterable[BulkItem]) -> list[JobRow]:
-        rows = []
-        for item in items:
-            name, payload, *rest = item
-            options = JobOptions(**rest[0]) if rest else NO_OPTIONS
-            rows.append(self._row(name, payload, options))
-        return rows
+        return [self._bulk_row(item) for item in items]
+
+    def _bulk_row(self, item: BulkItem) -> JobRow:
+        name, payload, *rest = item
+        return self._row(name, payload, JobOptions(**rest[0]) if rest else NO_OPTIONS)
 
     def close(self) -> None:
         """Close pgjobs' own connection pool (the App can be used again afterwards)."""

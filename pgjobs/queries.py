@@ -48,6 +48,14 @@ VALUES (%(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s,
 RETURNING id, unique_key
 """
 
+# Large batches of plain jobs (no unique key, no run_at or delay: the column defaults
+# give run_at and every other column) go straight into the table by one COPY, streamed
+# while the producer still validates later rows. COPY returns nothing, so their ids are
+# drawn first, in ascending order, by a function of the schema (migration 0006: it runs
+# with its owner's rights, so a producer needs no grant on the sequence).
+RESERVE_JOB_IDS = "SELECT {reserve_job_ids}(%(count)s)"
+COPY_JOBS = "COPY {jobs} (id, queue, task, payload, priority, max_attempts) FROM STDIN"
+
 # Large batches: COPY into a temporary table, then one INSERT from it. COPY sends the rows
 # in PostgreSQL's binary format, several times cheaper on both sides than adapting and
 # parsing eight arrays of that size. The table lives for the statement's transaction
@@ -108,8 +116,8 @@ SET state = 'running', attempts = j.attempts + 1, started_at = now(),
     heartbeat_at = now(), worker_id = %(worker_id)s
 FROM claimable
 WHERE j.id = claimable.id
-RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts, j.run_at,
-          j.scheduled_at
+RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
+          date_part('epoch', j.run_at), j.scheduled_at
 """
 # Paused queues (queue control, below) are skipped. A claim from one queue checks the
 # setting once, before scanning anything; a claim from every queue filters its rows with
@@ -605,6 +613,15 @@ class Queries:
             for template in (ENQUEUE, ENQUEUE_ONE, ENQUEUE_STAGED)
             for unique, clause in clauses.items()
         }
+
+    @cached_property
+    def reserve_job_ids(self) -> sql.SQL:
+        function = sql.Identifier(self.schema, "reserve_job_ids")
+        return self._compose(RESERVE_JOB_IDS, reserve_job_ids=function)
+
+    @cached_property
+    def copy_jobs(self) -> sql.SQL:
+        return self._compose(COPY_JOBS)
 
     @cached_property
     def staging(self) -> sql.Identifier:

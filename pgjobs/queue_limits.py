@@ -122,6 +122,12 @@ class QueueLimits:
         except StopIteration:
             return
 
+    def any_limit(self, conn: CallerConnection, database: Database, store: Store) -> bool:
+        """Whether any queue has a limit, from limits read at most `max_age` ago (read on
+        `conn` as `check` would). A bulk enqueue that is told no can skip the check."""
+        self.check(conn, database, store, ())
+        return bool(self._limits)
+
     def _nothing_to_check(self, schema: str, rows: Sequence[JobRow]) -> bool:
         """The common case, without a lock or a read: none of the rows' queues has a limit."""
         if schema != self._schema or self.clock() - self._limits_read_at >= self.max_age:

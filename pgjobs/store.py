@@ -10,7 +10,7 @@ worker's dedicated connections. A caller's connection may be psycopg or SQLAlche
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +20,7 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.rows import dict_row
 
-from pgjobs.errors import SchemaNotMigratedError
+from pgjobs.errors import PgJobsError, SchemaNotMigratedError
 from pgjobs.job import STATES, Job, JobState
 from pgjobs.queries import STAGING_TYPES, Queries
 
@@ -136,6 +136,27 @@ class Store:
             inserted = _run_on(conn, self.queries.enqueue_staged(unique=_any_key(rows)), {})
             _run_on(conn, self.queries.drop_staging, {})
         return [(job_id, key) for job_id, key in inserted]
+
+    def copy_plain_jobs(self, conn: Any, count: int, rows: Iterable[JobRow]) -> list[int]:
+        """Insert `count` plain rows (no unique_key, run_at or delay) by one COPY straight
+        into the jobs table, each row sent as `rows` yields it; returns their ids in order.
+
+        `rows` may raise (a row that fails validation): the COPY is then abandoned and
+        nothing is written, and the caller's transaction stays usable, since the COPY runs
+        in a savepoint (its own transaction on an autocommit connection).
+        """
+        raw = caller_psycopg_connection(conn)
+        with self._reporting_missing_schema():
+            [(ids,)] = _run_on(conn, self.queries.reserve_job_ids, {"count": count})
+            with raw.transaction(), raw.cursor() as cur, cur.copy(self.queries.copy_jobs) as copy:
+                for job_id, row in zip(ids, rows, strict=True):
+                    if row.unique_key is not None or row.run_at is not None or row.delay_seconds:
+                        raise PgJobsError(f"not a plain job for COPY: {row!r}")  # a bug
+                    copy.write_row(
+                        (job_id, row.queue, row.task, row.payload_json, row.priority,
+                         row.max_attempts)
+                    )  # fmt: skip
+        return list(ids)
 
     def unique_key_holders(self, conn: Any, keys: Sequence[str]) -> dict[str, int]:
         """{unique_key: id} of the unfinished jobs holding any of `keys`."""
@@ -542,11 +563,12 @@ class Store:
         """Turn "relation does not exist" into the error that says to migrate."""
         try:
             yield
-        except psycopg.errors.UndefinedTable as error:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as error:
             raise SchemaNotMigratedError.for_schema(self.schema) from error
         except Exception as error:
             # SQLAlchemy wraps driver errors; unwrap the one case users can fix themselves.
-            if isinstance(getattr(error, "orig", None), psycopg.errors.UndefinedTable):
+            missing = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction)
+            if isinstance(getattr(error, "orig", None), missing):
                 raise SchemaNotMigratedError.for_schema(self.schema) from error
             raise
 

@@ -28,7 +28,7 @@ ASYNC_APP = "tests.async_worker_app:app"
 FAST_HEARTBEAT = ("--rescue-after", "2")
 
 
-RUN_AT = ago()
+RUN_AT = ago().timestamp()
 
 
 def claimed(job_id: int, task: str) -> ClaimedJob:

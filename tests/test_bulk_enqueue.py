@@ -1,9 +1,12 @@
-"""Large `enqueue_many` batches take the COPY path; they keep every promise of the small ones.
+"""Large `enqueue_many` batches take a COPY path; they keep every promise of the small ones.
 
-`pgjobs.store.COPY_THRESHOLD` rows or more are COPYed into a temporary table and inserted
-from there. The tests run the same batch below and above that size and expect the same
-result, and check what the temporary table could break: transactions (the caller's, an
-autocommit connection's, SQLAlchemy's), two batches in one transaction, rollback.
+From `pgjobs.store.COPY_THRESHOLD` rows on, plain jobs (no unique key, run_at or delay of
+their own) are COPYed straight into the jobs table while later rows are still being
+validated, with ids drawn first by `reserve_job_ids`; other batches are COPYed into a
+temporary table and inserted from there. The tests run the same batch below and above
+that size and expect the same result, and check what either path could break:
+transactions (the caller's, an autocommit connection's, SQLAlchemy's), two batches in one
+transaction, rollback, a bad row found after the COPY has begun.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pgjobs import App
+from pgjobs import App, PayloadNotSerializableError
 from pgjobs.store import COPY_THRESHOLD
 from tests.helpers import jobs
 
@@ -88,11 +91,13 @@ def test_two_copy_batches_in_one_transaction_roll_back_together(
     assert jobs(observer, schema) == []
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "staged"])
 def test_copy_batch_on_an_autocommit_connection_commits_at_once(
-    app: App, database_url: str, observer: psycopg.Connection[Any], schema: str
+    app: App, database_url: str, observer: psycopg.Connection[Any], schema: str, keyed: bool
 ) -> None:
+    items = [("t", {"n": n}, {"unique_key": f"k{n}"} if keyed else {}) for n in range(BIG)]
     with psycopg.connect(database_url, autocommit=True) as conn:
-        ids = app.enqueue_many(conn, [("t", {"n": n}) for n in range(BIG)])
+        ids = app.enqueue_many(conn, items)
 
         assert [row["id"] for row in jobs(observer, schema)] == ids
         # The temporary table went with the batch's own transaction.
@@ -120,3 +125,48 @@ def test_copy_batch_in_a_sqlalchemy_session_follows_its_transaction(
             session.rollback()
 
     assert [row["id"] for row in jobs(observer, schema)] == (ids if commit else [])
+
+
+def test_a_plain_batch_keeps_order_options_and_column_defaults(
+    app: App, database_url: str, observer: psycopg.Connection[Any], schema: str
+) -> None:
+    items: list[tuple[Any, ...]] = [("t", {"n": n}) for n in range(BIG)]
+    items[7] = ("t", {"n": 7}, {"queue": "mail", "priority": 5, "max_attempts": 2})
+    with psycopg.connect(database_url) as conn:
+        before = app.enqueue(conn, "t", {"n": -1})
+        ids = app.enqueue_many(conn, items)
+        after = app.enqueue(conn, "t", {"n": -2})
+        conn.commit()
+
+    assert before < ids[0] and ids == sorted(ids) and ids[-1] < after
+    stored = {row["id"]: row for row in jobs(observer, schema)}
+    assert [stored[job_id]["payload"] for job_id in ids] == [{"n": n} for n in range(BIG)]
+    seventh = stored[ids[7]]
+    assert (seventh["queue"], seventh["priority"], seventh["max_attempts"]) == ("mail", 5, 2)
+    first = stored[ids[0]]
+    assert (first["queue"], first["priority"], first["max_attempts"], first["state"]) == (
+        "default",
+        0,
+        20,
+        "available",
+    )
+    assert first["run_at"] == first["created_at"]  # the column default: due at once
+
+
+@pytest.mark.parametrize("bad_at", [0, 4_999], ids=["first-row", "after-the-copy-streamed"])
+def test_a_bad_row_in_a_plain_batch_writes_nothing_and_keeps_the_transaction(
+    app: App, database_url: str, observer: psycopg.Connection[Any], schema: str, bad_at: int
+) -> None:
+    # The bad row comes after ~200 kB of good ones: the COPY has sent data by then.
+    items: list[tuple[Any, ...]] = [("t", {"n": n, "pad": "x" * 30}) for n in range(5_000)]
+    items[bad_at] = ("t", {"n": "\x00"})
+    with psycopg.connect(database_url) as conn:
+        kept = app.enqueue(conn, "t", {"n": -1})
+
+        with pytest.raises(PayloadNotSerializableError, match="'n'"):
+            app.enqueue_many(conn, items)
+
+        # the caller's transaction goes on: its earlier job commits, no row of the batch
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.commit()
+    assert [row["id"] for row in jobs(observer, schema)] == [kept]

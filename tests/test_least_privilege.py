@@ -20,6 +20,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgjobs import App
 from pgjobs.migrate import upgrade
+from pgjobs.store import COPY_THRESHOLD
 from tests.helpers import WorkerProcess, create_runs_table, run_cli, runs, state_counts, wait_until
 from tests.poison_app import ODD_TASK_NAME
 
@@ -198,6 +199,9 @@ def test_producer_role_can_enqueue_but_not_touch_jobs(migrated_by_owner: Roles) 
     with psycopg.connect(url) as conn:
         job_id = app.enqueue(conn, "noop", {}, unique_key="once")
         assert app.enqueue(conn, "noop", {}, unique_key="once") == job_id
+        # a large batch COPYs straight into jobs, its ids drawn by reserve_job_ids
+        batch = app.enqueue_many(conn, [("noop", {"n": n}) for n in range(COPY_THRESHOLD)])
+        assert len(set(batch)) == COPY_THRESHOLD and min(batch) > job_id
         conn.commit()
     app.close()
     jobs = sql.Identifier(roles.schema, "jobs")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,8 +52,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 def claimed(
     job_id: int, *, queue: str = "default", task: str = "t", waited: float = 0
 ) -> ClaimedJob:
-    run_at = datetime.now(timezone.utc) - timedelta(seconds=waited)
-    return ClaimedJob(job_id, queue, task, "{}", 1, 3, run_at)
+    return ClaimedJob(job_id, queue, task, "{}", 1, 3, time.time() - waited)
 
 
 def metrics(leader: bool = True) -> WorkerMetrics:

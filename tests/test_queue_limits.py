@@ -12,7 +12,7 @@ import pgjobs
 from pgjobs import App, QueueFull
 from pgjobs.queue_control import set_queue_limit
 from pgjobs.queue_limits import QueueLimits
-from pgjobs.store import Store
+from pgjobs.store import COPY_THRESHOLD, Store
 from tests.helpers import completed, job_ids, make_job, run_cli, update_job
 
 Capsys = pytest.CaptureFixture[str]
@@ -112,6 +112,21 @@ def test_enqueue_many_is_all_or_nothing(
 
     app.enqueue_many(None, [("send", {"n": n}, {"queue": "mail"}) for n in range(2)])
     assert len(job_ids(observer, schema)) == 5
+
+
+def test_a_large_batch_is_checked_against_the_limit_too(
+    app: App, observer: psycopg.Connection[Any], schema: str
+) -> None:
+    # A large batch of plain jobs takes the COPY path, which skips the check only when
+    # no queue has a limit.
+    set_queue_limit(app, "mail", COPY_THRESHOLD)
+    batch = [("send", {"n": n}, {"queue": "mail"}) for n in range(COPY_THRESHOLD + 1)]
+
+    with pytest.raises(QueueFull):
+        app.enqueue_many(None, batch)
+
+    assert job_ids(observer, schema) == []
+    assert len(app.enqueue_many(None, batch[:COPY_THRESHOLD])) == COPY_THRESHOLD
 
 
 def test_only_waiting_jobs_count_towards_the_limit(

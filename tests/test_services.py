@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -107,7 +107,7 @@ def test_the_testing_helper_keeps_the_callers_commit_durable(app: App, database_
 
 def _claimed(count: int, first: int = 1) -> list[ClaimedJob]:
     return [
-        ClaimedJob(n, "default", "noop", "{}", 1, 1, datetime.now(timezone.utc))
+        ClaimedJob(n, "default", "noop", "{}", 1, 1, time.time())
         for n in range(first, first + count)
     ]
 

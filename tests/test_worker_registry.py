@@ -99,10 +99,12 @@ def test_a_leader_stays_the_leader_while_its_next_beat_waits(
         beat = threading.Thread(target=leader.run_once)
         beat.start()
         wait_until(
-            lambda: blocker.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
-            ).fetchone()
-            == (1,),
+            lambda: (
+                blocker.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+                ).fetchone()
+                == (1,)
+            ),
             10,
         )
         # then a scrape in the meantime still reads it as the leader

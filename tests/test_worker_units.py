@@ -194,7 +194,7 @@ def claimed(attempt: int, max_attempts: int) -> ClaimedJob:
         payload_json="{}",
         attempt=attempt,
         max_attempts=max_attempts,
-        run_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        run_at_epoch=datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp(),
     )
 
 

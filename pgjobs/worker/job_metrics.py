@@ -23,9 +23,7 @@ import time
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from itertools import accumulate, repeat
-from operator import methodcaller, sub
 from typing import TYPE_CHECKING
 
 from pgjobs.worker.events import Ending, Event
@@ -93,10 +91,10 @@ class JobMetrics:
     prometheus-client registry as a collector."""
 
     def __init__(self) -> None:
-        # (queue, task, ending, outcome state, duration, ended at, run_at): plain values
+        # (queue, task, ending, outcome state, duration, lag): plain values
         # only. Keeping the event would keep the job, its payload and its outcome alive
         # across garbage collections, and promoting those costs more than counting.
-        self._ended: deque[tuple[str, str, str, str, float, float, datetime]] = deque()
+        self._ended: deque[tuple[str, str, str, str, float, float]] = deque()
         self._fold_lock = threading.Lock()
         self.finished: dict[tuple[str, str, str], int] = {}
         self.durations: dict[str, Distribution] = {}
@@ -106,9 +104,8 @@ class JobMetrics:
         """Note the attempt as plain values; everything else waits for the next fold."""
         job, ending, outcome, duration, _ = event  # type: ignore[misc]  # JobEnded only
         state = outcome.state if outcome is not None else ""
-        self._ended.append(
-            (job.queue, job.task, ending._value_, state, duration, time.time(), job.run_at)
-        )
+        lag = time.time() - duration - job.run_at_epoch  # from run_at to the start
+        self._ended.append((job.queue, job.task, ending._value_, state, duration, lag))
         # One thread folds; the others go on with their jobs rather than queue up behind
         # it on the lock (with dozens of threads, that queue cost more than the counting).
         if len(self._ended) > FOLD_AT and self._fold_lock.acquire(blocking=False):
@@ -128,13 +125,11 @@ class JobMetrics:
         batch = [popleft() for _ in range(len(self._ended))]
         if not batch:
             return
-        queues, tasks, endings, states, durations, ended_at, run_at = zip(*batch, strict=True)
-        starts = map(sub, ended_at, durations)
-        lags = list(map(sub, starts, map(methodcaller("timestamp"), run_at)))
+        queues, tasks, endings, states, durations, lags = zip(*batch, strict=True)
         series = list(zip(queues, tasks, strict=True))
         if endings.count("completed") == len(batch) and series.count(series[0]) == len(batch):
             # A drain's batch: one task, all succeeded. Counted without a Python loop.
-            self._count(queues[0], tasks[0], "completed", list(durations), lags)
+            self._count(queues[0], tasks[0], "completed", list(durations), list(lags))
             return
         groups: dict[tuple[str, str, str, bool], tuple[list[float], list[float]]] = {}
         for (queue, task), ending, state, duration, lag in zip(

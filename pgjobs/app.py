@@ -214,11 +214,12 @@ class App:
         return insert_jobs(conn, self.database, self.store, [row])[0]
 
     def enqueue_many(self, conn: CallerConnection, items: Iterable[BulkItem]) -> list[int]:
-        """Enqueue many jobs in one statement; returns their ids in the same order.
+        """Enqueue many jobs; returns their ids in the same order.
 
         Each item is `(task_name, arguments)` or `(task_name, arguments, options)` where
-        options is a dict of the `enqueue` keyword options. Every item is validated before
-        anything is written.
+        options is a dict of the `enqueue` keyword options. All or nothing: an item that
+        fails validation raises and none of the batch is written (a large batch of plain
+        jobs is checked while it streams, inside a savepoint that the error rolls back).
         """
         items = items if isinstance(items, Sequence) else list(items)
         if (

@@ -11,9 +11,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -25,6 +25,7 @@ from pgjobs.pooler import prepare_if_direct
 # What `enqueue(conn, ...)` accepts: a psycopg Connection, a SQLAlchemy Connection or
 # Session, or None. Typed loosely so that SQLAlchemy stays an import-time detail.
 CallerConnection: TypeAlias = Any
+T = TypeVar("T")
 
 
 def first_line(error: BaseException) -> str:
@@ -131,6 +132,14 @@ class Database:
                     f"no connection to PostgreSQL within {self.wait:g}s; is the server up?"
                 ) from error
             yield conn
+
+    def run_on(self, conn: CallerConnection, work: Callable[[Any], T]) -> T:
+        """`work(conn)` in the caller's transaction; with `conn=None`, in a transaction of
+        pgjobs' own pool that commits when `work` returns."""
+        if conn is None:
+            with self.transaction() as own:
+                return work(own)
+        return work(conn)
 
     def close(self) -> None:
         with self._lock:

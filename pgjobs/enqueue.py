@@ -244,10 +244,7 @@ def insert_jobs(
     """
     if not rows:
         return []
-    if conn is None:
-        with database.transaction() as own:
-            return _insert(own, store, rows)
-    return _insert(conn, store, rows)
+    return database.run_on(conn, lambda on: _insert(on, store, rows))
 
 
 def copy_plain_jobs(
@@ -264,10 +261,7 @@ def copy_plain_jobs(
     A row that fails validation abandons the COPY and nothing is written. With
     `conn=None` the insert commits at once on pgjobs' own pool.
     """
-    if conn is None:
-        with database.transaction() as own:
-            return store.copy_plain_jobs(own, count, rows)
-    return store.copy_plain_jobs(conn, count, rows)
+    return database.run_on(conn, lambda on: store.copy_plain_jobs(on, count, rows))
 
 
 # The options that make a job more than a plain row: a key to check against the unfinished
@@ -291,10 +285,7 @@ async def insert_jobs_async(
     """`insert_jobs` on an async connection, or on pgjobs' own asyncio pool with None."""
     if not rows:
         return []
-    if conn is None:
-        async with database.transaction() as own:
-            return await _insert_async(own, store, rows)
-    return await _insert_async(conn, store, rows)
+    return await database.run_on(conn, lambda on: _insert_async(on, store, rows))
 
 
 # An insertion asks the database one step at a time, ("insert", rows) for the (id,

@@ -174,18 +174,14 @@ class QueueLimits:
 
 
 def _run(read: Read, conn: CallerConnection, database: Database, store: Store) -> Any:
-    if conn is None:
-        with database.transaction() as own:
-            return _run(read, own, database, store)
     if isinstance(read, ReadLimits):
-        return store.queue_limits(conn)
-    return store.count_waiting(conn, read.queue, up_to=read.up_to)
+        return database.run_on(conn, store.queue_limits)
+    return database.run_on(conn, lambda on: store.count_waiting(on, read.queue, up_to=read.up_to))
 
 
 async def _run_async(read: Read, conn: Any, database: AsyncDatabase, store: Store) -> Any:
-    if conn is None:
-        async with database.transaction() as own:
-            return await _run_async(read, own, database, store)
     if isinstance(read, ReadLimits):
-        return await store.queue_limits_async(conn)
-    return await store.count_waiting_async(conn, read.queue, up_to=read.up_to)
+        return await database.run_on(conn, store.queue_limits_async)
+    return await database.run_on(
+        conn, lambda on: store.count_waiting_async(on, read.queue, up_to=read.up_to)
+    )

@@ -305,6 +305,30 @@ def test_enqueuer_wakes_just_after_the_next_tick(app: App, enqueuers: Enqueuers)
     assert 0.25 < enqueuer.next_wait() < 0.26
 
 
+def test_a_pass_that_ends_after_a_tick_is_followed_at_once(
+    app: App, enqueuers: Enqueuers, observer: Connection, schema: str
+) -> None:
+    # given: a schedule every second, registered, and a pass that starts just before a tick
+    declare_report(app, every=1)
+    clock = Clock()
+    enqueuer = enqueuers(app, clock)
+    enqueuer.run_once()
+    clock.at(12, 0, 31.995)
+    [first] = enqueuer.run_once()
+
+    # when: the pass ends after the next tick (12:00:32) was due
+    clock.at(12, 0, 32.004)
+    wait = enqueuer.next_wait()
+
+    # then: the next pass runs at once and enqueues 12:00:32 on its own, not folded into 33
+    assert first.tick == START.replace(second=31)
+    assert wait == 0
+    clock.at(12, 0, 32.005)
+    [second] = enqueuer.run_once()
+    assert (second.tick, second.missed) == (START.replace(second=32), False)
+    assert len(jobs(observer, schema)) == 2
+
+
 # --- pgjobs schedules ----------------------------------------------------------------------
 
 

@@ -65,13 +65,17 @@ class PeriodicEnqueuer(LoopService):
         self.store = store
         self.schedules = list(schedules)
         self.clock = clock
+        # The `now` of the last pass: every tick up to it has been looked at.
+        self._covered_until: datetime | None = None
 
     def run_once(self) -> list[Tick]:
         """Register new or changed schedules, then enqueue every due tick."""
         if not self.schedules:
             return []
         now = self.clock()
-        return self.connection.run(lambda conn: self._pass(conn, now), attempts=1)
+        done = self.connection.run(lambda conn: self._pass(conn, now), attempts=1)
+        self._covered_until = now
+        return done
 
     def _pass(self, conn: psycopg.Connection[Any], now: datetime) -> list[Tick]:
         states = self.store.schedule_states(conn, [s.name for s in self.schedules])
@@ -127,9 +131,15 @@ class PeriodicEnqueuer(LoopService):
         return Tick(schedule.name, tick, job_id, missed=first < tick)
 
     def next_wait(self) -> float:
-        """Until just after the next tick of any schedule, at most `interval`."""
+        """Until just after the first tick the last pass did not cover, at most `interval`.
+
+        Counted from the last pass's `now`, not from the clock: a pass that ends after a
+        tick it started before must be followed at once, or that tick would only be seen
+        with the next one and be collapsed into it as if no worker had been running.
+        """
         now = self.clock()
-        upcoming = [t for s in self.schedules if (t := s.ticks.next_after(now)) is not None]
+        since = self._covered_until or now
+        upcoming = [t for s in self.schedules if (t := s.ticks.next_after(since)) is not None]
         if not upcoming:
             return self.interval
         return max(0.0, min(self.interval, (min(upcoming) - now).total_seconds() + _AFTER_TICK))

@@ -135,14 +135,36 @@ HELD_BY_WORKER = """
     FOR UPDATE
 """
 
+# The outcomes in `{outcomes}` (a row source `o` with at least `id` and `attempt`) whose
+# attempt this worker is still running, their rows locked in id order like
+# HELD_BY_WORKER's: the sorted outcomes drive the loop. An outcome whose job was
+# meanwhile cancelled or rescued (no longer this attempt, running and ours) is left out,
+# so a late writer can never overwrite someone else's attempt; FOR UPDATE checks that
+# again on the newest row after a wait, and the lock keeps it true until the write
+# commits, so the UPDATE that follows joins the rows by id alone.
+# Each outcome looks up its own row by id, whatever the plan: one UPDATE joining the
+# outcomes, the locked rows and `jobs` got, as a prepared statement's generic plan, a
+# scan of every running job once per outcome (tests/test_outcome_plans.py).
+HELD_OUTCOMES = """
+    SELECT o.* FROM (SELECT * FROM {outcomes} ORDER BY id) AS o
+    CROSS JOIN LATERAL (
+        SELECT FROM {jobs} AS j
+        WHERE j.id = o.id AND j.attempts = o.attempt
+          AND j.state = 'running' AND j.worker_id = %(worker_id)s
+        FOR UPDATE
+    ) AS held
+"""
+
 # Writes the outcomes of many attempts at once: completion, retry, failure, snooze and
-# put-back are all "set this state, maybe push run_at, maybe append an error". The
-# (id, attempts, running, worker) guard drops an outcome for a job that was meanwhile
-# cancelled or rescued, so a late writer can never overwrite someone else's attempt.
+# put-back are all "set this state, maybe push run_at, maybe append an error".
 # The worker that finished a job stays in `worker_id` (who ran it); a job that goes back
 # to waiting is nobody's.
+OUTCOMES = """unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
+        %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
+    ) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)"""
 RECORD_OUTCOMES = """
-WITH held AS ({held})
+WITH o AS ({held_outcomes})
 UPDATE {jobs} AS j
 SET state = o.state,
     attempts = j.attempts + o.attempts_delta,
@@ -156,26 +178,21 @@ SET state = o.state,
                        THEN now() END,
     worker_id = CASE WHEN o.state = 'available' THEN NULL ELSE j.worker_id END,
     heartbeat_at = NULL
-FROM unnest(
-    %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
-    %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
-) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta),
-     held
-WHERE j.id = held.id AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
-  AND j.worker_id = %(worker_id)s
+FROM o
+WHERE j.id = o.id
 RETURNING j.id
 """
 
 # The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
 # attempts that succeeded. Two arrays instead of seven and no per-row CASE make it about
 # twice as cheap for the database and for the worker that sends it.
+SUCCESSES = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
 COMPLETE_JOBS = """
-WITH held AS ({held})
+WITH o AS ({held_outcomes})
 UPDATE {jobs} AS j
 SET state = 'completed', finished_at = now(), heartbeat_at = NULL
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt), held
-WHERE j.id = held.id AND j.id = o.id AND j.attempts = o.attempt AND j.state = 'running'
-  AND j.worker_id = %(worker_id)s
+FROM o
+WHERE j.id = o.id
 RETURNING j.id
 """
 
@@ -296,7 +313,7 @@ SELECT id, pg_notify(%(channel)s, queue) FROM retried
 # The worker that held a running job is told on the control channel (delivered on
 # commit), so its task sees the stop flag at once; its next heartbeat would find out
 # too, should the notification be lost. Its outcome write is dropped by the
-# (state = 'running') guard of RECORD_OUTCOMES. The caller has locked the rows.
+# guard of HELD_OUTCOMES (still running). The caller has locked the rows.
 CANCEL_JOBS = """
 WITH target AS (
     SELECT id, state, worker_id FROM {jobs}
@@ -651,13 +668,17 @@ class Queries:
     def claim_from_queue(self) -> sql.SQL:
         return self._compose(CLAIM, queue_filter=self._compose(CLAIM_QUEUE_FILTER))
 
+    def _writing_outcomes(self, template: str, outcomes: str) -> sql.SQL:
+        held = self._compose(HELD_OUTCOMES, outcomes=sql.SQL(outcomes))
+        return self._compose(template, held_outcomes=held)
+
     @cached_property
     def record_outcomes(self) -> sql.SQL:
-        return self._with_held(RECORD_OUTCOMES)
+        return self._writing_outcomes(RECORD_OUTCOMES, OUTCOMES)
 
     @cached_property
     def complete_jobs(self) -> sql.SQL:
-        return self._with_held(COMPLETE_JOBS)
+        return self._writing_outcomes(COMPLETE_JOBS, SUCCESSES)
 
     @cached_property
     def heartbeat(self) -> sql.SQL:

@@ -239,33 +239,42 @@ class Store:
     ) -> set[int]:
         """Write finished attempts; the ids whose outcome was applied.
 
-        Successes take the cheaper COMPLETE_JOBS. An outcome is dropped when its job is no
-        longer this attempt, running, and ours (it was cancelled or rescued meanwhile).
+        An outcome is dropped when its job is no longer this attempt, running, and ours
+        (it was cancelled or rescued meanwhile).
         """
+        applied: set[int] = set()
+        for query, params in self.outcome_statements(outcomes, worker_id=worker_id):
+            applied.update(row[0] for row in conn.execute(query, params))
+        return applied
+
+    def outcome_statements(
+        self, outcomes: Sequence[Outcome], *, worker_id: str
+    ) -> list[tuple[sql.SQL, Params]]:
+        """The statements that write `outcomes`: successes take the cheaper
+        COMPLETE_JOBS, every other outcome RECORD_OUTCOMES."""
         successes = [o for o in outcomes if o.state == "completed"]
         others = [o for o in outcomes if o.state != "completed"] if successes else outcomes
-        applied: set[int] = set()
+        statements: list[tuple[sql.SQL, Params]] = []
         if successes:
             completions = {
                 "ids": int_array([o.job_id for o in successes]),
                 "attempts": int_array([o.attempt for o in successes]),
                 "worker_id": worker_id,
             }
-            applied.update(row[0] for row in conn.execute(self.queries.complete_jobs, completions))
-        if not others:
-            return applied
-        params = {
-            "ids": [o.job_id for o in others],
-            "attempts": [o.attempt for o in others],
-            "states": [o.state for o in others],
-            "delays": [o.delay for o in others],
-            "errors": [o.error_json for o in others],
-            "attempts_deltas": [o.attempts_delta for o in others],
-            "max_attempts_deltas": [o.max_attempts_delta for o in others],
-            "worker_id": worker_id,
-        }
-        applied.update(row[0] for row in conn.execute(self.queries.record_outcomes, params))
-        return applied
+            statements.append((self.queries.complete_jobs, completions))
+        if others:
+            params = {
+                "ids": [o.job_id for o in others],
+                "attempts": [o.attempt for o in others],
+                "states": [o.state for o in others],
+                "delays": [o.delay for o in others],
+                "errors": [o.error_json for o in others],
+                "attempts_deltas": [o.attempts_delta for o in others],
+                "max_attempts_deltas": [o.max_attempts_delta for o in others],
+                "worker_id": worker_id,
+            }
+            statements.append((self.queries.record_outcomes, params))
+        return statements
 
     def heartbeat(
         self, conn: psycopg.Connection[Any], ids: Sequence[int], *, worker_id: str

@@ -1,0 +1,101 @@
+"""Writing a batch of outcomes finds each job's row once, whatever plan the server picks.
+
+The worker's own connections never prepare statements, but `pgjobs.testing` writes
+outcomes on the caller's connection, where psycopg prepares a statement after five runs
+and the server may then switch to a generic plan, made without knowing the batch's size.
+An earlier form of these statements got, in that plan, a scan of every running job for
+each outcome: quadratic work, tens of milliseconds for a batch of a few hundred.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgjobs import App
+from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, failed_attempt, snoozed
+
+RUNNING = 5_000
+BATCH = 200
+
+Connection = psycopg.Connection[Any]
+
+
+def generic_plan(conn: Connection, query: sql.SQL, params: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of `query` run as a prepared statement's generic plan (rolled back)."""
+    text = query.as_string(conn)
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", text)))
+    positional = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", text)
+    placeholders = ", ".join(["%s"] * len(names))
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE outcome_write AS {positional}")
+        try:
+            row = (
+                psycopg.ClientCursor(conn)
+                .execute(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE outcome_write({placeholders})",
+                    [params[name] for name in names],
+                )
+                .fetchone()
+            )
+        finally:
+            conn.execute("DEALLOCATE outcome_write")
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
+
+
+def repeated_steps(node: dict[str, Any]) -> list[tuple[str, float, int]]:
+    """Nodes of a plan run more than once: (type, rows per run, runs)."""
+    found = [
+        (node["Node Type"], node["Actual Rows"], node["Actual Loops"])
+        for node in [node]
+        if node.get("Actual Loops", 1) > 1
+    ]
+    for child in node.get("Plans", []):
+        found += repeated_steps(child)
+    return found
+
+
+@pytest.fixture
+def running_jobs(app: App, observer: Connection) -> list[ClaimedJob]:
+    """RUNNING jobs claimed by worker "w", and the table's statistics taken then."""
+    app.enqueue_many(None, [("report", {"n": n}) for n in range(RUNNING)])
+    claimed = app.store.claim(observer, limit=RUNNING, queue=None, worker_id="w")
+    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
+    return claimed
+
+
+def outcomes_of(kind: str, jobs: list[ClaimedJob]) -> list[Outcome]:
+    if kind == "completed":
+        return [completed(job) for job in jobs]
+    error = {"error": "boom", "traceback": None}
+    return [
+        snoozed(job, 60.0) if n % 2 else failed_attempt(job, error, retry_delay=1.0)
+        for n, job in enumerate(jobs)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["completed", "retried or snoozed"])
+def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
+    app: App, running_jobs: list[ClaimedJob], conn: Connection, kind: str
+) -> None:
+    # given: a batch of outcomes for some of the many jobs running
+    assert len(running_jobs) == RUNNING
+    batch = outcomes_of(kind, running_jobs[100 : 100 + BATCH])
+    [(query, params)] = app.store.outcome_statements(batch, worker_id="w")
+
+    # when: the statement runs as a generic plan
+    plan = generic_plan(conn, query, dict(params))
+
+    # then: it wrote every outcome, and a step run once per outcome finds one row (its
+    # job's, by id); the quadratic plans scanned every running job, or every outcome, once
+    # per outcome
+    assert plan["Actual Rows"] == BATCH
+    repeated = repeated_steps(plan)
+    assert all(rows <= 1 for _, rows, _ in repeated), repeated

@@ -48,7 +48,7 @@ def work(
             metavar="N",
             help=(
                 "Jobs claimed ahead, waiting for a free thread (fixed when given). "
-                "Default: one per thread, growing to 256 while short jobs leave threads idle."
+                "Default: one per thread, growing to 1,024 while short jobs leave threads idle."
             ),
         ),
     ] = None,

@@ -46,7 +46,9 @@ from pgjobs.migrate import upgrade
 
 PEERS = Path(__file__).resolve().parent / "peers"
 APP = "pgjobs_bench:app"  # bench/peers/pgjobs_bench.py, the drain's no-op task
-SETTINGS = (("--concurrency", "32"), ("--concurrency", "10", "--prefetch", "40"))
+# The worker's defaults (10 threads, adaptive claim-ahead: compare.py's best drain setting)
+# and many threads, where each job's share of the GIL costs most.
+SETTINGS = (("--concurrency", "10"), ("--concurrency", "32"))
 DRAIN_TIMEOUT = 300.0
 
 

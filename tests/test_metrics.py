@@ -4,6 +4,7 @@ maintenance leader's sample."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pgjobs import App, admin
 from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.events import Ending, JobEnded
+from pgjobs.worker.events import Ending, JobEnded, OutcomesWritten
 from pgjobs.worker.jobs import ClaimedJob, Outcome
 from pgjobs.worker.metrics import QueueSampler, WorkerMetrics
 from tests.helpers import REPO_ROOT, StartWorker, pgjobs, run_cli, the_error_line, wait_until
@@ -81,7 +82,7 @@ def test_each_ending_counts_once_under_its_outcome() -> None:
         (Ending.LATE, None),
     ]
     for ending, outcome in endings:
-        m.jobs.job_ended(JobEnded(job, ending, outcome, 0.002, "w1"))
+        m.jobs.job_ended(JobEnded(job, ending, outcome, 0.002, "w1", time.time()))
 
     counts = {
         outcome: registry_value(
@@ -102,17 +103,83 @@ def test_queue_lag_is_the_time_from_run_at_to_the_attempts_start() -> None:
 
     # an attempt that became runnable 7 s before it ended after 2 s: it waited 5 s
     m.jobs.job_ended(
-        JobEnded(claimed(1, queue="mail", waited=7.0), Ending.COMPLETED, done, 2.0, "w1")
+        JobEnded(
+            claimed(1, queue="mail", waited=7.0), Ending.COMPLETED, done, 2.0, "w1", time.time()
+        )
     )
-    m.jobs.job_ended(JobEnded(claimed(2, queue="mail"), Ending.COMPLETED, done, 0.0, "w1"))
+    m.jobs.job_ended(
+        JobEnded(claimed(2, queue="mail"), Ending.COMPLETED, done, 0.0, "w1", time.time())
+    )
     # a late result belongs to an attempt counted already
-    m.jobs.job_ended(JobEnded(claimed(1, queue="mail", waited=7.0), Ending.LATE, None, 3.0, "w1"))
+    m.jobs.job_ended(
+        JobEnded(claimed(1, queue="mail", waited=7.0), Ending.LATE, None, 3.0, "w1", time.time())
+    )
 
     assert registry_value(m, "pgjobs_queue_lag_seconds_count", queue="mail") == 2
     assert registry_value(m, "pgjobs_queue_lag_seconds_bucket", queue="mail", le="2.5") == 1
     assert registry_value(m, "pgjobs_queue_lag_seconds_bucket", queue="mail", le="10.0") == 2
     total = registry_value(m, "pgjobs_queue_lag_seconds_sum", queue="mail") or 0
     assert 5.0 <= total < 6.0
+
+
+def test_batched_counting_reads_as_the_official_client_counting_each_attempt() -> None:
+    # given a mix of tasks, queues and endings, with durations and lags on bucket bounds,
+    # between them, past the last, and lags below zero (a clock behind the database's),
+    # counted in batches that take both the one-task-all-completed path and the mixed one
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from pgjobs.worker.job_metrics import DURATION_BUCKETS, LAG_BUCKETS
+
+    rng = random.Random(7)
+    official = CollectorRegistry()
+    finished = Counter("pgjobs_jobs_finished", "", ["queue", "task", "outcome"], registry=official)
+    durations = Histogram(
+        "pgjobs_job_duration_seconds", "", ["task"], buckets=DURATION_BUCKETS, registry=official
+    )
+    lags = Histogram(
+        "pgjobs_queue_lag_seconds", "", ["queue"], buckets=LAG_BUCKETS, registry=official
+    )
+    mixed = [
+        (Ending.COMPLETED, "completed", "completed"),
+        (Ending.RETRIED, "available", "retried"),
+        (Ending.FAILED, "failed", "failed"),
+        (Ending.TIMED_OUT, "failed", "failed"),
+    ]
+    m = metrics()
+    values = [*DURATION_BUCKETS, *LAG_BUCKETS, 0.0, 5000.0, 0.0021]
+    # a lag is read a few microseconds after it is set up: near each bound, not on it
+    near = [bound + side for bound in LAG_BUCKETS for side in (-0.0004, 0.0004)]
+    for batch in range(6):
+        drain = batch % 2 == 0  # one task, all completed
+        for n in range(300 if drain else 50):
+            ending, state, label = mixed[0] if drain else rng.choice(mixed)
+            queue, task = ("q", "t") if drain else (rng.choice("ab"), rng.choice("xy"))
+            duration = rng.choice(values)
+            lag = rng.choice([*near, 0.0, 5000.0, -0.5, -0.001])
+            m.jobs.job_ended(
+                JobEnded(
+                    ClaimedJob(n, queue, task, "{}", 1, 3, time.time() - duration - lag),
+                    ending, Outcome(n, 1, state), duration, "w1", time.time(),
+                )
+            )  # fmt: skip
+            finished.labels(queue, task, label).inc()
+            durations.labels(task).observe(duration)
+            lags.labels(queue).observe(max(lag, 0.0))
+        m.jobs.outcomes_written(OutcomesWritten([], frozenset()))  # as the completer does
+
+    # then every sample equals what the official types show (lag sums: to the clock reads)
+    ours = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in m.registry.collect()
+        for s in family.samples
+    }
+    theirs = [s for family in official.collect() for s in family.samples]
+    assert len(theirs) > 100
+    for sample in theirs:
+        if sample.name.endswith("_created"):
+            continue
+        key = (sample.name, frozenset(sample.labels.items()))
+        assert ours[key] == pytest.approx(sample.value, abs=0.01), key
 
 
 def test_thread_and_buffer_gauges_are_read_at_scrape_time() -> None:
@@ -128,7 +195,9 @@ def test_thread_and_buffer_gauges_are_read_at_scrape_time() -> None:
 
 def test_every_metric_name_starts_with_pgjobs() -> None:
     m = metrics()
-    m.jobs.job_ended(JobEnded(claimed(1), Ending.COMPLETED, Outcome(1, 1, "completed"), 0.1, "w1"))
+    m.jobs.job_ended(
+        JobEnded(claimed(1), Ending.COMPLETED, Outcome(1, 1, "completed"), 0.1, "w1", time.time())
+    )
     m.set_queues([("default", 1, 0.5)])
 
     names = {metric.name for metric in m.registry.collect()}

@@ -50,13 +50,15 @@ class JobStarted(NamedTuple):
 
 
 class JobEnded(NamedTuple):
-    """An attempt was settled; `outcome` is what will be written (None: nothing)."""
+    """An attempt was settled; `outcome` is what will be written (None: nothing).
+    `ended_at` is when, in seconds since the epoch."""
 
     job: ClaimedJob
     ending: Ending
     outcome: Outcome | None
     duration: float
     worker_id: str
+    ended_at: float
 
 
 @dataclass(frozen=True)

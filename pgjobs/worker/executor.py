@@ -171,7 +171,9 @@ class ExecutorPool(Service):
             self.report(outcome)
         if self.events.wants(JobEnded):
             duration = self.clock() - attempt.started
-            self.events.emit(JobEnded(attempt.job, ending, outcome, duration, self.worker_id))
+            self.events.emit(
+                JobEnded(attempt.job, ending, outcome, duration, self.worker_id, time.time())
+            )
         return True
 
     def _work(self) -> None:
@@ -241,7 +243,9 @@ class ExecutorPool(Service):
         if not self._settle(attempt, outcome, _ending_of(outcome)) and self.events.wants(JobEnded):
             # Settled already by its timeout, shutdown or cancellation.
             duration = self.clock() - attempt.started
-            self.events.emit(JobEnded(attempt.job, Ending.LATE, None, duration, self.worker_id))
+            self.events.emit(
+                JobEnded(attempt.job, Ending.LATE, None, duration, self.worker_id, time.time())
+            )
 
     def release(self, job: ClaimedJob) -> None:
         """Forget a finished attempt (after `end`); `wait_idle` returns once none is left."""

@@ -1,8 +1,7 @@
 """Prometheus metrics of one worker: `pgjobs work --metrics-port PORT` serves `/metrics`.
 
 The metrics observe the worker, they do not steer it: job counts, durations and lag come
-from the executor's events (`job_metrics.py`, a subscriber like logging, counted after each
-batch the completer writes), thread and
+from the executor's events (`job_metrics.py`, a subscriber like logging), thread and
 buffer gauges are read from the capacity and the completer when Prometheus scrapes, and
 the queue gauges come from one query every `QUEUE_SAMPLE_INTERVAL` seconds made by the
 maintenance leader alone (see `registry.py`), so a fleet of workers and any number of
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 from pgjobs.errors import ConfigurationError
 from pgjobs.store import Store
 from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.events import JobEnded, OutcomesWritten
+from pgjobs.worker.events import JobEnded
 from pgjobs.worker.job_metrics import JobMetrics
 from pgjobs.worker.service import LoopService, Service
 
@@ -197,8 +196,7 @@ def metrics_services(worker: Worker) -> list[Service]:
         unwritten=worker.completer.pending,
         leader=worker.registry.is_leader,
     )
-    worker.events.subscribe(metrics.jobs.job_ended, JobEnded)  # type: ignore[arg-type]
-    worker.events.subscribe(metrics.jobs.outcomes_written, OutcomesWritten)
+    worker.events.subscribe(metrics.jobs.job_ended, JobEnded)
     sampler = QueueSampler(
         ResilientConnection(worker.app.database.url, "queue-sampler"),
         worker.app.store,

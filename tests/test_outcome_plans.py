@@ -1,4 +1,5 @@
-"""Writing a batch of outcomes finds each job's row once, whatever plan the server picks.
+"""Writing a batch of outcomes finds each job's row once, whatever plan the server picks,
+and a batch (a claim, outcomes, a heartbeat) reads its own rows, not the whole table.
 
 The worker's own connections never prepare statements, but `pgjobs.testing` writes
 outcomes on the caller's connection, where psycopg prepares a statement after five runs
@@ -99,3 +100,54 @@ def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
     assert plan["Actual Rows"] == BATCH
     repeated = repeated_steps(plan)
     assert all(rows <= 1 for _, rows, _ in repeated), repeated
+
+
+def steps_on_jobs(node: dict[str, Any]) -> list[tuple[str, float]]:
+    """Every step of a plan that reads `jobs`: (type, rows over all its runs)."""
+    found = []
+    if node.get("Relation Name") == "jobs":
+        found.append((node["Node Type"], node["Actual Rows"] * node.get("Actual Loops", 1)))
+    for child in node.get("Plans", []):
+        found += steps_on_jobs(child)
+    return found
+
+
+def custom_plan(conn: Connection, query: sql.SQL, params: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of `query` as the worker runs it, unprepared (rolled back)."""
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + query, params).fetchone()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
+
+
+@pytest.mark.parametrize("kind", ["completed", "heartbeat", "claim"])
+def test_a_batch_reads_its_own_rows_not_the_table(
+    app: App, observer: Connection, conn: Connection, kind: str
+) -> None:
+    # given: a table of 20,000 jobs, 1,200 of them running here, statistics taken then
+    app.enqueue_many(None, [("report", {"n": n}) for n in range(20_000)])
+    running = app.store.claim(observer, limit=1_200, queue=None, worker_id="w")
+    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
+    batch = running[100:1_100]
+
+    # when: a batch of 1,000 outcomes (or a heartbeat of 1,000 jobs, or a claim of 1,000)
+    # runs as the worker sends it, with its parameters, so the planner knows the batch's size
+    if kind == "claim":
+        query = app.store.queries.claim_any_queue
+        params: dict[str, Any] = {"limit": len(batch), "worker_id": "w2"}
+    elif kind == "heartbeat":
+        query = app.store.queries.heartbeat
+        params = {"ids": [job.id for job in batch], "worker_id": "w"}
+    else:
+        [(query, statement_params)] = app.store.outcome_statements(
+            outcomes_of(kind, batch), worker_id="w"
+        )
+        params = dict(statement_params)
+    plan = custom_plan(conn, query, params)
+
+    # then: it wrote the batch, and no step read more rows of the table than the batch
+    # holds; joined by id alone, the rows were hash-joined to a scan of all 20,000
+    assert plan["Actual Rows"] == len(batch)
+    steps = steps_on_jobs(plan)
+    assert steps and all(rows <= len(batch) for _, rows in steps), steps

@@ -63,13 +63,21 @@ def repeated_steps(node: dict[str, Any]) -> list[tuple[str, float, int]]:
     return found
 
 
+def claimed_and_analyzed(
+    app: App, observer: Connection, *, enqueued: int, running: int
+) -> list[ClaimedJob]:
+    """`enqueued` jobs, `running` of them claimed by worker "w", and the table's
+    statistics taken then."""
+    app.enqueue_many(None, [("report", {"n": n}) for n in range(enqueued)])
+    claimed = app.store.claim(observer, limit=running, queue=None, worker_id="w")
+    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
+    return claimed
+
+
 @pytest.fixture
 def running_jobs(app: App, observer: Connection) -> list[ClaimedJob]:
     """RUNNING jobs claimed by worker "w", and the table's statistics taken then."""
-    app.enqueue_many(None, [("report", {"n": n}) for n in range(RUNNING)])
-    claimed = app.store.claim(observer, limit=RUNNING, queue=None, worker_id="w")
-    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
-    return claimed
+    return claimed_and_analyzed(app, observer, enqueued=RUNNING, running=RUNNING)
 
 
 def outcomes_of(kind: str, jobs: list[ClaimedJob]) -> list[Outcome]:
@@ -126,9 +134,7 @@ def test_a_batch_reads_its_own_rows_not_the_table(
     app: App, observer: Connection, conn: Connection, kind: str
 ) -> None:
     # given: a table of 20,000 jobs, 1,200 of them running here, statistics taken then
-    app.enqueue_many(None, [("report", {"n": n}) for n in range(20_000)])
-    running = app.store.claim(observer, limit=1_200, queue=None, worker_id="w")
-    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
+    running = claimed_and_analyzed(app, observer, enqueued=20_000, running=1_200)
     batch = running[100:1_100]
 
     # when: a batch of 1,000 outcomes (or a heartbeat of 1,000 jobs, or a claim of 1,000)

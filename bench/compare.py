@@ -23,18 +23,23 @@ How each scenario is measured, the same way for every system:
   `batch_defer_async`, pgqueuer `Queries.enqueue` with lists, baseline COPY) and its
   commit, timed inside the producer process; jobs/s.
 - single enqueue: one job per call and per transaction (`task.enqueue` + commit,
-  `defer_async`, `Queries.enqueue`, INSERT + COMMIT); jobs/s, the median of three runs
-  (each commit waits for the disk, so one run swings with the machine's other work).
+  `defer_async`, `Queries.enqueue`, INSERT + COMMIT); jobs/s, the median of five rounds
+  (each commit waits for the disk, so one round swings with the machine's other work).
 - drain: no-op jobs are enqueued (untimed), then a worker is started; the time runs from
   the first claim to the last recorded outcome, both read from the system's own tables
   afterwards (pgjobs `started_at`/`finished_at`, procrastinate's `procrastinate_events`,
   pgqueuer's `pgqueuer_log`), so interpreter start-up is left out. Each system runs with
-  each of its settings in `WORKER_ARGS["drain"]` and the best is reported, all are noted.
+  each of its settings in `WORKER_ARGS["drain"]`, three rounds each (procrastinate one:
+  its drain takes half a minute); a setting's figure is the median of its rounds, the
+  system's the best setting's; every round is noted.
 - async drain: the same, with `async def` no-op tasks: pgjobs' worker serves
   `pgjobs_bench:async_app` (the same task name, declared `async def`, run on the worker's
   event loop beside its threads); pgqueuer's tasks are `async def` anyway, so its row is
   its drain again, measured in the same run. Only systems with `WORKER_ARGS["drain_async"]`
   take part.
+- single enqueue and the drains are taken in rounds: every system has its turn in each
+  round, in an order that rotates, so that a slow spell of the machine (20,000 jobs drain
+  in under half a second) falls on all systems alike rather than on one system's rounds.
 - idle pickup latency: an idle worker gets jobs one at a time, spaced out; the producer
   records the wall-clock time its commit returned, the task the time it began (appended to
   a file, no database round trip); latency = start - commit; p50/p95/p99. The tables hold
@@ -143,7 +148,9 @@ CLAIM_BATCH = {"pgjobs": 10, "procrastinate": 1, "pgqueuer": 10, "raw": 10}
 # Connections the steady-state producer deals its jobs to, one transaction per job each, so
 # that reaching the rate does not depend on one connection's commit latency.
 STEADY_PRODUCER_LANES = 8
-SINGLE_ROUNDS = 3  # single enqueue runs this often per system; the median is its figure
+# A drain of procrastinate takes about 30 s (it claims one job per transaction), and its
+# figure is in no target's ratio (pgqueuer is the faster peer): one round of it is enough.
+DRAIN_ROUNDS_CAP = {"procrastinate": 1}
 KEEPS_UP_P99_MS = 1000.0
 POLL = 0.25  # seconds between looks at the tables; the timings come from the rows
 MARKS_POLL = 0.02
@@ -160,8 +167,10 @@ class Counts:
     """The sizes of a run; `--quick` uses smaller ones."""
 
     bulk: int  # jobs in the one bulk call
-    single: int  # jobs enqueued one transaction each
-    drain: int  # no-op jobs per drain run
+    single: int  # jobs enqueued one transaction each...
+    single_rounds: int  # ...this many times; the median is the figure
+    drain: int  # no-op jobs per drain run...
+    drain_rounds: int  # ...of each setting, this many times; the median is its figure
     latency_jobs: int  # jobs of the idle-latency run...
     latency_rate: float  # ...at this many per second
     steady_rate: float  # jobs per second of the steady state...
@@ -179,7 +188,9 @@ class Counts:
 FULL = Counts(
     bulk=100_000,
     single=2_000,
+    single_rounds=5,
     drain=20_000,
+    drain_rounds=3,
     latency_jobs=200,
     latency_rate=40,
     steady_rate=500,
@@ -196,7 +207,9 @@ FULL = Counts(
 QUICK = Counts(
     bulk=10_000,
     single=200,
+    single_rounds=3,
     drain=1_000,
+    drain_rounds=1,
     latency_jobs=30,
     latency_rate=40,
     steady_rate=500,
@@ -628,20 +641,23 @@ def bulk_enqueue(run: Run, target: Target) -> list[Result]:
     return [Result(scenario, "jobs/s ↑", target.system.name, count / seconds, True)]
 
 
-def single_enqueue(run: Run, target: Target) -> list[Result]:
-    count = run.counts.single
-    rates = []
-    for _ in range(SINGLE_ROUNDS):
-        reset(target)
-        settle(target)
-        rates.append(count / float(drive(target, "single", "--count", str(count))["seconds"]))
-    note = "rounds: " + ", ".join(f"{rate:,.0f}" for rate in rates)
-    scenario = run.title("single")
-    return [Result(scenario, "jobs/s ↑", target.system.name, statistics.median(rates), True, note)]
+def single_round(run: Run, target: Target) -> dict[str, float]:
+    reset(target)
+    settle(target)
+    seconds = float(drive(target, "single", "--count", str(run.counts.single))["seconds"])
+    return {"": run.counts.single / seconds}
 
 
-def drain(run: Run, target: Target, scenario: str = "drain") -> list[Result]:
-    """Every drain setting of the system; the best one is its figure."""
+def single_summary(run: Run, system: str, rates: dict[str, list[float]]) -> Result:
+    rounds = rates[""]
+    note = "rounds: " + ", ".join(f"{rate:,.0f}" for rate in rounds)
+    return Result(run.title("single"), "jobs/s ↑", system, statistics.median(rounds), True, note)
+
+
+def drain_round(run: Run, target: Target, scenario: str = "drain") -> dict[str, float]:
+    """One drain of each setting of the system (none if it has none for `scenario`)."""
+    if scenario not in WORKER_ARGS[target.system.name]:
+        return {}
     count = run.counts.drain
     rates: dict[str, float] = {}
     for args in run.worker_args(target.system.name, scenario):
@@ -655,18 +671,22 @@ def drain(run: Run, target: Target, scenario: str = "drain") -> list[Result]:
         setting = " ".join(args)
         rates[setting] = count / window(target, count)
         say(f"  {scenario} {target.system.name} {setting}: {rates[setting]:,.0f} jobs/s")
-    best = max(rates, key=lambda setting: rates[setting])
-    run.settings.record(target.system.name, f"{scenario} (best)", best)
-    note = "; ".join(f"{setting}: {rate:,.0f}" for setting, rate in rates.items())
-    title = run.title(scenario)
-    return [Result(title, "jobs/s ↑", target.system.name, rates[best], True, note)]
+    return rates
 
 
-def drain_async(run: Run, target: Target) -> list[Result]:
-    """The drain with `async def` tasks, for the systems that have a setting for it."""
-    if "drain_async" not in WORKER_ARGS[target.system.name]:
-        return []
-    return drain(run, target, "drain_async")
+def drain_summary(
+    run: Run, system: str, rates: dict[str, list[float]], scenario: str = "drain"
+) -> Result:
+    """The best setting by its median round is the system's figure; every round is noted."""
+    medians = {setting: statistics.median(rounds) for setting, rounds in rates.items()}
+    best = max(medians, key=lambda setting: medians[setting])
+    run.settings.record(system, f"{scenario} (best)", best)
+    note = "; ".join(
+        f"{setting}: {medians[setting]:,.0f}"
+        + (f" ({', '.join(f'{rate:,.0f}' for rate in rounds)})" if len(rounds) > 1 else "")
+        for setting, rounds in rates.items()
+    )
+    return Result(run.title(scenario), "jobs/s ↑", system, medians[best], True, note)
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -821,14 +841,37 @@ def worker_memory(run: Run, target: Target) -> list[Result]:
 
 SCENARIOS: dict[str, Callable[[Run, Target], list[Result]]] = {
     "bulk": bulk_enqueue,
-    "single": single_enqueue,
-    "drain": drain,
-    "drain_async": drain_async,
     "latency": idle_latency,
     "steady": steady_state,
     "claim": claim_cost,
     "memory": worker_memory,
 }
+
+
+@dataclass(frozen=True)
+class InRounds:
+    """A scenario measured in rounds: in each, every system has its turn, in an order that
+    rotates from round to round, so that a slow or quick spell of the machine falls on all
+    of them alike instead of on whichever ran its rounds then. `measure` gives one round's
+    rate per setting, `summary` turns each setting's rates into the system's figure."""
+
+    measure: Callable[[Run, Target], dict[str, float]]
+    summary: Callable[[Run, str, dict[str, list[float]]], Result]
+    rounds: Callable[[Counts], int]
+
+
+ROUND_SCENARIOS: dict[str, InRounds] = {
+    "single": InRounds(single_round, single_summary, lambda counts: counts.single_rounds),
+    "drain": InRounds(drain_round, drain_summary, lambda counts: counts.drain_rounds),
+    "drain_async": InRounds(
+        lambda run, target: drain_round(run, target, "drain_async"),
+        lambda run, system, rates: drain_summary(run, system, rates, "drain_async"),
+        lambda counts: counts.drain_rounds,
+    ),
+}
+# Every scenario, in the order a run takes them.
+SCENARIO_NAMES = ["bulk", "single", "drain", "drain_async", "latency", "steady", "claim", "memory"]
+MEASUREMENT_ERRORS = (RuntimeError, TimeoutError, OSError, psycopg.Error)
 
 
 def run_all(
@@ -844,14 +887,47 @@ def run_all(
         say(f"{run.title(scenario)}...")
         for name, error in broken.items():
             results.append(failure(run.title(scenario), name, f"setup failed: {error}"))
+        if scenario in ROUND_SCENARIOS:
+            results += in_rounds(run, targets, scenario)
+            continue
         for target in targets:
             started = time.monotonic()
             try:
                 results += SCENARIOS[scenario](run, target)
-            except (RuntimeError, TimeoutError, OSError, psycopg.Error) as error:
+            except MEASUREMENT_ERRORS as error:
                 say(f"  {target.system.name} FAILED: {error}")
                 results.append(failure(run.title(scenario), target.system.name, first_line(error)))
             say(f"  {target.system.name}: {time.monotonic() - started:.0f}s")
+    return results
+
+
+def in_rounds(run: Run, targets: list[Target], scenario: str) -> list[Result]:
+    """A scenario of ROUND_SCENARIOS: round after round, each system in turn (see InRounds)."""
+    plan = ROUND_SCENARIOS[scenario]
+    rates: dict[str, dict[str, list[float]]] = {target.system.name: {} for target in targets}
+    errors: dict[str, str] = {}
+    rounds = plan.rounds(run.counts)
+    for number in range(rounds):
+        say(f"  round {number + 1} of {rounds}")
+        turn = number % max(1, len(targets))
+        for target in targets[turn:] + targets[:turn]:
+            name = target.system.name
+            capped = scenario.startswith("drain") and number >= DRAIN_ROUNDS_CAP.get(name, rounds)
+            if name in errors or capped:
+                continue
+            try:
+                for setting, rate in plan.measure(run, target).items():
+                    rates[name].setdefault(setting, []).append(rate)
+            except MEASUREMENT_ERRORS as error:
+                say(f"  {name} FAILED: {error}")
+                errors[name] = first_line(error)
+    results = []
+    for target in targets:
+        name = target.system.name
+        if name in errors:
+            results.append(failure(run.title(scenario), name, errors[name]))
+        elif rates[name]:
+            results.append(plan.summary(run, name, rates[name]))
     return results
 
 
@@ -1020,8 +1096,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated subset of: {','.join(SCENARIOS)}",
+        default=",".join(SCENARIO_NAMES),
+        help=f"comma-separated subset of: {','.join(SCENARIO_NAMES)}",
     )
     parser.add_argument(
         "--systems",
@@ -1029,7 +1105,7 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated subset of: {','.join(WORKER_ARGS)}",
     )
     args = parser.parse_args()
-    for option, known in (("scenarios", SCENARIOS), ("systems", WORKER_ARGS)):
+    for option, known in (("scenarios", SCENARIO_NAMES), ("systems", WORKER_ARGS)):
         unknown = set(getattr(args, option).split(",")) - set(known)
         if unknown:
             parser.error(f"unknown {option}: {', '.join(sorted(unknown))}")

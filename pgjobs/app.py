@@ -14,16 +14,17 @@ from pgjobs.enqueue import (
     JobRow,
     Unpack,
     build_row,
+    copies_straight,
     copy_plain_jobs,
+    copy_plain_jobs_async,
     insert_jobs,
     insert_jobs_async,
-    is_plain_item,
 )
 from pgjobs.errors import InvalidScheduleError, InvalidTaskError, UnknownTaskError
 from pgjobs.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from pgjobs.queue_limits import QueueLimits
 from pgjobs.retry import Backoff
-from pgjobs.store import COPY_THRESHOLD, Store
+from pgjobs.store import Store
 from pgjobs.tasks import P, R, Task, check_task_function
 
 if TYPE_CHECKING:
@@ -222,10 +223,8 @@ class App:
         jobs is checked while it streams, inside a savepoint that the error rolls back).
         """
         items = items if isinstance(items, Sequence) else list(items)
-        if (
-            len(items) >= COPY_THRESHOLD
-            and all(map(is_plain_item, items))
-            and not self.queue_limits.any_limit(conn, self.database, self.store)
+        if copies_straight(items) and not self.queue_limits.any_limit(
+            conn, self.database, self.store
         ):
             streamed = (self._bulk_row(item) for item in items)
             return copy_plain_jobs(conn, self.database, self.store, len(items), streamed)
@@ -253,6 +252,14 @@ class App:
         self, conn: CallerConnection, items: Iterable[BulkItem]
     ) -> list[int]:
         """`enqueue_many` from async code; `conn` as for `enqueue_async`."""
+        items = items if isinstance(items, Sequence) else list(items)
+        if copies_straight(items) and not await self.queue_limits.any_limit_async(
+            conn, self.async_database, self.store
+        ):
+            streamed = (self._bulk_row(item) for item in items)
+            return await copy_plain_jobs_async(
+                conn, self.async_database, self.store, len(items), streamed
+            )
         rows = self._bulk_rows(items)
         await self.queue_limits.check_async(conn, self.async_database, self.store, rows)
         return await insert_jobs_async(conn, self.async_database, self.store, rows)

@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
 from pgjobs.db import CallerConnection, Database
 from pgjobs.errors import InvalidJobError, PayloadNotSerializableError, PgJobsError
 from pgjobs.storable import json_is_storable, text_is_storable
-from pgjobs.store import Store
+from pgjobs.store import COPY_THRESHOLD, Store
 
 if TYPE_CHECKING:
     from pgjobs.async_db import AsyncDatabase
@@ -264,9 +264,26 @@ def copy_plain_jobs(
     return database.run_on(conn, lambda on: store.copy_plain_jobs(on, count, rows))
 
 
+async def copy_plain_jobs_async(
+    conn: CallerConnection,
+    database: AsyncDatabase,
+    store: Store,
+    count: int,
+    rows: Iterable[JobRow],
+) -> list[int]:
+    """`copy_plain_jobs` on an async connection, or on pgjobs' own asyncio pool with None."""
+    return await database.run_on(conn, lambda on: store.copy_plain_jobs_async(on, count, rows))
+
+
 # The options that make a job more than a plain row: a key to check against the unfinished
 # jobs, or a run_at worked out by the server. A task's or the App's defaults set none.
 _NOT_PLAIN = ("unique_key", "run_at", "delay")
+
+
+def copies_straight(items: Sequence[Sequence[Any]]) -> bool:
+    """Whether a bulk enqueue is large and plain enough to COPY straight into the table
+    (unless a queue limit needs checking first, which the caller asks)."""
+    return len(items) >= COPY_THRESHOLD and all(map(is_plain_item, items))
 
 
 def is_plain_item(item: Sequence[Any]) -> bool:

@@ -128,6 +128,11 @@ class QueueLimits:
         self.check(conn, database, store, ())
         return bool(self._limits)
 
+    async def any_limit_async(self, conn: Any, database: AsyncDatabase, store: Store) -> bool:
+        """`any_limit` for async callers."""
+        await self.check_async(conn, database, store, ())
+        return bool(self._limits)
+
     def _nothing_to_check(self, schema: str, rows: Sequence[JobRow]) -> bool:
         """The common case, without a lock or a read: none of the rows' queues has a limit."""
         if schema != self._schema or self.clock() - self._limits_read_at >= self.max_age:

@@ -131,8 +131,8 @@ class Store:
             _run_on(conn, self.queries.create_staging, {})
             with raw.cursor() as cur, cur.copy(self.queries.copy_to_staging) as copy:
                 copy.set_types(STAGING_TYPES)
-                for position, row in enumerate(rows):
-                    copy.write_row((*row, position))
+                for values in _staging_rows(rows):
+                    copy.write_row(values)
             inserted = _run_on(conn, self.queries.enqueue_staged(unique=_any_key(rows)), {})
             _run_on(conn, self.queries.drop_staging, {})
         return [(job_id, key) for job_id, key in inserted]
@@ -149,13 +149,8 @@ class Store:
         with self._reporting_missing_schema():
             [(ids,)] = _run_on(conn, self.queries.reserve_job_ids, {"count": count})
             with raw.transaction(), raw.cursor() as cur, cur.copy(self.queries.copy_jobs) as copy:
-                for job_id, row in zip(ids, rows, strict=True):
-                    if row.unique_key is not None or row.run_at is not None or row.delay_seconds:
-                        raise PgJobsError(f"not a plain job for COPY: {row!r}")  # a bug
-                    copy.write_row(
-                        (job_id, row.queue, row.task, row.payload_json, row.priority,
-                         row.max_attempts)
-                    )  # fmt: skip
+                for values in _plain_job_rows(ids, rows):
+                    copy.write_row(values)
         return list(ids)
 
     def unique_key_holders(self, conn: Any, keys: Sequence[str]) -> dict[str, int]:
@@ -200,7 +195,39 @@ class Store:
     ) -> list[tuple[int, str | None]]:
         """`insert_jobs` on a psycopg AsyncConnection or a SQLAlchemy AsyncConnection or
         AsyncSession, in its transaction."""
+        if len(rows) >= COPY_THRESHOLD:
+            with self._reporting_missing_schema():
+                return await self._insert_by_copy_async(conn, rows)
         return [(r[0], r[1]) for r in await self._rows_async(conn, *self._insert_statement(rows))]
+
+    async def _insert_by_copy_async(
+        self, conn: Any, rows: Sequence[JobRow]
+    ) -> list[tuple[int, str | None]]:
+        """`_insert_by_copy` on an async connection."""
+        raw = await caller_async_psycopg_connection(conn)
+        async with raw.transaction() if raw.autocommit else nullcontext():
+            await _run_on_async(conn, self.queries.create_staging, {})
+            async with raw.cursor() as cur, cur.copy(self.queries.copy_to_staging) as copy:
+                copy.set_types(STAGING_TYPES)
+                for values in _staging_rows(rows):
+                    await copy.write_row(values)
+            staged = self.queries.enqueue_staged(unique=_any_key(rows))
+            inserted = await _run_on_async(conn, staged, {})
+            await _run_on_async(conn, self.queries.drop_staging, {})
+        return [(job_id, key) for job_id, key in inserted]
+
+    async def copy_plain_jobs_async(
+        self, conn: Any, count: int, rows: Iterable[JobRow]
+    ) -> list[int]:
+        """`copy_plain_jobs` on an async connection: rows stream as they are validated."""
+        raw = await caller_async_psycopg_connection(conn)
+        with self._reporting_missing_schema():
+            [(ids,)] = await _run_on_async(conn, self.queries.reserve_job_ids, {"count": count})
+            copy_jobs = self.queries.copy_jobs
+            async with raw.transaction(), raw.cursor() as cur, cur.copy(copy_jobs) as copy:
+                for values in _plain_job_rows(ids, rows):
+                    await copy.write_row(values)
+        return list(ids)
 
     async def unique_key_holders_async(self, conn: Any, keys: Sequence[str]) -> dict[str, int]:
         """`unique_key_holders` on an async connection."""
@@ -587,6 +614,20 @@ def _any_key(rows: Sequence[JobRow]) -> bool:
     return any(row.unique_key is not None for row in rows)
 
 
+def _staging_rows(rows: Sequence[JobRow]) -> Iterator[tuple[Any, ...]]:
+    """The rows of the staging table (CREATE_STAGING's columns): each job and its position."""
+    for position, row in enumerate(rows):
+        yield (*row, position)
+
+
+def _plain_job_rows(ids: Sequence[int], rows: Iterable[JobRow]) -> Iterator[tuple[Any, ...]]:
+    """COPY_JOBS' rows: plain jobs with the ids reserved for them, built as `rows` yields."""
+    for job_id, row in zip(ids, rows, strict=True):
+        if row.unique_key is not None or row.run_at is not None or row.delay_seconds:
+            raise PgJobsError(f"not a plain job for COPY: {row!r}")  # a bug
+        yield (job_id, row.queue, row.task, row.payload_json, row.priority, row.max_attempts)
+
+
 def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | None, int]:
     """(address, port, backend pid) of this session's client as the server sees it; the
     address and port are None over a Unix socket. Schema-free, so not a Store method."""
@@ -697,11 +738,9 @@ async def _sqlalchemy_async_connection(conn: Any) -> Any | None:
     return None
 
 
-async def _run_on_async(conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
-    if isinstance(conn, psycopg.AsyncConnection):
-        async with conn.cursor() as cur:
-            await cur.execute(query, params)
-            return await cur.fetchall() if _returned_rows(cur) else []
+async def _caller_sqlalchemy_async(conn: Any) -> Any:
+    """The SQLAlchemy AsyncConnection of a caller's async connection; TypeError when there
+    is none or it does not run on psycopg 3."""
     sa_conn = await _sqlalchemy_async_connection(conn)
     if sa_conn is None:
         raise TypeError(
@@ -710,6 +749,27 @@ async def _run_on_async(conn: Any, query: sql.SQL, params: Params) -> list[tuple
             "takes enqueue, not enqueue_async)"
         )
     _require_psycopg_driver(sa_conn)
+    return sa_conn
+
+
+async def caller_async_psycopg_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
+    """`caller_psycopg_connection` for async callers: the psycopg AsyncConnection under
+    `conn`, inside the caller's transaction."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    sa_conn = await _caller_sqlalchemy_async(conn)
+    if not sa_conn.in_transaction():
+        await sa_conn.begin()
+    raw: psycopg.AsyncConnection[Any] = sa_conn.sync_connection.connection.driver_connection
+    return raw
+
+
+async def _run_on_async(conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
+    if isinstance(conn, psycopg.AsyncConnection):
+        async with conn.cursor() as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall() if _returned_rows(cur) else []
+    sa_conn = await _caller_sqlalchemy_async(conn)
     raw = sa_conn.sync_connection.connection.driver_connection
     result = await sa_conn.exec_driver_sql(query.as_string(raw), dict(params))
     return [tuple(row) for row in result.fetchall()] if result.returns_rows else []

@@ -25,6 +25,7 @@ from pgjobs import (
     SchemaNotMigratedError,
 )
 from pgjobs.queue_control import set_queue_limit
+from pgjobs.store import COPY_THRESHOLD, Store
 from tests.helpers import UNREACHABLE_URL, jobs
 
 T = TypeVar("T")
@@ -315,3 +316,115 @@ def test_async_enqueue_into_a_full_queue_raises_queue_full_and_writes_nothing(
 
     assert (raised.value.queue, raised.value.max_waiting) == ("mail", 2)
     assert len(jobs(observer, schema)) == 2
+
+
+# Large batches: from COPY_THRESHOLD jobs on, plain batches are COPYed straight into `jobs`
+# and other batches through a temporary table, as from sync code (tests/test_bulk_enqueue.py).
+BIG = COPY_THRESHOLD + 100
+
+
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The COPY paths the async bulk enqueues took, by name, in order."""
+    taken: list[str] = []
+    for name in ("copy_plain_jobs_async", "_insert_by_copy_async"):
+        original = getattr(Store, name)
+
+        def spy(self: Store, *args: Any, _original: Any = original, _name: str = name) -> Any:
+            taken.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(Store, name, spy)
+    return taken
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_large_async_batch_is_copied_in_the_callers_transaction(
+    app: App,
+    database_url: str,
+    observer: Any,
+    schema: str,
+    copies: list[str],
+    kind: str,
+    commit: bool,
+) -> None:
+    items: list[Any] = [("t", {"n": n}) for n in range(BIG)]
+    items[7] = ("t", {"n": 7}, {"queue": "mail", "priority": 5, "max_attempts": 2})
+
+    async def scenario() -> list[int]:
+        async with caller(kind, database_url) as db:
+            before = await app.enqueue_async(db.conn, "t", {"n": -1})
+            ids = await app.enqueue_many_async(db.conn, items)
+            assert jobs(observer, schema) == []  # nothing visible before the commit
+            await (db.commit() if commit else db.rollback())
+            return [before, *ids]
+
+    before, *ids = run(scenario())
+
+    assert copies == ["copy_plain_jobs_async"]
+    stored = {row["id"]: row for row in jobs(observer, schema)}
+    if not commit:
+        assert stored == {}
+        return
+    assert before < ids[0] and ids == sorted(ids) and len(stored) == BIG + 1
+    assert [stored[job_id]["payload"] for job_id in ids] == [{"n": n} for n in range(BIG)]
+    seventh = stored[ids[7]]
+    assert (seventh["queue"], seventh["priority"], seventh["max_attempts"]) == ("mail", 5, 2)
+    first = stored[ids[0]]
+    assert (first["queue"], first["max_attempts"], first["state"]) == ("default", 20, "available")
+    assert first["run_at"] == first["created_at"]  # the column default: due at once
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_bad_row_in_a_large_async_batch_writes_nothing_and_keeps_the_transaction(
+    app: App, database_url: str, observer: Any, schema: str, copies: list[str], kind: str
+) -> None:
+    # The bad row comes after ~200 kB of good ones: the COPY has sent data by then.
+    items: list[Any] = [("t", {"n": n, "pad": "x" * 30}) for n in range(5_000)]
+    items[4_999] = ("t", {"n": "\x00"})
+
+    async def scenario() -> int:
+        async with caller(kind, database_url) as db:
+            kept = await app.enqueue_async(db.conn, "t", {"n": -1})
+            with pytest.raises(PayloadNotSerializableError, match="'n'"):
+                await app.enqueue_many_async(db.conn, items)
+            await db.execute("SELECT 1")  # the caller's transaction goes on
+            await db.commit()
+            return kept
+
+    kept = run(scenario())
+
+    assert copies == ["copy_plain_jobs_async"]
+    assert [row["id"] for row in jobs(observer, schema)] == [kept]
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "autocommit"])
+def test_a_large_keyed_async_batch_maps_keys_to_their_holders(
+    app: App, database_url: str, observer: Any, schema: str, copies: list[str], kind: str
+) -> None:
+    held = app.enqueue(None, "t", {"n": -1}, unique_key="k0")
+    # Jobs 2k and 2k+1 share the key k<k>; every 7th is delayed an hour.
+    items: list[Any] = [
+        ("t", {"n": n}, {"unique_key": f"k{n // 2}", **({"delay": 3600} if n % 7 == 0 else {})})
+        for n in range(BIG)
+    ]
+
+    async def scenario() -> list[int]:
+        if kind == "autocommit":  # the batch commits at once, in a transaction of its own
+            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+                return await app.enqueue_many_async(conn, items)
+        async with caller(kind, database_url) as db:
+            ids = await app.enqueue_many_async(db.conn, items)
+            await db.commit()
+            return ids
+
+    ids = run(scenario())
+
+    assert copies == ["_insert_by_copy_async"]
+    stored = {row["payload"]["n"]: row for row in jobs(observer, schema)}
+    assert ids[:2] == [held, held]
+    assert ids[2:] == [stored[n - n % 2]["id"] for n in range(2, BIG)]
+    assert sorted(stored) == [-1, *range(2, BIG, 2)]
+    delayed = stored[14]["run_at"] - stored[14]["created_at"]
+    assert 3540 < delayed.total_seconds() < 3660

@@ -7,6 +7,7 @@ next. Everything pgjobs does through its own connections must work anyway.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from psycopg import sql
 from pgjobs import App
 from pgjobs.embedded import LocalCluster
 from pgjobs.pooler import PREPARE_THRESHOLD
+from pgjobs.store import COPY_THRESHOLD
 from tests.helpers import WorkerProcess, run_cli, wait_for_job, wait_until
 
 PROBE_WARNING = "notifications do not reach this worker"
@@ -84,6 +86,39 @@ def test_own_pool_enqueues_many_times_through_the_pooler(
     ).fetchone()
     assert count == (640,)
     assert len(set(ids)) == 640
+
+
+def test_large_batches_are_copied_through_the_pooler(
+    pooled_app: App, observer: psycopg.Connection[Any], schema: str
+) -> None:
+    # given: batches big enough for both COPY paths (straight into jobs, and through a
+    # temporary table for keyed jobs), from sync and async code, each in a transaction of
+    # the App's own pool, which the pooler may run on any server connection
+    size = COPY_THRESHOLD + 50
+
+    def batches(code: str) -> list[list[tuple[Any, ...]]]:
+        plain = [("noop", {"n": n}) for n in range(size)]
+        return [plain, [("noop", {"n": n}, {"unique_key": f"{code}{n}"}) for n in range(size)]]
+
+    async def from_async_code(batch: list[tuple[Any, ...]]) -> list[int]:
+        try:
+            return await pooled_app.enqueue_many_async(None, batch)
+        finally:
+            await pooled_app.aclose()
+
+    # when
+    ids = [pooled_app.enqueue_many(None, batch) for batch in batches("sync")]
+    ids += [asyncio.run(from_async_code(batch)) for batch in batches("async")]
+    again = asyncio.run(from_async_code(batches("sync")[1]))
+
+    # then: every job is there once, in order; the keys enqueued again found their holders
+    stored = observer.execute(
+        sql.SQL("SELECT id FROM {} ORDER BY id").format(sql.Identifier(schema, "jobs"))
+    ).fetchall()
+    every_id = [job_id for batch in ids for job_id in batch]
+    assert [job_id for (job_id,) in stored] == every_id
+    assert len(set(every_id)) == 4 * size
+    assert again == ids[1]
 
 
 def test_migrate_works_through_the_pooler(

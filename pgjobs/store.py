@@ -204,7 +204,7 @@ class Store:
         self, conn: Any, rows: Sequence[JobRow]
     ) -> list[tuple[int, str | None]]:
         """`_insert_by_copy` on an async connection."""
-        raw = await caller_async_psycopg_connection(conn)
+        raw = await _caller_async_psycopg_connection(conn)
         async with raw.transaction() if raw.autocommit else nullcontext():
             await _run_on_async(conn, self.queries.create_staging, {})
             async with raw.cursor() as cur, cur.copy(self.queries.copy_to_staging) as copy:
@@ -220,7 +220,7 @@ class Store:
         self, conn: Any, count: int, rows: Iterable[JobRow]
     ) -> list[int]:
         """`copy_plain_jobs` on an async connection: rows stream as they are validated."""
-        raw = await caller_async_psycopg_connection(conn)
+        raw = await _caller_async_psycopg_connection(conn)
         with self._reporting_missing_schema():
             [(ids,)] = await _run_on_async(conn, self.queries.reserve_job_ids, {"count": count})
             copy_jobs = self.queries.copy_jobs
@@ -752,7 +752,7 @@ async def _caller_sqlalchemy_async(conn: Any) -> Any:
     return sa_conn
 
 
-async def caller_async_psycopg_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
+async def _caller_async_psycopg_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
     """`caller_psycopg_connection` for async callers: the psycopg AsyncConnection under
     `conn`, inside the caller's transaction."""
     if isinstance(conn, psycopg.AsyncConnection):

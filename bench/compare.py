@@ -76,7 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -853,20 +853,25 @@ class InRounds:
     """A scenario measured in rounds: in each, every system has its turn, in an order that
     rotates from round to round, so that a slow or quick spell of the machine falls on all
     of them alike instead of on whichever ran its rounds then. `measure` gives one round's
-    rate per setting, `summary` turns each setting's rates into the system's figure."""
+    rate per setting, `summary` turns each setting's rates into the system's figure;
+    `rounds_cap` holds the systems that take part in fewer rounds, and in how many."""
 
     measure: Callable[[Run, Target], dict[str, float]]
     summary: Callable[[Run, str, dict[str, list[float]]], Result]
     rounds: Callable[[Counts], int]
+    rounds_cap: Mapping[str, int] = field(default_factory=dict)
 
 
 ROUND_SCENARIOS: dict[str, InRounds] = {
     "single": InRounds(single_round, single_summary, lambda counts: counts.single_rounds),
-    "drain": InRounds(drain_round, drain_summary, lambda counts: counts.drain_rounds),
+    "drain": InRounds(
+        drain_round, drain_summary, lambda counts: counts.drain_rounds, DRAIN_ROUNDS_CAP
+    ),
     "drain_async": InRounds(
         lambda run, target: drain_round(run, target, "drain_async"),
         lambda run, system, rates: drain_summary(run, system, rates, "drain_async"),
         lambda counts: counts.drain_rounds,
+        DRAIN_ROUNDS_CAP,
     ),
 }
 # Every scenario, in the order a run takes them.
@@ -912,8 +917,7 @@ def in_rounds(run: Run, targets: list[Target], scenario: str) -> list[Result]:
         turn = number % max(1, len(targets))
         for target in targets[turn:] + targets[:turn]:
             name = target.system.name
-            capped = scenario.startswith("drain") and number >= DRAIN_ROUNDS_CAP.get(name, rounds)
-            if name in errors or capped:
+            if name in errors or number >= plan.rounds_cap.get(name, rounds):
                 continue
             try:
                 for setting, rate in plan.measure(run, target).items():

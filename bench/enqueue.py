@@ -59,8 +59,9 @@ VALUES (%s, %s, %s, %s, %s)
 RETURNING id
 """
 
-# ENQUEUE_ONE's other parameters for a job with the defaults.
-PLAIN_JOB = {"priority": 0, "run_at": None, "delay": 0.0, "max_attempts": 20, "unique_key": None}
+# ENQUEUE_ONE's parameters after the payload (priority, run_at, delay, max_attempts,
+# unique_key), for a job with the defaults.
+PLAIN_JOB = (0, None, 0.0, 20, None)
 
 
 def payload(n: int) -> dict[str, Any]:
@@ -113,8 +114,8 @@ class Bench:
 
     def jobs_inserts(self, count: int) -> None:
         for n in range(count):
-            values = {"queue": "default", "task": TASK, "payload": Jsonb(payload(n))}
-            self.conn.execute(self.jobs_insert, {**values, **PLAIN_JOB}).fetchone()
+            values = ("default", TASK, Jsonb(payload(n)), *PLAIN_JOB)
+            self.conn.execute(self.jobs_insert, values).fetchone()
             self.conn.commit()
 
     def single_enqueues(self, count: int) -> None:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from pgjobs.errors import PgJobsError, SchemaNotMigratedError
 from pgjobs.job import STATES, Job, JobState
 from pgjobs.queries import STAGING_TYPES, Queries
+from pgjobs.reused_cursor import reused_cursor
 
 if TYPE_CHECKING:
     from pgjobs.enqueue import JobRow
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from pgjobs.worker.jobs import ClaimedJob, Outcome
 
 Params = Mapping[str, Any]
+# What a statement takes: named parameters, or positional ones (ENQUEUE_ONE's).
+AnyParams = Params | Sequence[Any]
 
 # From this many rows on, `insert_jobs` COPYs the batch instead of sending it as arrays
 # (measured: the two break even between 100 and 250 rows; at 1,000 COPY takes half the
@@ -118,7 +121,9 @@ class Store:
         if len(rows) >= COPY_THRESHOLD:
             with self._reporting_missing_schema():
                 return self._insert_by_copy(conn, rows)
-        return [(r[0], r[1]) for r in self._rows(conn, *self._insert_statement(rows))]
+        # Fewer rows than COPY_THRESHOLD: a result small enough for the kept cursor.
+        inserted = self._rows(conn, *self._insert_statement(rows), reuse_cursor=True)
+        return [(r[0], r[1]) for r in inserted]
 
     def _insert_by_copy(self, conn: Any, rows: Sequence[JobRow]) -> list[tuple[int, str | None]]:
         """`insert_jobs` for a large batch: COPY into a temporary table, INSERT from it.
@@ -161,21 +166,11 @@ class Store:
     def _holders_statement(self, keys: Sequence[str]) -> tuple[sql.SQL, Params]:
         return self.queries.unique_key_holders, {"unique_keys": list(keys)}
 
-    def _insert_statement(self, rows: Sequence[JobRow]) -> tuple[sql.SQL, Params]:
+    def _insert_statement(self, rows: Sequence[JobRow]) -> tuple[sql.SQL, AnyParams]:
         """The INSERT of `rows` and its parameters, for the sync and the async callers."""
         if len(rows) == 1:
-            [row] = rows
-            one = {
-                "queue": row.queue,
-                "task": row.task,
-                "payload": row.payload_json,
-                "priority": row.priority,
-                "run_at": row.run_at,
-                "delay": row.delay_seconds,
-                "max_attempts": row.max_attempts,
-                "unique_key": row.unique_key,
-            }
-            return self.queries.enqueue_one(unique=row.unique_key is not None), one
+            [row] = rows  # ENQUEUE_ONE's placeholders follow JobRow's fields
+            return self.queries.enqueue_one(unique=row.unique_key is not None), row
         params = {
             "queues": [r.queue for r in rows],
             "tasks": [r.task for r in rows],
@@ -198,7 +193,9 @@ class Store:
         if len(rows) >= COPY_THRESHOLD:
             with self._reporting_missing_schema():
                 return await self._insert_by_copy_async(conn, rows)
-        return [(r[0], r[1]) for r in await self._rows_async(conn, *self._insert_statement(rows))]
+        statement = self._insert_statement(rows)
+        inserted = await self._rows_async(conn, *statement, reuse_cursor=True)
+        return [(r[0], r[1]) for r in inserted]
 
     async def _insert_by_copy_async(
         self, conn: Any, rows: Sequence[JobRow]
@@ -241,12 +238,16 @@ class Store:
     async def count_waiting_async(self, conn: Any, queue: str, *, up_to: int) -> int:
         """`count_waiting` on an async connection."""
         params = {"queue": queue, "up_to": up_to}
-        [(count,)] = await self._rows_async(conn, self.queries.count_waiting, params)
+        [(count,)] = await self._rows_async(
+            conn, self.queries.count_waiting, params, reuse_cursor=True
+        )
         return int(count)
 
-    async def _rows_async(self, conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
+    async def _rows_async(
+        self, conn: Any, query: sql.SQL, params: AnyParams, *, reuse_cursor: bool = False
+    ) -> list[tuple[Any, ...]]:
         with self._reporting_missing_schema():
-            return await _run_on_async(conn, query, params)
+            return await _run_on_async(conn, query, params, reuse_cursor=reuse_cursor)
 
     # --- the worker -------------------------------------------------------------------
 
@@ -425,7 +426,7 @@ class Store:
     def count_waiting(self, conn: Any, queue: str, *, up_to: int) -> int:
         """Waiting (available) jobs of `queue`, counted up to `up_to` at most."""
         params = {"queue": queue, "up_to": up_to}
-        [(count,)] = self._rows(conn, self.queries.count_waiting, params)
+        [(count,)] = self._rows(conn, self.queries.count_waiting, params, reuse_cursor=True)
         return int(count)
 
     def queue_overview(self, conn: psycopg.Connection[Any]) -> list[QueueOverview]:
@@ -589,10 +590,12 @@ class Store:
             cur.execute(query, params)
             return cur.fetchall()
 
-    def _rows(self, conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, conn: Any, query: sql.SQL, params: AnyParams, *, reuse_cursor: bool = False
+    ) -> list[tuple[Any, ...]]:
         """Run `query` on a psycopg or SQLAlchemy connection, inside its transaction."""
         with self._reporting_missing_schema():
-            return _run_on(conn, query, params)
+            return _run_on(conn, query, params, reuse_cursor=reuse_cursor)
 
     @contextmanager
     def _reporting_missing_schema(self) -> Iterator[None]:
@@ -716,14 +719,35 @@ def _returned_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
-def _run_on(conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
+def _plain_params(params: AnyParams) -> dict[str, Any] | tuple[Any, ...]:
+    """Parameters as SQLAlchemy's `exec_driver_sql` takes them for one execution: a
+    dict, or a tuple (a list would mean many executions)."""
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
+
+
+def _cursor(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], reuse: bool
+) -> AbstractContextManager[Any]:
+    """A tuple-row cursor for one statement, whatever row factory the caller's connection
+    has: the connection's kept cursor when `reuse`, else a new one (dropped, with its
+    result, when the statement's function returns)."""
+    return reused_cursor(conn) if reuse else nullcontext(conn.cursor(row_factory=tuple_row))
+
+
+def _run_on(
+    conn: Any, query: sql.SQL, params: AnyParams, *, reuse_cursor: bool = False
+) -> list[tuple[Any, ...]]:
+    """`query`'s rows as tuples, on a caller's psycopg or SQLAlchemy connection.
+
+    `reuse_cursor` is for statements whose result is small (see `reused_cursor`).
+    """
     if isinstance(conn, psycopg.Connection):
-        with conn.cursor() as cur:
+        with _cursor(conn, reuse_cursor) as cur:
             cur.execute(query, params)
             return cur.fetchall() if _returned_rows(cur) else []
     sa_conn = _caller_sqlalchemy(conn)
     raw = sa_conn.connection.driver_connection
-    result = sa_conn.exec_driver_sql(query.as_string(raw), dict(params))
+    result = sa_conn.exec_driver_sql(query.as_string(raw), _plain_params(params))
     return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
 
 
@@ -764,12 +788,15 @@ async def _caller_async_psycopg_connection(conn: Any) -> psycopg.AsyncConnection
     return raw
 
 
-async def _run_on_async(conn: Any, query: sql.SQL, params: Params) -> list[tuple[Any, ...]]:
+async def _run_on_async(
+    conn: Any, query: sql.SQL, params: AnyParams, *, reuse_cursor: bool = False
+) -> list[tuple[Any, ...]]:
+    """`_run_on` on a caller's async connection."""
     if isinstance(conn, psycopg.AsyncConnection):
-        async with conn.cursor() as cur:
+        with _cursor(conn, reuse_cursor) as cur:
             await cur.execute(query, params)
             return await cur.fetchall() if _returned_rows(cur) else []
     sa_conn = await _caller_sqlalchemy_async(conn)
     raw = sa_conn.sync_connection.connection.driver_connection
-    result = await sa_conn.exec_driver_sql(query.as_string(raw), dict(params))
+    result = await sa_conn.exec_driver_sql(query.as_string(raw), _plain_params(params))
     return [tuple(row) for row in result.fetchall()] if result.returns_rows else []

@@ -428,3 +428,30 @@ def test_a_large_keyed_async_batch_maps_keys_to_their_holders(
     assert sorted(stored) == [-1, *range(2, BIG, 2)]
     delayed = stored[14]["run_at"] - stored[14]["created_at"]
     assert 3540 < delayed.total_seconds() < 3660
+
+
+def test_async_enqueue_works_on_a_connection_whose_rows_are_dicts(
+    app: App, database_url: str, observer: Any, schema: str
+) -> None:
+    """As from sync code: pgjobs reads its rows as tuples whatever the connection's row
+    factory, on every path (one job, a keyed one and its holder, a small batch, a batch
+    COPYed straight in, a keyed batch COPYed through the temporary table)."""
+
+    async def scenario() -> list[int]:
+        factory = psycopg.rows.dict_row
+        async with await psycopg.AsyncConnection.connect(database_url, row_factory=factory) as conn:
+            one = await app.enqueue_async(conn, "t", {"n": 0})
+            keyed = await app.enqueue_async(conn, "t", {"n": 1}, unique_key="k")
+            holder = await app.enqueue_async(conn, "t", {"n": 2}, unique_key="k")
+            assert holder == keyed
+            small = await app.enqueue_many_async(conn, [("t", {"n": 3}), ("t", {"n": 4})])
+            large = await app.enqueue_many_async(conn, [("t", {"n": 5})] * BIG)
+            staged = await app.enqueue_many_async(
+                conn, [("t", {"n": 6}, {"unique_key": f"s{n}"}) for n in range(BIG)]
+            )
+            await conn.commit()
+            return [one, keyed, *small, *large, *staged]
+
+    ids = run(scenario())
+
+    assert [row["id"] for row in jobs(observer, schema)] == ids

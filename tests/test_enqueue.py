@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from pgjobs import App, InvalidJobError, PayloadNotSerializableError
+from pgjobs.reused_cursor import reused_cursor
 
 
 def jobs(observer: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]:
@@ -228,3 +229,42 @@ def test_task_name_defaults_to_module_and_function(app: App) -> None:
     assert cleanup.name.startswith("tests.test_enqueue.")
     assert cleanup.name.endswith("cleanup")
     assert app.get_task(cleanup.name) is cleanup
+
+
+# --- the caller's connection as the caller set it up ------------------------------------
+
+
+def test_enqueue_works_on_a_connection_whose_rows_are_dicts(
+    app: App, resize: Any, database_url: str, observer: Any, schema: str
+) -> None:
+    """pgjobs reads its own rows as tuples, whatever row factory the application chose;
+    every path is taken: one job, one keyed job and its holder, a small batch, a batch
+    large enough to be COPYed."""
+    name = "tests.test_enqueue.resize"
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        one = resize.enqueue(conn, path="/a.png", width=1)
+        keyed = resize.options(unique_key="k").enqueue(conn, path="/b.png", width=2)
+        holder = resize.options(unique_key="k").enqueue(conn, path="/c.png", width=3)
+        small = app.enqueue_many(conn, [(name, {"path": "s", "width": n}) for n in range(3)])
+        large = app.enqueue_many(conn, [(name, {"path": "l", "width": n}) for n in range(300)])
+        conn.commit()
+
+    assert holder == keyed
+    assert [job["id"] for job in jobs(observer, schema)] == [one, keyed, *small, *large]
+
+
+def test_an_enqueue_never_takes_a_cursor_another_statement_is_using(
+    resize: Any, conn: psycopg.Connection[Any], observer: Any, schema: str
+) -> None:
+    """pgjobs keeps one cursor per connection; while something else holds it (another
+    thread mid-statement, here this test), an enqueue takes a cursor of its own and the
+    holder's result is untouched."""
+    first = resize.enqueue(conn, path="/a.png", width=1)
+    with reused_cursor(conn) as busy:
+        busy.execute("SELECT 42")
+        second = resize.enqueue(conn, path="/b.png", width=2)
+        assert busy.fetchall() == [(42,)]
+    third = resize.enqueue(conn, path="/c.png", width=3)
+    conn.commit()
+
+    assert [job["id"] for job in jobs(observer, schema)] == [first, second, third]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pgjobs
 
 PACKAGE = Path(pgjobs.__file__).parent
-DATA_ACCESS_LAYER = {PACKAGE / "store.py"}
+# store.py, and the cursor it keeps with each caller's connection.
+DATA_ACCESS_LAYER = {PACKAGE / "store.py", PACKAGE / "reused_cursor.py"}
 SQL_RUNNING_METHODS = {"execute", "executemany", "copy", "cursor", "exec_driver_sql", "stream"}
 
 

@@ -7,10 +7,10 @@ was about 19 µs of its 142 µs of client CPU. A cursor kept with the connection
 
 The cursor lives on the connection object itself, so it goes when the connection does
 (a cache elsewhere would keep the connection alive: the cursor references it), and is
-made again if someone closed it. Its rows
-are always tuples, whatever row factory the caller gave the connection. Cursors are not
-thread-safe, so a statement that finds the kept cursor in use (another thread, or another
-asyncio task, on the same connection) takes a fresh cursor of its own.
+made again if someone closed it. Its rows are always tuples, whatever row factory the
+caller gave the connection. Cursors are not thread-safe, so a statement that finds the
+kept cursor in use (another thread, or another asyncio task, on the same connection)
+takes a fresh cursor of its own.
 
 A cursor holds its last result until its next statement, so only statements that return
 a few rows should use it.

@@ -238,8 +238,8 @@ def test_enqueue_works_on_a_connection_whose_rows_are_dicts(
     app: App, resize: Any, database_url: str, observer: Any, schema: str
 ) -> None:
     """pgjobs reads its own rows as tuples, whatever row factory the application chose;
-    every path is taken: one job, one keyed job and its holder, a small batch, a batch
-    large enough to be COPYed."""
+    every path is taken: one job, one keyed job and its holder, a small batch, a large
+    one COPYed straight in, a large keyed one COPYed through the temporary table."""
     name = "tests.test_enqueue.resize"
     with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
         one = resize.enqueue(conn, path="/a.png", width=1)
@@ -247,10 +247,14 @@ def test_enqueue_works_on_a_connection_whose_rows_are_dicts(
         holder = resize.options(unique_key="k").enqueue(conn, path="/c.png", width=3)
         small = app.enqueue_many(conn, [(name, {"path": "s", "width": n}) for n in range(3)])
         large = app.enqueue_many(conn, [(name, {"path": "l", "width": n}) for n in range(300)])
+        staged = app.enqueue_many(
+            conn, [(name, {"path": "k", "width": n}, {"unique_key": f"s{n}"}) for n in range(300)]
+        )
         conn.commit()
 
     assert holder == keyed
-    assert [job["id"] for job in jobs(observer, schema)] == [one, keyed, *small, *large]
+    stored = [job["id"] for job in jobs(observer, schema)]
+    assert stored == [one, keyed, *small, *large, *staged]
 
 
 def test_an_enqueue_never_takes_a_cursor_another_statement_is_using(

@@ -401,3 +401,22 @@ def test_an_async_test_runs_jobs_from_a_thread(
         return (await asyncio.to_thread(helper.run)).counts
 
     assert asyncio.run(an_async_test()) == {"completed": 1}
+
+
+def test_jobs_run_on_a_connection_whose_rows_are_dicts(app: App, database_url: str) -> None:
+    """The worker's statements read tuples; the test's connection keeps its dict rows."""
+    ran: list[int] = []
+
+    @app.task(name="t.record")
+    def record(n: int) -> None:
+        ran.append(n)
+
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        with Jobs(app, conn) as jobs:
+            job_id = record.enqueue(conn, n=7)
+            assert jobs.run().counts == {"completed": 1}
+            assert jobs.get(job_id).state == "completed"
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+        conn.rollback()
+
+    assert ran == [7]

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 from pgjobs.app import App
@@ -47,16 +48,23 @@ class CallerConnection(ResilientConnection):
     ) -> T:
         """Run `operation` once: a test wants the error, not a reconnection.
 
-        The claim turns `synchronous_commit` off for its transaction (see `CLAIM`); here
-        that transaction is the caller's, whose own commit must keep its durability.
+        The worker's statements read their rows as tuples, as on its own connections, so
+        the caller's row factory (dict rows, say) is set aside while they run. The claim
+        turns `synchronous_commit` off for its transaction (see `CLAIM`); here that
+        transaction is the caller's, whose own commit must keep its durability.
         """
         conn = self.connection()
-        durability = commit_durability(conn)
+        callers_rows = conn.row_factory
+        conn.row_factory = tuple_row
         try:
-            return operation(conn)
+            durability = commit_durability(conn)
+            try:
+                return operation(conn)
+            finally:
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                    set_commit_durability(conn, durability)
         finally:
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                set_commit_durability(conn, durability)
+            conn.row_factory = callers_rows
 
     def discard(self) -> None:
         """Nothing: the connection is the caller's to close."""

@@ -17,6 +17,10 @@ end); the peers' scripts and workers run with the peers' python. Every worker is
 subprocess started through the system's own CLI (`pgjobs work`, `procrastinate worker`,
 `pgq run`; the baseline's `raw_sql.py work`), with logging at WARNING for all.
 
+`pgjobs-async` is pgjobs' worker with `--async-claim-commit` added to every setting (claims
+commit without waiting for the disk), a row of its own in the drain, latency and steady
+scenarios beside the durable default; it is not a peer (see `VARIANTS`).
+
 How each scenario is measured, the same way for every system:
 
 - bulk enqueue: one call of the system's bulk API (pgjobs `enqueue_many`, procrastinate
@@ -31,7 +35,10 @@ How each scenario is measured, the same way for every system:
   pgqueuer's `pgqueuer_log`), so interpreter start-up is left out. Each system runs with
   each of its settings in `WORKER_ARGS["drain"]`, three rounds each (procrastinate one:
   its drain takes half a minute); a setting's figure is the median of its rounds, the
-  system's the best setting's; every round is noted.
+  system's the best setting's, so every ratio takes each system at its best; every
+  setting's rounds are in a table under the report. A setting with `--processes N` starts
+  N worker processes at once (the way pgqueuer scales out; pgjobs and the baseline get it
+  too), timed the same way: from the first claim of any to the last outcome of any.
 - async drain: the same, with `async def` no-op tasks: pgjobs' worker serves
   `pgjobs_bench:async_app` (the same task name, declared `async def`, run on the worker's
   event loop beside its threads); pgqueuer's tasks are `async def` anyway, so its row is
@@ -40,10 +47,11 @@ How each scenario is measured, the same way for every system:
 - single enqueue and the drains are taken in rounds: every system has its turn in each
   round, in an order that rotates, so that a slow spell of the machine (20,000 jobs drain
   in under half a second) falls on all systems alike rather than on one system's rounds.
-- idle pickup latency: an idle worker gets jobs one at a time, spaced out; the producer
-  records the wall-clock time its commit returned, the task the time it began (appended to
-  a file, no database round trip); latency = start - commit; p50/p95/p99. The tables hold
-  10,000 finished jobs first, analyzed, as a queue in use does (see `latencies`).
+- idle pickup latency (one worker process, as in the scenarios below): an idle worker gets
+  jobs one at a time, spaced out; the producer records the wall-clock time its commit
+  returned, the task the time it began (appended to a file, no database round trip);
+  latency = start - commit; p50/p95/p99. The tables hold 10,000 finished jobs first,
+  analyzed, as a queue in use does (see `latencies`).
 - steady state: a producer enqueues one job per transaction at a fixed rate on a fixed
   schedule, dealt to 8 connections in turn; latency as above. It keeps up when every job
   started within 30 s of the last commit and p99 < 1 s; the rate offered is noted.
@@ -70,6 +78,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -77,7 +86,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
@@ -102,20 +111,28 @@ PEER_REQUIREMENTS = (
 )
 # What each system's worker is started with, per scenario; edit here. "drain" lists every
 # setting tried (the best is reported, all are noted); the other scenarios use one each.
-# A setting with `--prefetch` is tried only when `pgjobs work --help` offers it.
+# A setting with an option the worker's `--help` does not list is skipped (pgjobs' worker
+# options come and go as it is developed). PROCESSES is compare.py's own: the drain starts
+# that many worker processes with the rest of the setting (see `running_workers`).
+PROCESSES = "--processes"
 WORKER_ARGS: dict[str, dict[str, list[list[str]]]] = {
     "pgjobs": {
         "drain": [
             ["--concurrency", "4"],
             ["--concurrency", "10"],
             ["--concurrency", "32"],
-            ["--concurrency", "10", "--prefetch", "40"],
+            # --prefetch only bounds the claim buffer now; its time window is what sizes it.
+            ["--concurrency", "10", "--claim-window", "1"],
+            [PROCESSES, "2", "--concurrency", "10"],
         ],
         # The last --app wins: the App whose `bench.job` is an `async def`.
         "drain_async": [
             ["--app", "pgjobs_bench:async_app"],
-            ["--app", "pgjobs_bench:async_app", "--async-concurrency", "100", "--prefetch", "100"],
-            ["--app", "pgjobs_bench:async_app", "--async-concurrency", "500", "--prefetch", "200"],
+            ["--app", "pgjobs_bench:async_app", "--async-concurrency", "500"],
+            [
+                *("--app", "pgjobs_bench:async_app"),
+                *("--async-concurrency", "500", "--claim-window", "1"),
+            ],
         ],
         "latency": [["--concurrency", "4"]],
         "steady": [["--concurrency", "10"]],
@@ -130,19 +147,60 @@ WORKER_ARGS: dict[str, dict[str, list[list[str]]]] = {
         "memory": [["--concurrency", "10"]],
     },
     "pgqueuer": {
-        "drain": [["--batch", "10"], ["--batch", "50"], ["--batch", "200"]],
+        # More processes is pgqueuer's documented way to scale out (one event loop each).
+        "drain": [
+            ["--batch", "10"],
+            ["--batch", "50"],
+            ["--batch", "200"],
+            [PROCESSES, "2", "--batch", "50"],
+            [PROCESSES, "2", "--batch", "200"],
+        ],
         "drain_async": [["--batch", "10"], ["--batch", "50"], ["--batch", "200"]],
         "latency": [["--batch", "10"]],
         "steady": [["--batch", "10"]],
         "memory": [["--batch", "10"]],
     },
     "raw": {
-        "drain": [["--threads", "2", "--batch", "50"], ["--threads", "4", "--batch", "50"]],
+        # Enough settings that the baseline is at its best on 2 cores, so that no ratio to
+        # it flatters a system.
+        "drain": [
+            ["--threads", "2", "--batch", "50"],
+            ["--threads", "4", "--batch", "50"],
+            ["--threads", "8", "--batch", "50"],
+            ["--threads", "2", "--batch", "200"],
+            ["--threads", "4", "--batch", "200"],
+            ["--threads", "8", "--batch", "200"],
+            [PROCESSES, "2", "--threads", "4", "--batch", "50"],
+            [PROCESSES, "2", "--threads", "2", "--batch", "200"],
+        ],
         "latency": [["--threads", "4", "--batch", "50"]],
         "steady": [["--threads", "4", "--batch", "50"]],
         "memory": [["--threads", "4", "--batch", "50"]],
     },
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A system's worker with options appended to all of its settings, shown as a system
+    of its own in the scenarios those options bear on. It is not a peer: no `vs best peer`
+    is taken against it."""
+
+    base: str
+    options: tuple[str, ...]
+    scenarios: tuple[str, ...]
+
+    def worker_args(self) -> dict[str, list[list[str]]]:
+        base = WORKER_ARGS[self.base]
+        return {s: [[*args, *self.options] for args in base[s]] for s in self.scenarios}
+
+
+# pgjobs' worker commits its claims durably by default; with --async-claim-commit a claim
+# does not wait for the disk (faster pickup; a server crash may undo a claim). Both rows.
+VARIANTS = {
+    "pgjobs-async": Variant("pgjobs", ("--async-claim-commit",), ("drain", "latency", "steady")),
+}
+WORKER_ARGS |= {name: variant.worker_args() for name, variant in VARIANTS.items()}
 # Jobs per claim in the claim-cost scenario (procrastinate can only claim one).
 CLAIM_BATCH = {"pgjobs": 10, "procrastinate": 1, "pgqueuer": 10, "raw": 10}
 # Connections the steady-state producer deals its jobs to, one transaction per job each, so
@@ -234,6 +292,13 @@ class System:
     python: Path
     script: str
     worker: tuple[str, ...]
+    # The scenarios it takes part in; None: every one.
+    scenarios: frozenset[str] | None = None
+    # The system it is a Variant of (the same code, other worker options), if any.
+    variant_of: str = ""
+
+    def takes_part(self, scenario: str) -> bool:
+        return self.scenarios is None or scenario in self.scenarios
 
 
 @dataclass
@@ -262,9 +327,11 @@ class Result:
 
 @dataclass
 class Settings:
-    """What was run, for the report: worker arguments per scenario, and drain winners."""
+    """What was run, for the report: worker arguments per scenario, drain winners, and
+    every drain setting's rounds (scenario -> system -> setting -> jobs/s per round)."""
 
     used: dict[str, dict[str, str]] = field(default_factory=dict)
+    drains: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
 
     def record(self, system: str, scenario: str, value: str) -> None:
         self.used.setdefault(system, {})[scenario] = value
@@ -296,6 +363,20 @@ def peers_python() -> Path:
 
 
 def systems(peers: Path) -> list[System]:
+    """Every system, each Variant right after the system it varies."""
+    listed: list[System] = []
+    for system in own_systems(peers):
+        listed.append(system)
+        for name, variant in VARIANTS.items():
+            if variant.base == system.name:
+                scenarios = frozenset(variant.scenarios)
+                listed.append(
+                    replace(system, name=name, scenarios=scenarios, variant_of=variant.base)
+                )
+    return listed
+
+
+def own_systems(peers: Path) -> list[System]:
     main = Path(sys.executable)
     return [
         System(
@@ -403,7 +484,7 @@ def describe(system: System) -> dict[str, Any]:
 
 def prepare(cluster_url: str, system: System) -> Target:
     """A fresh database for the system, with the system's own schema installed in it."""
-    database = f"bench_{system.name}"
+    database = "bench_" + system.name.replace("-", "_")
     with psycopg.connect(cluster_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {database}")
         conn.execute(f"CREATE DATABASE {database}")
@@ -419,15 +500,38 @@ def prepare(cluster_url: str, system: System) -> Target:
     return target
 
 
-def pgjobs_has_prefetch() -> bool:
-    """Whether this pgjobs' worker takes `--prefetch` (it is being added)."""
+def worker_options(system: System) -> frozenset[str] | None:
+    """The options the system's worker lists in its `--help` (pgjobs' come and go as it is
+    developed), or None, and no setting is skipped, if it would not say."""
     finished = subprocess.run(
-        [sys.executable, "-m", "pgjobs", "work", "--help"],
+        [*system.worker, "--help"],
+        cwd=PEERS,
+        env=child_env(""),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
-    return "--prefetch" in finished.stdout
+    if finished.returncode != 0:
+        say(f"  {system.name}: its worker's --help failed; every setting is tried")
+        return None
+    return frozenset(re.findall(r"--[a-z][a-z0-9-]*", finished.stdout))
+
+
+def setting_options(args: Sequence[str]) -> set[str]:
+    """The options a setting passes to the worker (`--name` or `--name=value`)."""
+    return {arg.partition("=")[0] for arg in args if arg.startswith("--")}
+
+
+def processes_of(setting: Sequence[str]) -> tuple[int, list[str]]:
+    """How many worker processes a setting asks for (PROCESSES, else one), and the rest of
+    its arguments, which every process is started with."""
+    args = list(setting)
+    if PROCESSES not in args:
+        return 1, args
+    at = args.index(PROCESSES)
+    count = int(args[at + 1])
+    del args[at : at + 2]
+    return count, args
 
 
 # -- observing the tables -----------------------------------------------------------------
@@ -514,12 +618,50 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+@dataclass
+class Workers:
+    """The processes of one worker setting, started and stopped together."""
+
+    processes: list[WorkerProcess]
+    label: str
+
+    def check_alive(self) -> None:
+        for worker in self.processes:
+            worker.check_alive()
+
+
+@contextlib.contextmanager
+def running_workers(
+    target: Target, setting: Sequence[str], logs: Path, starts: Path | None = None
+) -> Iterator[Workers]:
+    """The setting's worker processes (PROCESSES of them, else one), all started at once
+    with the rest of the setting; SIGTERM (a graceful stop) to all when done. Nothing
+    coordinates them but the database, as when a user starts several."""
+    count, args = processes_of(setting)
+    label = f"{target.system.name} worker {' '.join(setting)}"
+    workers: list[WorkerProcess] = []
+    try:
+        for number in range(1, count + 1):
+            suffix = f" (process {number} of {count})" if count > 1 else ""
+            workers.append(start_worker(target, args, logs, starts, label + suffix))
+        yield Workers(workers, label)
+    finally:
+        stop([worker.process for worker in workers])
+
+
 @contextlib.contextmanager
 def running_worker(
     target: Target, args: Sequence[str], logs: Path, starts: Path | None = None
 ) -> Iterator[WorkerProcess]:
-    """The system's worker as a subprocess; SIGTERM (a graceful stop) when done."""
-    label = f"{target.system.name} worker {' '.join(args)}"
+    """The system's worker as one subprocess, for the scenarios that measure one."""
+    with running_workers(target, args, logs, starts) as workers:
+        (worker,) = workers.processes
+        yield worker
+
+
+def start_worker(
+    target: Target, args: Sequence[str], logs: Path, starts: Path | None, label: str
+) -> WorkerProcess:
     log = logs / f"{target.system.name}-{time.monotonic_ns()}.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -531,26 +673,26 @@ def running_worker(
             # Its own session: a Ctrl-C reaches only compare.py, which stops workers in turn.
             start_new_session=True,
         )
+    return WorkerProcess(process, log, label)
+
+
+def stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process first, so that several stop in the time of one."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for process in running:
         try:
-            yield WorkerProcess(process, log, label)
-        finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_drained(
     target: Target,
-    worker: WorkerProcess,
+    worker: WorkerProcess | Workers,
     timeout: float,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
@@ -603,7 +745,8 @@ class Run:
     counts: Counts
     files: Path
     settings: Settings
-    prefetch: bool
+    # Per system, the options its worker offers (None: unknown, every setting is tried).
+    offered: dict[str, frozenset[str] | None]
 
     def title(self, scenario: str) -> str:
         """The scenario as the report names it, with this run's counts."""
@@ -620,12 +763,17 @@ class Run:
         }[scenario]
 
     def worker_args(self, system: str, scenario: str) -> list[list[str]]:
-        options = WORKER_ARGS[system][scenario]
-        usable = [args for args in options if self.prefetch or "--prefetch" not in args]
-        for args in options:
-            if args not in usable:
-                skipped = " ".join(args)
-                self.settings.record(system, f"{scenario} (skipped)", f"{skipped}: not offered")
+        """The system's settings for the scenario, less those its worker cannot take."""
+        usable, skipped = [], []
+        offered = self.offered.get(system)
+        for args in WORKER_ARGS[system][scenario]:
+            missing = sorted(setting_options(processes_of(args)[1]) - (offered or set()))
+            if offered is None or not missing:
+                usable.append(args)
+            else:
+                skipped.append(f"{' '.join(args)} ({', '.join(missing)} not offered)")
+        if skipped:
+            self.settings.record(system, f"{scenario} (skipped)", "; ".join(skipped))
         for args in usable:
             if not scenario.startswith("drain"):
                 self.settings.record(system, scenario, " ".join(args))
@@ -655,7 +803,9 @@ def single_summary(run: Run, system: str, rates: dict[str, list[float]]) -> Resu
 
 
 def drain_round(run: Run, target: Target, scenario: str = "drain") -> dict[str, float]:
-    """One drain of each setting of the system (none if it has none for `scenario`)."""
+    """One drain of each setting of the system (none if it has none for `scenario`). With
+    several processes the window still runs from the first claim of any of them to the last
+    outcome of any, as the tables record them."""
     if scenario not in WORKER_ARGS[target.system.name]:
         return {}
     count = run.counts.drain
@@ -664,8 +814,8 @@ def drain_round(run: Run, target: Target, scenario: str = "drain") -> dict[str, 
         reset(target)
         drive(target, "bulk", "--count", str(count))
         settle(target)
-        with running_worker(target, args, run.files) as worker:
-            left = wait_drained(target, worker, DRAIN_TIMEOUT)
+        with running_workers(target, args, run.files) as workers:
+            left = wait_drained(target, workers, DRAIN_TIMEOUT)
         if left:
             raise RuntimeError(f"{left:,} of {count:,} jobs left after {DRAIN_TIMEOUT:g}s")
         setting = " ".join(args)
@@ -677,15 +827,13 @@ def drain_round(run: Run, target: Target, scenario: str = "drain") -> dict[str, 
 def drain_summary(
     run: Run, system: str, rates: dict[str, list[float]], scenario: str = "drain"
 ) -> Result:
-    """The best setting by its median round is the system's figure; every round is noted."""
+    """The best setting by its median round is the system's figure, so every ratio takes
+    each system at its best; every setting's rounds go to the table under the report."""
     medians = {setting: statistics.median(rounds) for setting, rounds in rates.items()}
     best = max(medians, key=lambda setting: medians[setting])
     run.settings.record(system, f"{scenario} (best)", best)
-    note = "; ".join(
-        f"{setting}: {medians[setting]:,.0f}"
-        + (f" ({', '.join(f'{rate:,.0f}' for rate in rounds)})" if len(rounds) > 1 else "")
-        for setting, rounds in rates.items()
-    )
+    run.settings.drains.setdefault(run.title(scenario), {})[system] = rates
+    note = f"best of {len(rates)} settings: {best}" if len(rates) > 1 else best
     return Result(run.title(scenario), "jobs/s ↑", system, medians[best], True, note)
 
 
@@ -880,22 +1028,25 @@ MEASUREMENT_ERRORS = (RuntimeError, TimeoutError, OSError, psycopg.Error)
 
 
 def run_all(
-    run: Run, targets: list[Target], broken: dict[str, str], scenarios: list[str]
+    run: Run, targets: list[Target], broken: dict[System, str], scenarios: list[str]
 ) -> list[Result]:
-    """Scenario by scenario, each system in turn; a failure is recorded, not fatal.
+    """Scenario by scenario, each system that takes part in turn; a failure is recorded,
+    not fatal.
 
     `broken` holds the systems whose setup failed, with why: they get that error in every
-    scenario, so the table still shows them.
+    scenario they take part in, so the table still shows them.
     """
     results: list[Result] = []
     for scenario in scenarios:
         say(f"{run.title(scenario)}...")
-        for name, error in broken.items():
-            results.append(failure(run.title(scenario), name, f"setup failed: {error}"))
+        for system, error in broken.items():
+            if system.takes_part(scenario):
+                results.append(failure(run.title(scenario), system.name, f"setup failed: {error}"))
+        taking = [target for target in targets if target.system.takes_part(scenario)]
         if scenario in ROUND_SCENARIOS:
-            results += in_rounds(run, targets, scenario)
+            results += in_rounds(run, taking, scenario)
             continue
-        for target in targets:
+        for target in taking:
             started = time.monotonic()
             try:
                 results += SCENARIOS[scenario](run, target)
@@ -971,8 +1122,12 @@ def figure(value: float | None) -> str:
 def results_table(results: list[Result], peers: set[str], title: str) -> Table:
     caption = (
         "vs best peer: the figure / the better of procrastinate's and pgqueuer's; "
-        "vs raw SQL: / the baseline's. ↑ higher is better, ↓ lower is better."
+        "vs raw SQL: / the baseline's. ↑ higher is better, ↓ lower is better. Drains: each "
+        "system's best setting (every setting in the table below)."
     )
+    for name, variant in VARIANTS.items():
+        options = " ".join(variant.options)
+        caption += f" {name}: the {variant.base} worker with {options}, not a peer."
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for column, justify in (
         ("scenario", "left"),
@@ -1006,6 +1161,50 @@ def results_table(results: list[Result], peers: set[str], title: str) -> Table:
     return table
 
 
+def drain_settings_table(drains: dict[str, dict[str, dict[str, list[float]]]]) -> Table:
+    """Every drain setting's figure: the median of its rounds, which are listed too."""
+    caption = (
+        f"median: of the rounds; vs raw SQL: / the baseline's best setting. {PROCESSES} N: N "
+        "worker processes started at once, timed from the first claim of any to the last outcome."
+    )
+    table = Table(
+        title="Drain settings (jobs/s)",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    for column, justify in (
+        ("scenario", "left"),
+        ("system", "left"),
+        ("setting", "left"),
+        ("median", "right"),
+        ("vs raw SQL", "right"),
+        ("rounds", "left"),
+        ("", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for scenario, systems_rates in drains.items():
+        medians = {
+            system: {setting: statistics.median(rounds) for setting, rounds in rates.items()}
+            for system, rates in systems_rates.items()
+        }
+        raw = max(medians.get("raw", {}).values(), default=None)
+        rows = [(system, setting) for system, rates in medians.items() for setting in rates]
+        for n, (system, setting) in enumerate(rows):
+            median = medians[system][setting]
+            table.add_row(
+                scenario if n == 0 else "",
+                system if n == 0 or rows[n - 1][0] != system else "",
+                setting,
+                figure(median),
+                ratio(median, raw),
+                ", ".join(f"{rate:,.0f}" for rate in systems_rates[system][setting]),
+                "best" if median == max(medians[system].values()) else "",
+                end_section=n == len(rows) - 1,
+            )
+    return table
+
+
 def report(
     console: Console,
     results: list[Result],
@@ -1019,6 +1218,8 @@ def report(
     console.print(" | ".join(f"{key} {value}" for key, value in header.items()))
     title = f"pgjobs beside its peers ({'--quick' if quick else 'full run'})"
     console.print(results_table(results, peers, title))
+    if settings.drains:
+        console.print(drain_settings_table(settings.drains))
     console.print("Settings used (worker arguments per scenario; drain: the best of those tried):")
     for system, used in settings.used.items():
         console.print(f"  {system}: " + "; ".join(f"{k}: {v}" for k, v in used.items()))
@@ -1037,6 +1238,7 @@ def write_json(
         "counts": asdict(counts),
         "worker_args": WORKER_ARGS,
         "settings": settings.used,
+        "drain_settings": settings.drains,
         "results": [asdict(result) for result in results],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -1049,7 +1251,7 @@ def versions(cluster_url: str, targets: list[Target], changed: Sequence[str]) ->
     with psycopg.connect(cluster_url) as conn:
         show = {name: str(scalar_row(conn, f"SHOW {name}")) for name in names}
     header = {"PostgreSQL": show.pop("server_version")}
-    header |= {t.system.name: t.version for t in targets}
+    header |= {t.system.name: t.version for t in targets if not t.system.variant_of}
     header["Python"] = sys.version.split()[0]
     header["CPUs"] = str(os.cpu_count())
     header["server"] = ", ".join(f"{k}={v}" for k, v in show.items())
@@ -1113,7 +1315,24 @@ def parse_args() -> argparse.Namespace:
         unknown = set(getattr(args, option).split(",")) - set(known)
         if unknown:
             parser.error(f"unknown {option}: {', '.join(sorted(unknown))}")
+    check_worker_args()
     return args
+
+
+def check_worker_args() -> None:
+    """An edit of WORKER_ARGS that cannot run fails now, not a quarter of an hour in: only
+    drains start several processes (the other scenarios measure one worker's latency or
+    memory)."""
+    for system, scenarios in WORKER_ARGS.items():
+        for scenario, settings in scenarios.items():
+            for args in settings:
+                where = f"WORKER_ARGS[{system!r}][{scenario!r}] {' '.join(args)!r}"
+                try:
+                    count, _ = processes_of(args)
+                except (IndexError, ValueError):
+                    raise SystemExit(f"{where}: {PROCESSES} takes a number") from None
+                if count < 1 or (count > 1 and not scenario.startswith("drain")):
+                    raise SystemExit(f"{where}: several processes only in drains")
 
 
 def main() -> None:
@@ -1133,15 +1352,16 @@ def main() -> None:
         cluster_url = stack.enter_context(temporary_cluster())
         apply_server_settings(cluster_url, args.pg_setting)
         targets: list[Target] = []
-        broken: dict[str, str] = {}
+        broken: dict[System, str] = {}
         for system in chosen:
             try:
                 targets.append(prepare(cluster_url, system))
                 stack.callback(targets[-1].admin.close)
             except (RuntimeError, OSError, psycopg.Error, subprocess.SubprocessError) as error:
                 say(f"setting up {system.name} FAILED: {error}")
-                broken[system.name] = first_line(error)
-        run = Run(counts, Path(files), settings, pgjobs_has_prefetch())
+                broken[system] = first_line(error)
+        offered = {target.system.name: worker_options(target.system) for target in targets}
+        run = Run(counts, Path(files), settings, offered)
         results = run_all(run, targets, broken, args.scenarios.split(","))
         header = versions(cluster_url, targets, args.pg_setting)
     report(console, results, targets, header, settings, counts, args.quick)

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
         QueueFull as QueueFull,
     )
     from pgjobs.errors import (
+        SchemaBehindError as SchemaBehindError,
+    )
+    from pgjobs.errors import (
         SchemaNotMigratedError as SchemaNotMigratedError,
     )
     from pgjobs.errors import (
@@ -102,6 +105,7 @@ _HOMES = {
     "PayloadNotSerializableError": "pgjobs.errors",
     "PgJobsError": "pgjobs.errors",
     "QueueFull": "pgjobs.errors",
+    "SchemaBehindError": "pgjobs.errors",
     "SchemaNotMigratedError": "pgjobs.errors",
     "SnoozeJob": "pgjobs.errors",
     "Task": "pgjobs.tasks",

@@ -7,7 +7,6 @@ none of them unless all of them can be changed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from typing import Any, Literal
 import psycopg
 
 from pgjobs.app import App
+from pgjobs.bounds import BIGINT_MAX, check_bigint, check_seconds
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError, PgJobsError
 from pgjobs.job import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
 from pgjobs.store import QueueStats
@@ -24,7 +24,6 @@ PRUNE_BATCH_SIZE = 10_000
 # milliseconds, however many jobs match.
 BULK_BATCH_SIZE = 1_000
 CANCELLABLE_STATES = UNFINISHED_STATES
-_BIGINT_MAX = 2**63 - 1
 
 __all__ = [
     "BulkChange",
@@ -61,8 +60,7 @@ def list_jobs(
 ) -> list[Job]:
     """The newest `limit` jobs matching every given filter (an empty filter matches all)."""
     check_states(states)
-    if limit < 1:
-        raise ConfigurationError(f"limit must be at least 1, got {limit}")
+    check_bigint("limit", limit, error=ConfigurationError)
     with app.database.transaction() as conn:
         return app.store.list_jobs(
             conn,
@@ -148,15 +146,14 @@ def prune_jobs(
             "only finished jobs can be pruned; choose states from "
             + ", ".join(s.value for s in FINISHED_STATES)
         )
-    if not math.isfinite(older_than_seconds) or older_than_seconds < 0:
-        raise ConfigurationError(f"older_than must be >= 0 seconds, got {older_than_seconds}")
+    older_than = check_seconds("older_than", older_than_seconds, error=ConfigurationError)
     deleted = 0
     while True:
         with app.database.transaction() as conn:
             batch = app.store.prune_batch(
                 conn,
                 states=[str(state) for state in states],
-                older_than_seconds=float(older_than_seconds),
+                older_than_seconds=older_than,
                 batch_size=batch_size,
             )
         deleted += batch
@@ -177,7 +174,7 @@ def _distinct(ids: Iterable[int]) -> list[int]:
 
 
 def _in_bigint_range(job_id: int) -> bool:
-    return 0 < job_id <= _BIGINT_MAX
+    return 0 < job_id <= BIGINT_MAX
 
 
 def _lock(
@@ -363,13 +360,13 @@ def _matching(action: BulkAction, job_filter: JobFilter) -> dict[str, Any]:
             f"{action} applies to {names} jobs, not {', '.join(map(str, refused))}"
         )
     older_than = job_filter.older_than_seconds
-    if older_than is not None and (not math.isfinite(older_than) or older_than < 0):
-        raise ConfigurationError(f"older_than must be >= 0 seconds, got {older_than}")
+    if older_than is not None:
+        older_than = check_seconds("older_than", older_than, error=ConfigurationError)
     return {
         "states": [str(state) for state in (job_filter.states or allowed)],
         "queues": list(job_filter.queues) or None,
         "tasks": list(job_filter.tasks) or None,
-        "older_than": None if older_than is None else float(older_than),
+        "older_than": older_than,
     }
 
 

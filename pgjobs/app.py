@@ -19,13 +19,19 @@ from pgjobs.enqueue import (
     copy_plain_jobs_async,
     insert_jobs,
     insert_jobs_async,
+    unpack_item,
 )
-from pgjobs.errors import InvalidScheduleError, InvalidTaskError, UnknownTaskError
+from pgjobs.errors import (
+    ConfigurationError,
+    InvalidScheduleError,
+    InvalidTaskError,
+    UnknownTaskError,
+)
 from pgjobs.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from pgjobs.queue_limits import QueueLimits
-from pgjobs.retry import Backoff
+from pgjobs.retry import Backoff, check_backoff
 from pgjobs.store import Store
-from pgjobs.tasks import P, R, Task, check_task_function
+from pgjobs.tasks import P, R, Task, check_task_function, check_task_name
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -60,7 +66,7 @@ class App:
         self.schema = resolve_schema(schema)
         self.database = Database(database_url, wait=database_wait)
         self.store = Store(self.schema)
-        self.backoff = backoff or Backoff()
+        self.backoff = check_backoff(backoff, ConfigurationError) or Backoff()
         self.defaults = JobOptions(
             queue=default_queue, priority=0, max_attempts=default_max_attempts
         )
@@ -113,9 +119,13 @@ class App:
         a `JobContext` as its first argument.
         """
 
+        if name is not None:
+            check_task_name(name)
+        check_backoff(backoff, InvalidTaskError)
+
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{function.__module__}.{function.__name__}"
-            check_task_function(task_name, function, timeout)
+            seconds = check_task_function(task_name, function, timeout)
             if task_name in self.tasks:
                 other = self.tasks[task_name].func
                 raise InvalidTaskError(
@@ -129,7 +139,7 @@ class App:
                 function,
                 name=task_name,
                 options=options.merged_over(self.defaults),
-                timeout=timeout,
+                timeout=seconds,
                 backoff=backoff,
                 pass_context=pass_context,
             )
@@ -289,8 +299,9 @@ class App:
         return [self._bulk_row(item) for item in items]
 
     def _bulk_row(self, item: BulkItem) -> JobRow:
-        name, payload, *rest = item
-        return self._row(name, payload, JobOptions(**rest[0]) if rest else NO_OPTIONS)
+        if type(item) is tuple and len(item) == 2:  # the common case, checked cheaply
+            return self._row(item[0], item[1], NO_OPTIONS)
+        return self._row(*unpack_item(item))
 
     def close(self) -> None:
         """Close pgjobs' own connection pool (the App can be used again afterwards)."""

@@ -20,9 +20,20 @@ def database_url_from_env() -> str | None:
     return os.environ.get("PGJOBS_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
 
 
+def check_explicit_url(url: str | None) -> str | None:
+    """Refuse an empty URL given on purpose (`--database-url ''`, `App("")`), which would
+    otherwise mean the environment's URL or the embedded cluster without a word."""
+    if url is not None and (not isinstance(url, str) or not url.strip()):
+        raise ConfigurationError(
+            f"the database URL is empty ({url!r}); give a postgresql:// URL, or none at all "
+            "for PGJOBS_DATABASE_URL, DATABASE_URL or the embedded cluster"
+        )
+    return url
+
+
 def resolve_database_url(explicit: str | None) -> str:
     """The URL to connect to, starting the embedded cluster when nothing is configured."""
-    url = explicit or database_url_from_env()
+    url = check_explicit_url(explicit) or database_url_from_env()
     if url:
         return normalize_url(url)
     from pgjobs.embedded import default_database_url
@@ -64,7 +75,9 @@ def resolve_schema(explicit: str | None) -> str:
 
 def validate_schema(schema: str) -> str:
     """Reject names PostgreSQL would silently truncate or that cannot name a schema."""
-    if not schema or not schema.strip():
+    if not isinstance(schema, str):
+        raise ConfigurationError(f"schema name must be a string, got {schema!r}")
+    if not schema.strip():
         raise ConfigurationError("schema name must not be empty")
     if len(schema.encode()) > _MAX_IDENTIFIER_BYTES:
         raise ConfigurationError(

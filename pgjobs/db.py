@@ -18,7 +18,8 @@ from typing import Any, TypeAlias, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgjobs.config import resolve_database_url
+from pgjobs.bounds import check_seconds
+from pgjobs.config import check_explicit_url, resolve_database_url
 from pgjobs.errors import ConfigurationError, DatabaseUnavailableError
 from pgjobs.pooler import prepare_if_direct
 
@@ -86,9 +87,8 @@ class Database:
     """
 
     def __init__(self, url: str | None, *, max_size: int = 10, wait: float = DEFAULT_WAIT) -> None:
-        if not math.isfinite(wait) or wait <= 0:
-            raise ConfigurationError(f"the connection wait must be > 0 seconds, got {wait}")
-        self._explicit_url = url
+        check_seconds("the connection wait", wait, exclusive=True, error=ConfigurationError)
+        self._explicit_url = check_explicit_url(url)
         self._url: str | None = None
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._max_size = max_size

@@ -7,7 +7,7 @@ writes nothing, even inside the caller's transaction.
 from __future__ import annotations
 
 import json
-import math
+import reprlib
 import sys
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -20,6 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     from typing_extensions import Unpack as Unpack
 
+from pgjobs.bounds import INT_MAX, MAX_DELAY_SECONDS, check_seconds, check_timestamp
 from pgjobs.db import CallerConnection, Database
 from pgjobs.errors import InvalidJobError, PayloadNotSerializableError, PgJobsError
 from pgjobs.storable import json_is_storable, text_is_storable
@@ -33,7 +34,6 @@ MAX_QUEUE_NAME_LENGTH = 200  # queue names travel as NOTIFY payloads (8000 bytes
 # A btree entry must fit in a third of a page (about 2,700 bytes); well under that, a
 # key is still far longer than any sensible one.
 MAX_UNIQUE_KEY_BYTES = 1000
-_PG_INT_MAX = 2**31 - 1
 # One encoder for every payload: `json.dumps` with options builds a new one per call.
 _PAYLOAD_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
@@ -107,7 +107,7 @@ def encode_payload(task: str, payload: Mapping[str, Any]) -> str:
         )
     try:
         text = _PAYLOAD_ENCODER.encode(payload)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = None
     if text is not None and json_is_storable(text):
         return text
@@ -127,6 +127,10 @@ def encode_payload(task: str, payload: Mapping[str, Any]) -> str:
             raise PayloadNotSerializableError(
                 f"argument {name!r} of task {task!r} is not JSON-serialisable: {error}"
             ) from error
+        except RecursionError:
+            raise PayloadNotSerializableError(
+                f"argument {name!r} of task {task!r} is nested too deeply to encode as JSON"
+            ) from None
         if not json_is_storable(encoded):
             raise PayloadNotSerializableError(
                 f"argument {name!r} of task {task!r} holds a NUL character or a lone "
@@ -152,20 +156,15 @@ def _check_text(name: str, value: object, *, max_length: int | None = None) -> s
 def _check_int(name: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidJobError(f"{name} must be an integer, got {value!r}")
-    if not minimum <= value <= _PG_INT_MAX:
-        raise InvalidJobError(f"{name} must be between {minimum} and {_PG_INT_MAX}, got {value}")
+    if not minimum <= value <= INT_MAX:
+        raise InvalidJobError(f"{name} must be between {minimum} and {INT_MAX}, got {value}")
     return value
 
 
 def _delay_seconds(delay: float | timedelta | None) -> float:
     if delay is None:
         return 0.0
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise InvalidJobError(f"delay must be seconds or a timedelta, got {delay!r}")
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise InvalidJobError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-    return float(seconds)
+    return check_seconds("delay", delay, error=InvalidJobError, maximum=MAX_DELAY_SECONDS)
 
 
 class CheckedOptions(NamedTuple):
@@ -192,12 +191,13 @@ def check_options(options: JobOptions) -> CheckedOptions:
             raise InvalidJobError(
                 f"run_at must be timezone-aware (naive datetime {run_at.isoformat()} given)"
             )
+        check_timestamp("run_at", run_at, error=InvalidJobError)
     unique_key = options.unique_key
     if unique_key is not None:
         _check_text("unique_key", unique_key, max_length=MAX_UNIQUE_KEY_BYTES)
     return CheckedOptions(
         queue=queue,
-        priority=_check_int("priority", options.priority, minimum=-_PG_INT_MAX),
+        priority=_check_int("priority", options.priority, minimum=-INT_MAX),
         run_at=run_at,
         delay_seconds=_delay_seconds(options.delay),
         max_attempts=_check_int("max_attempts", options.max_attempts, minimum=1),
@@ -278,6 +278,32 @@ async def copy_plain_jobs_async(
 # The options that make a job more than a plain row: a key to check against the unfinished
 # jobs, or a run_at worked out by the server. A task's or the App's defaults set none.
 _NOT_PLAIN = ("unique_key", "run_at", "delay")
+_OPTION_NAMES = frozenset(f.name for f in fields(JobOptions))
+
+
+def unpack_item(item: object) -> tuple[Any, Any, JobOptions]:
+    """A bulk item's task name, arguments and options, or `InvalidJobError` saying what an
+    item must be (a bare task name would otherwise unpack as its letters)."""
+    if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) not in (2, 3):
+        raise InvalidJobError(
+            "each item of enqueue_many must be a tuple (task name, arguments) or "
+            f"(task name, arguments, options), got {reprlib.repr(item)}"
+        )
+    if len(item) == 2:
+        return item[0], item[1], NO_OPTIONS
+    options = item[2]
+    if not isinstance(options, Mapping):
+        raise InvalidJobError(
+            "the options of an enqueue_many item must be a dict of enqueue options "
+            f"(queue, priority, delay, ...), got {reprlib.repr(options)}"
+        )
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise InvalidJobError(
+            f"unknown enqueue options {sorted(map(str, unknown))}; the options are "
+            f"{', '.join(sorted(_OPTION_NAMES))}"
+        )
+    return item[0], item[1], JobOptions(**options)
 
 
 def copies_straight(items: Sequence[Sequence[Any]]) -> bool:
@@ -289,10 +315,14 @@ def copies_straight(items: Sequence[Sequence[Any]]) -> bool:
 def is_plain_item(item: Sequence[Any]) -> bool:
     """Whether a bulk item `(task, arguments[, options])` makes a plain row: COPY can
     insert it straight into the table, the column defaults supplying run_at."""
+    if type(item) is not tuple and (
+        isinstance(item, (str, bytes)) or not isinstance(item, Sequence)
+    ):
+        return False  # the general path reports what is wrong with it
     if len(item) == 2:
         return True
     if len(item) != 3 or not isinstance(options := item[2], Mapping):
-        return False  # the general path reports what is wrong with it
+        return False
     return all(options.get(name) is None for name in _NOT_PLAIN)
 
 

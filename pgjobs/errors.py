@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import shlex
 
+from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds
+
 
 class PgJobsError(Exception):
     """Base class of every error pgjobs reports to its caller."""
 
 
-class ConfigurationError(PgJobsError):
+class ConfigurationError(PgJobsError, ValueError):
     """A setting is missing or malformed (database URL, schema name, option value)."""
 
 
@@ -27,8 +29,29 @@ class SchemaNotMigratedError(PgJobsError):
     @classmethod
     def for_schema(cls, schema: str) -> SchemaNotMigratedError:
         """The error for `schema`, with the exact command that fixes it."""
-        option = "" if schema == "pgjobs" else f" --schema {shlex.quote(schema)}"
-        return cls(f"schema {schema!r} is not migrated: run `pgjobs migrate{option}` first")
+        return cls(f"schema {schema!r} is not migrated: run `{migrate_command(schema)}` first")
+
+
+class SchemaBehindError(SchemaNotMigratedError):
+    """The schema was migrated by an older pgjobs: a migration this version needs is missing.
+
+    `revision` is the schema's Alembic revision and `needed` the one this pgjobs ships.
+    """
+
+    def __init__(self, schema: str, revision: str, needed: str) -> None:
+        super().__init__(
+            f"schema {schema!r} is at revision {revision}, pgjobs needs {needed}: "
+            f"run `{migrate_command(schema)}`"
+        )
+        self.schema = schema
+        self.revision = revision
+        self.needed = needed
+
+
+def migrate_command(schema: str) -> str:
+    """The command that migrates `schema`, ready to paste."""
+    option = "" if schema == "pgjobs" else f" --schema {shlex.quote(schema)}"
+    return f"pgjobs migrate{option}"
 
 
 class EmbeddedUnavailableError(PgJobsError):
@@ -106,7 +129,8 @@ class SnoozeJob(Exception):
     """
 
     def __init__(self, delay: float) -> None:
-        if delay < 0:
-            raise ValueError("SnoozeJob delay must be >= 0 seconds")
-        super().__init__(f"snoozed for {delay:g}s")
-        self.delay = float(delay)
+        # Checked here, in the task, rather than when the worker stores the new run_at,
+        # where a delay PostgreSQL cannot add would fail the job instead.
+        seconds = check_seconds("SnoozeJob delay", delay, maximum=MAX_DELAY_SECONDS)
+        super().__init__(f"snoozed for {seconds:g}s")
+        self.delay = seconds

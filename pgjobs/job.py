@@ -65,6 +65,9 @@ class Job:
     unique_key: str | None
     errors: list[dict[str, Any]]
     scheduled_at: datetime | None = None  # the tick of a periodic job
+    # When the running attempt was readied for a worker's thread; None while the job
+    # waits, claimed, in a worker's buffer (migration 0007).
+    began_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

@@ -29,10 +29,11 @@ def _engine(url: str) -> sa.Engine:
     )
 
 
-def upgrade(url: str, schema: str) -> None:
-    """Create or upgrade `schema` to the newest revision; safe to run repeatedly."""
+def upgrade(url: str, schema: str, revision: str = "head") -> None:
+    """Create or upgrade `schema` to the newest revision (or to `revision`, as a test of
+    an older schema does); safe to run repeatedly."""
     with _engine(url).connect() as connection:
-        command.upgrade(alembic_config(schema, connection=connection), "head")
+        command.upgrade(alembic_config(schema, connection=connection), revision)
         connection.commit()
 
 

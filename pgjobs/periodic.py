@@ -7,12 +7,12 @@ its jobs gets and how late a tick may still be enqueued. Workers enqueue the tic
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds
 from pgjobs.enqueue import JobRow, build_row
 from pgjobs.errors import InvalidScheduleError, PgJobsError
 from pgjobs.tasks import Task
@@ -90,12 +90,5 @@ def _ticks(cron: str | None, every: float | timedelta | None, timezone: str) -> 
 def _max_lateness(value: float | timedelta | None) -> timedelta | None:
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ValueError(f"max_lateness must be seconds or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"max_lateness must be a finite number of seconds > 0, got {value!r}")
+    seconds = check_seconds("max_lateness", value, exclusive=True, maximum=MAX_DELAY_SECONDS)
     return timedelta(seconds=seconds)

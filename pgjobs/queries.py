@@ -96,33 +96,42 @@ WHERE unique_key = ANY(%(unique_keys)s::text[]) AND state IN ('available', 'runn
 # Claims up to `limit` waiting jobs in one statement. SKIP LOCKED makes concurrent
 # claimers pass over each other's rows instead of waiting, and the row lock taken by the
 # subquery is held until the UPDATE commits, so no two workers can claim one row.
-# The claim commits without waiting for its WAL to reach the disk (`synchronous_commit`
-# off, for this transaction only): that wait was a third of the time from a job's
-# commit to its start. It is safe for a claim alone. Should the database crash before
-# the WAL is flushed, the claim is undone, the job is `available` with its attempts
-# unchanged, and it runs again, as it would after a lost worker; the outcome written
-# for the undone attempt no longer matches it and is dropped. Outcomes wait for the disk.
+# The attempt is counted and `started_at` set at the claim. `began_at` is set for the
+# first `begin` jobs, which the worker's threads may start at once, and stays NULL for
+# the jobs claimed ahead until the worker readies them for its threads (READY_JOBS):
+# threads start no job whose `began_at` is NULL, so a rescue can tell a job that waited
+# in a lost worker's buffer from one that may have run (RESCUE).
+# The rows come back in no particular order: the worker's buffer orders what it holds.
 # The UPDATE finds the claimed rows by an array of their ids, for the reasons given at
 # HELD_OUTCOMES.
 CLAIM = """
-WITH async_commit AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true)
-),
-claimable AS (
+WITH {async_commit}claimable AS (
     SELECT id FROM {jobs}
-    WHERE state = 'available' AND run_at <= now() {queue_filter}
-      AND EXISTS (SELECT FROM async_commit)
+    WHERE state = 'available' AND run_at <= now() {queue_filter}{async_condition}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {jobs} AS j
 SET state = 'running', attempts = j.attempts + 1, started_at = now(),
+    began_at = CASE WHEN j.id = ANY(ARRAY(SELECT id FROM claimable LIMIT %(begin)s))
+                    THEN now() END,
     heartbeat_at = now(), worker_id = %(worker_id)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
 RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
-          date_part('epoch', j.run_at), j.scheduled_at
+          date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.began_at IS NOT NULL
 """
+# A claim commits with the server's durability (`synchronous_commit` as configured), as
+# outcomes and heartbeats do. `pgjobs work --async-claim-commit` lets it commit without
+# waiting for its WAL to reach the disk (for this transaction only), which shortens the
+# time from a job's commit to its start. The price, should the server crash (or fail
+# over) before that WAL is flushed: the claim is undone, the job is `available` again
+# with its attempts unchanged and no entry in `errors`, and it runs again as the same
+# attempt while the first run's outcome no longer matches and is dropped.
+ASYNC_CLAIM_COMMIT = """async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), """
+ASYNC_CLAIM_CONDITION = "\n      AND EXISTS (SELECT FROM async_commit)"
 # Paused queues (queue control, below) are skipped. A claim from one queue checks the
 # setting once, before scanning anything; a claim from every queue filters its rows with
 # a hashed list of the paused queues, read once per claim.
@@ -172,7 +181,9 @@ HELD_OUTCOMES = """
 # Writes the outcomes of many attempts at once: completion, retry, failure, snooze and
 # put-back are all "set this state, maybe push run_at, maybe append an error".
 # The worker that finished a job stays in `worker_id` (who ran it); a job that goes back
-# to waiting is nobody's.
+# to waiting is nobody's. A NULL delay keeps `run_at`: a job handed back unstarted (at
+# shutdown, or surplus to the worker's buffer) keeps its place in line, and other
+# workers are woken for it at once, since only INSERTs fire the wake-up trigger.
 OUTCOMES = """unnest(
         %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
         %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
@@ -183,7 +194,7 @@ UPDATE {jobs} AS j
 SET state = o.state,
     attempts = j.attempts + o.attempts_delta,
     max_attempts = j.max_attempts + o.max_attempts_delta,
-    run_at = CASE WHEN o.state = 'available'
+    run_at = CASE WHEN o.state = 'available' AND o.delay IS NOT NULL
                   THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
     errors = CASE WHEN o.error IS NULL THEN j.errors
                   ELSE j.errors || jsonb_build_array(
@@ -194,17 +205,29 @@ SET state = o.state,
     heartbeat_at = NULL
 FROM o
 WHERE j.id = o.id
-RETURNING j.id
+RETURNING j.id, CASE WHEN o.state = 'available' AND o.delay IS NULL
+                     THEN pg_notify(%(channel)s, j.queue) END
 """
 
 # The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
 # attempts that succeeded. Two arrays instead of seven and no per-row CASE make it about
 # twice as cheap for the database and for the worker that sends it.
-SUCCESSES = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
+ATTEMPTS = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
 COMPLETE_JOBS = """
 WITH o AS ({held_outcomes})
 UPDATE {jobs} AS j
 SET state = 'completed', finished_at = now(), heartbeat_at = NULL
+WHERE j.id = ANY(ARRAY(SELECT id FROM o))
+RETURNING j.id
+"""
+
+# Readies claimed jobs for the worker's threads, just before they need them: from now
+# on their attempt may begin, and a rescue counts it as lost. Returns the ids still held
+# by this worker (the others were cancelled or rescued meanwhile). Only `began_at`
+# changes, which no index covers, so the update is HOT.
+READY_JOBS = """
+WITH o AS ({held_outcomes})
+UPDATE {jobs} AS j SET began_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM o))
 RETURNING j.id
 """
@@ -218,34 +241,42 @@ WHERE j.id = ANY(ARRAY(SELECT id FROM held))
 RETURNING j.id
 """
 
-# Returns running jobs whose worker stopped heart-beating. The transaction-scoped
-# advisory lock lets only one worker at a time do it; the others find nothing to do.
+# Returns running jobs whose worker stopped heart-beating. A job whose attempt may have
+# begun (`began_at` set: a worker's threads start no other) lost that attempt: back to
+# `available` (or `failed` when it has no attempt left) with a "worker lost" entry in
+# `errors`. A job that only waited, claimed, in the lost worker's buffer never ran: it
+# goes back with its attempt given back, its place in line kept, and nothing in `errors`.
+# The transaction-scoped advisory lock lets only one worker at a time do it; the others
+# find nothing to do.
 RESCUE = """
 WITH leader AS (
     SELECT pg_try_advisory_xact_lock(hashtext(%(lock_name)s)) AS held
 ), stale AS (
-    SELECT id FROM {jobs}
+    SELECT id, began_at IS NOT NULL AS began FROM {jobs}
     WHERE state = 'running'
       AND heartbeat_at < now() - make_interval(secs => %(rescue_after)s)
       AND (SELECT held FROM leader)
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE {jobs} AS j
-    SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'available' END,
-        run_at = now(),
-        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-        errors = j.errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempts, 'at', now(), 'worker', j.worker_id,
-            'error', 'worker lost: ' || coalesce(j.worker_id, 'unknown')
-                     || ' sent no heartbeat for ' || %(rescue_after)s || 's',
-            'traceback', NULL)),
+    SET state = CASE WHEN stale.began AND j.attempts >= j.max_attempts
+                     THEN 'failed' ELSE 'available' END,
+        attempts = CASE WHEN stale.began THEN j.attempts ELSE j.attempts - 1 END,
+        run_at = CASE WHEN stale.began THEN now() ELSE j.run_at END,
+        finished_at = CASE WHEN stale.began AND j.attempts >= j.max_attempts THEN now() END,
+        errors = CASE WHEN NOT stale.began THEN j.errors
+                 ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', j.attempts, 'at', now(), 'worker', j.worker_id,
+                    'error', 'worker lost: ' || coalesce(j.worker_id, 'unknown')
+                             || ' sent no heartbeat for ' || %(rescue_after)s || 's',
+                    'traceback', NULL)) END,
         worker_id = NULL,
         heartbeat_at = NULL
     FROM stale
     WHERE j.id = stale.id
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, stale.began
 )
-SELECT id, state, pg_notify(%(channel)s, queue) FROM rescued
+SELECT id, state, began, pg_notify(%(channel)s, queue) FROM rescued
 """
 
 # Counts by queue and state, the oldest overdue waiting job and recent throughput, in one
@@ -274,7 +305,8 @@ ORDER BY queue
 # Every column of a job, in the order of `pgjobs.job.Job`'s fields.
 JOB_COLUMNS = """
 id, queue, task, payload, state, priority, attempts, max_attempts, run_at, created_at,
-started_at, finished_at, heartbeat_at, worker_id, unique_key, errors, scheduled_at
+started_at, finished_at, heartbeat_at, worker_id, unique_key, errors, scheduled_at,
+began_at
 """
 
 # A NULL filter means "any"; newest first by id, which the primary key serves backwards.
@@ -361,27 +393,36 @@ WHERE j.id = batch.id
 # Every job of one queue, whatever its state (the demo starts each run afresh with it).
 DELETE_QUEUE_JOBS = "DELETE FROM {jobs} WHERE queue = %(queue)s"
 
-SCHEMA_EXISTS = "SELECT to_regclass(%(jobs_table)s) IS NOT NULL"
+# Whether `pgjobs migrate` created the jobs table, and whether this role may read the
+# schema's Alembic revision (least-privilege roles may not): a statement that cannot
+# fail, so a caller's transaction survives it (pgjobs.schema_revision).
+SCHEMA_STATE = """
+SELECT to_regclass(%(jobs_table)s) IS NOT NULL,
+       coalesce(has_table_privilege(to_regclass(%(version_table)s), 'SELECT'), false)
+"""
+SCHEMA_REVISION = "SELECT version_num FROM {alembic_version}"
 
 # --- behind a pooler: the worker's notification check ---------------------------------
 # A notification on the schema's channel, sent when the transaction commits.
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 # Who the server thinks its client is, to tell a direct connection from a pooled one.
 CLIENT_ENDPOINT = "SELECT host(inet_client_addr()), inet_client_port(), pg_backend_pid()"
-# The claim turns synchronous_commit off for its transaction; `pgjobs.testing` runs it in
-# a test's transaction and puts the test's own setting back with these.
-COMMIT_DURABILITY = "SELECT current_setting('synchronous_commit')"
-SET_COMMIT_DURABILITY = "SELECT set_config('synchronous_commit', %(value)s, true)"
 
 # --- queue control: pause, limits, bulk changes, retention ----------------------------
 # (CLAIM_*_FILTER above skip paused queues; CANCEL_JOBS tells the worker of a running job.)
 
-# Resuming wakes the workers as an insert would (the queue name on the jobs channel);
-# pausing needs no message, since every claim reads the setting.
-SET_QUEUE_PAUSED = """
-INSERT INTO {queues} AS q (name, paused) VALUES (%(queue)s, %(paused)s)
-ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
-RETURNING CASE WHEN NOT q.paused THEN pg_notify(%(channel)s, q.name) END
+# Pausing needs no message, since every claim reads the setting.
+PAUSE_QUEUE = """
+INSERT INTO {queues} (name, paused) VALUES (%(queue)s, true)
+ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now()
+"""
+# Resuming wakes the workers as an insert would (the queue name on the jobs channel). A
+# queue that is not paused is left alone: one without a row gets none, which `pgjobs
+# queues` would list forever. A row comes back only for a queue that was paused.
+RESUME_QUEUE = """
+UPDATE {queues} SET paused = false, updated_at = now()
+WHERE name = %(queue)s AND paused
+RETURNING pg_notify(%(channel)s, name)
 """
 
 SET_QUEUE_LIMIT = """
@@ -517,9 +558,21 @@ WHERE %(names)s::text[] IS NULL OR name = ANY(%(names)s::text[])
 ORDER BY name
 """
 
-# A schedule seen for the first time, or whose expression or time zone changed, starts
-# afresh at `done_until` (the worker's now): no tick before it is ever enqueued, so a new
-# or edited schedule does not fire at once for a time that passed before it existed.
+# A schedule seen for the first time starts at `done_until` (the worker's now): no tick
+# before it is ever enqueued, so a new schedule does not fire at once for a time that
+# passed before it existed. A row that exists is left alone: during a rolling deploy two
+# versions of an app may declare one task with different schedules, and neither may
+# reset the other's progress (worker/periodic.py).
+REGISTER_SCHEDULES = """
+INSERT INTO {schedules} (name, expression, timezone, done_until)
+SELECT i.name, i.expression, i.timezone, %(done_until)s
+FROM unnest(%(names)s::text[], %(expressions)s::text[], %(timezones)s::text[])
+    AS i(name, expression, timezone)
+ON CONFLICT (name) DO NOTHING
+"""
+
+# `pgjobs.testing`'s clock: a schedule whose row says otherwise starts afresh at
+# `done_until`, as if a worker of this app had been running all along.
 RESET_SCHEDULES = """
 INSERT INTO {schedules} AS s (name, expression, timezone, done_until)
 SELECT i.name, i.expression, i.timezone, %(done_until)s
@@ -536,12 +589,14 @@ WHERE (s.expression, s.timezone) IS DISTINCT FROM (excluded.expression, excluded
 # lock re-reads the row, finds it moved on and does nothing), the job is inserted and the
 # row moved forward in the same statement. The unique (task, scheduled_at) index is the
 # last word: a second job for one tick cannot exist. With `enqueue` false (a tick too
-# late to run) only the row moves.
+# late to run) only the row moves. `done_until` is a time, whatever schedule moved it:
+# workers whose apps declare the task with different schedules (a rolling deploy) each
+# enqueue their own ticks past it, and a tick both declare gets one job. The row keeps
+# the schedule of the worker that moved it last.
 ENQUEUE_TICK = """
 WITH due AS (
     SELECT name FROM {schedules}
-    WHERE name = %(name)s AND expression = %(expression)s AND timezone = %(timezone)s
-      AND done_until < %(tick)s
+    WHERE name = %(name)s AND done_until < %(tick)s
     FOR UPDATE
 ), enqueued AS (
     INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, scheduled_at)
@@ -553,7 +608,7 @@ WITH due AS (
     RETURNING id
 )
 UPDATE {schedules} AS s
-SET done_until = %(tick)s,
+SET done_until = %(tick)s, expression = %(expression)s, timezone = %(timezone)s,
     last_tick = CASE WHEN %(enqueue)s THEN %(tick)s ELSE s.last_tick END,
     last_job_id = coalesce((SELECT id FROM enqueued), s.last_job_id),
     updated_at = now()
@@ -672,13 +727,24 @@ class Queries:
     def unique_key_holders(self) -> sql.SQL:
         return self._compose(UNIQUE_KEY_HOLDERS)
 
-    @cached_property
-    def claim_any_queue(self) -> sql.SQL:
-        return self._compose(CLAIM, queue_filter=self._compose(CLAIM_ANY_QUEUE_FILTER))
+    def claim(self, *, any_queue: bool, async_commit: bool) -> sql.SQL:
+        """The claim from every queue or from one, committing durably or not."""
+        return self._claim_forms[any_queue, async_commit]
 
     @cached_property
-    def claim_from_queue(self) -> sql.SQL:
-        return self._compose(CLAIM, queue_filter=self._compose(CLAIM_QUEUE_FILTER))
+    def _claim_forms(self) -> dict[tuple[bool, bool], sql.SQL]:
+        filters = {True: CLAIM_ANY_QUEUE_FILTER, False: CLAIM_QUEUE_FILTER}
+        commits = {True: (ASYNC_CLAIM_COMMIT, ASYNC_CLAIM_CONDITION), False: ("", "")}
+        return {
+            (any_queue, async_commit): self._compose(
+                CLAIM,
+                queue_filter=self._compose(filters[any_queue]),
+                async_commit=sql.SQL(commits[async_commit][0]),
+                async_condition=sql.SQL(commits[async_commit][1]),
+            )
+            for any_queue in filters
+            for async_commit in commits
+        }
 
     def _writing_outcomes(self, template: str, outcomes: str) -> sql.SQL:
         held = self._compose(HELD_OUTCOMES, outcomes=sql.SQL(outcomes))
@@ -690,7 +756,11 @@ class Queries:
 
     @cached_property
     def complete_jobs(self) -> sql.SQL:
-        return self._writing_outcomes(COMPLETE_JOBS, SUCCESSES)
+        return self._writing_outcomes(COMPLETE_JOBS, ATTEMPTS)
+
+    @cached_property
+    def ready_jobs(self) -> sql.SQL:
+        return self._writing_outcomes(READY_JOBS, ATTEMPTS)
 
     @cached_property
     def heartbeat(self) -> sql.SQL:
@@ -711,8 +781,17 @@ class Queries:
         return self._compose(NOTIFY)
 
     @cached_property
-    def schema_exists(self) -> sql.SQL:
-        return self._compose(SCHEMA_EXISTS)
+    def schema_state(self) -> sql.SQL:
+        return self._compose(SCHEMA_STATE)
+
+    @cached_property
+    def schema_revision(self) -> sql.SQL:
+        return self._compose(SCHEMA_REVISION, alembic_version=self.version_table)
+
+    @cached_property
+    def version_table(self) -> sql.Identifier:
+        """Alembic's version table, in the schema (migrations/env.py puts it there)."""
+        return sql.Identifier(self.schema, "alembic_version")
 
     @cached_property
     def queue_stats(self) -> sql.SQL:
@@ -749,8 +828,12 @@ class Queries:
     # --- queue control ---------------------------------------------------------------
 
     @cached_property
-    def set_queue_paused(self) -> sql.SQL:
-        return self._compose(SET_QUEUE_PAUSED)
+    def pause_queue(self) -> sql.SQL:
+        return self._compose(PAUSE_QUEUE)
+
+    @cached_property
+    def resume_queue(self) -> sql.SQL:
+        return self._compose(RESUME_QUEUE)
 
     @cached_property
     def set_queue_limit(self) -> sql.SQL:
@@ -813,6 +896,10 @@ class Queries:
     @cached_property
     def schedule_states(self) -> sql.SQL:
         return self._with_schedules(SCHEDULE_STATES)
+
+    @cached_property
+    def register_schedules(self) -> sql.SQL:
+        return self._with_schedules(REGISTER_SCHEDULES)
 
     @cached_property
     def reset_schedules(self) -> sql.SQL:

@@ -10,12 +10,10 @@ Limits are enforced at enqueue (`pgjobs.queue_limits`).
 from __future__ import annotations
 
 from pgjobs.app import App
+from pgjobs.bounds import INT_MAX  # max_waiting is an integer column
 from pgjobs.enqueue import MAX_QUEUE_NAME_LENGTH, _check_text
 from pgjobs.errors import ConfigurationError
 from pgjobs.store import QueueOverview
-
-# max_waiting is an integer column.
-MAX_LIMIT = 2**31 - 1
 
 __all__ = ["QueueOverview", "pause_queue", "queue_overview", "resume_queue", "set_queue_limit"]
 
@@ -32,12 +30,17 @@ def pause_queue(app: App, queue: str) -> None:
 
     Jobs already claimed (running, or claimed ahead by a worker) finish as usual.
     """
-    _set_paused(app, queue, paused=True)
+    _check_queue(queue)
+    with app.database.transaction() as conn:
+        app.store.pause_queue(conn, queue)
 
 
-def resume_queue(app: App, queue: str) -> None:
-    """Let workers claim from `queue` again, and wake those that serve it."""
-    _set_paused(app, queue, paused=False)
+def resume_queue(app: App, queue: str) -> bool:
+    """Let workers claim from `queue` again, and wake those that serve it; False when it
+    was not paused (nothing is changed, and a queue never seen is not recorded)."""
+    _check_queue(queue)
+    with app.database.transaction() as conn:
+        return app.store.resume_queue(conn, queue)
 
 
 def set_queue_limit(app: App, queue: str, max_waiting: int | None) -> None:
@@ -47,19 +50,13 @@ def set_queue_limit(app: App, queue: str, max_waiting: int | None) -> None:
     if max_waiting is not None and (
         isinstance(max_waiting, bool)
         or not isinstance(max_waiting, int)
-        or not 0 <= max_waiting <= MAX_LIMIT
+        or not 0 <= max_waiting <= INT_MAX
     ):
         raise ConfigurationError(
-            f"max_waiting must be an integer from 0 to {MAX_LIMIT}, got {max_waiting!r}"
+            f"max_waiting must be an integer from 0 to {INT_MAX}, got {max_waiting!r}"
         )
     with app.database.transaction() as conn:
         app.store.set_queue_limit(conn, queue, max_waiting)
-
-
-def _set_paused(app: App, queue: str, *, paused: bool) -> None:
-    _check_queue(queue)
-    with app.database.transaction() as conn:
-        app.store.set_queue_paused(conn, queue, paused)
 
 
 def _check_queue(queue: str) -> None:

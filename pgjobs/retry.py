@@ -10,6 +10,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -28,8 +30,14 @@ class Backoff:
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.cap < 0 or self.factor < 1 or not 0 <= self.jitter <= 1:
-            raise ValueError("Backoff needs base >= 0, cap >= 0, factor >= 1 and 0 <= jitter <= 1")
+        # A retry's run_at is now + delay, and the delay never exceeds the cap: bounded
+        # here, a cap cannot make the worker write a run_at PostgreSQL refuses.
+        check_seconds("Backoff base", self.base, maximum=MAX_DELAY_SECONDS)
+        check_seconds("Backoff cap", self.cap, maximum=MAX_DELAY_SECONDS)
+        if not _is_number(self.factor) or not 1 <= self.factor < math.inf:
+            raise ValueError(f"Backoff factor must be a finite number >= 1, got {self.factor!r}")
+        if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
+            raise ValueError(f"Backoff jitter must be from 0 to 1, got {self.jitter!r}")
 
     def delay(self, attempt: int, random: Callable[[], float]) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -39,3 +47,17 @@ class Backoff:
         except OverflowError:  # past the float range, so past any cap (unless base is 0)
             grown = math.inf if self.base > 0 else 0.0
         return min(self.cap, grown) * (1.0 - self.jitter * random())
+
+
+def check_backoff(backoff: object, error: type[Exception]) -> Backoff | None:
+    """`backoff` if it is a `Backoff` or None, else `error`: at declaration, rather than
+    in the worker's thread at the first failed attempt."""
+    if backoff is None or isinstance(backoff, Backoff):
+        return backoff
+    raise error(
+        f"backoff must be a pgjobs.Backoff, e.g. Backoff(base=5, cap=3600), got {backoff!r}"
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

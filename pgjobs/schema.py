@@ -68,6 +68,9 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("unique_key", sa.Text, nullable=True),
         # The tick a periodic job was enqueued for (migration 0003); NULL for other jobs.
         sa.Column("scheduled_at", tz, nullable=True),
+        # When the running attempt was readied for a worker's thread; NULL while the job
+        # waits, claimed, in a worker's buffer (migration 0007).
+        sa.Column("began_at", tz, nullable=True),
         sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
         sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
     )

@@ -252,15 +252,24 @@ class Store:
     # --- the worker -------------------------------------------------------------------
 
     def claim(
-        self, conn: psycopg.Connection[Any], *, limit: int, queue: str | None, worker_id: str
-    ) -> list[ClaimedJob]:
-        """Claim up to `limit` runnable jobs (of `queue`, or of any queue when None)."""
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        limit: int,
+        queue: str | None,
+        worker_id: str,
+        begin: int = 0,
+        async_commit: bool = False,
+    ) -> tuple[list[ClaimedJob], set[int]]:
+        """Claim up to `limit` runnable jobs (of `queue`, or of any queue when None), the
+        first `begin` of them ready for threads (CLAIM); `async_commit`: without waiting
+        for the claim's WAL to reach the disk. Returns the jobs and the ids readied."""
         from pgjobs.worker.jobs import ClaimedJob
 
-        query = self.queries.claim_any_queue if queue is None else self.queries.claim_from_queue
-        params = {"limit": limit, "worker_id": worker_id, "queue": queue}
+        query = self.queries.claim(any_queue=queue is None, async_commit=async_commit)
+        params = {"limit": limit, "worker_id": worker_id, "queue": queue, "begin": begin}
         rows = conn.execute(query, params, binary=True).fetchall()
-        return [ClaimedJob.from_row(row) for row in rows]
+        return [ClaimedJob.from_row(row[:-1]) for row in rows], {row[0] for row in rows if row[-1]}
 
     def record_outcomes(
         self, conn: psycopg.Connection[Any], outcomes: Sequence[Outcome], *, worker_id: str
@@ -300,9 +309,22 @@ class Store:
                 "attempts_deltas": [o.attempts_delta for o in others],
                 "max_attempts_deltas": [o.max_attempts_delta for o in others],
                 "worker_id": worker_id,
+                "channel": self.channel,
             }
             statements.append((self.queries.record_outcomes, params))
         return statements
+
+    def ready_jobs(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[ClaimedJob], *, worker_id: str
+    ) -> set[int]:
+        """Ready claimed jobs for this worker's threads (READY_JOBS); the ids of those
+        still held here (the others were cancelled or rescued meanwhile)."""
+        params = {
+            "ids": int_array([job.id for job in jobs]),
+            "attempts": int_array([job.attempt for job in jobs]),
+            "worker_id": worker_id,
+        }
+        return {row[0] for row in conn.execute(self.queries.ready_jobs, params)}
 
     def heartbeat(
         self, conn: psycopg.Connection[Any], ids: Sequence[int], *, worker_id: str
@@ -313,14 +335,15 @@ class Store:
 
     def rescue(
         self, conn: psycopg.Connection[Any], *, rescue_after: float
-    ) -> list[tuple[int, str]]:
-        """Put back (or fail) jobs of workers silent for `rescue_after` s: (id, new state)."""
+    ) -> list[tuple[int, str, bool]]:
+        """Put back (or fail) jobs of workers silent for `rescue_after` s: (id, new state,
+        whether its attempt had begun)."""
         params = {
             "rescue_after": rescue_after,
             "lock_name": f"pgjobs.rescue:{self.schema}",
             "channel": self.channel,
         }
-        return [(row[0], row[1]) for row in conn.execute(self.queries.rescue, params)]
+        return [(row[0], row[1], row[2]) for row in conn.execute(self.queries.rescue, params)]
 
     def listen(self, conn: psycopg.Connection[Any]) -> None:
         """LISTEN on the schema's channel (the connection must be in autocommit)."""
@@ -334,11 +357,18 @@ class Store:
 
     # --- inspection and administration ---------------------------------------------------
 
-    def schema_exists(self, conn: psycopg.Connection[Any]) -> bool:
-        """True once `pgjobs migrate` has created the jobs table of this schema."""
-        params = {"jobs_table": self.queries.jobs_table_name}
-        row = conn.execute(self.queries.schema_exists, params).fetchone()
-        return bool(row and row[0])
+    def schema_revision(self, conn: psycopg.Connection[Any]) -> tuple[bool, str | None]:
+        """(whether `pgjobs migrate` created this schema's jobs table, its Alembic
+        revision); the revision is None when this role may not read it."""
+        params = {
+            "jobs_table": self.queries.jobs_table_name,
+            "version_table": self.queries.version_table.as_string(),
+        }
+        [(migrated, readable)] = self._rows(conn, self.queries.schema_state, params)
+        if not (migrated and readable):
+            return bool(migrated), None
+        rows = self._rows(conn, self.queries.schema_revision, {})
+        return True, (rows[0][0] if rows else None)
 
     def queue_stats(self, conn: psycopg.Connection[Any]) -> list[QueueStats]:
         """Statistics of every queue that has jobs, by queue name, in one pass."""
@@ -407,10 +437,15 @@ class Store:
 
     # --- queue control: pause, limits, bulk changes, retention ----------------------
 
-    def set_queue_paused(self, conn: psycopg.Connection[Any], queue: str, paused: bool) -> None:
-        """Pause or resume `queue`; resuming wakes the workers that serve it."""
-        params = {"queue": queue, "paused": paused, "channel": self.channel}
-        self._rows(conn, self.queries.set_queue_paused, params)
+    def pause_queue(self, conn: psycopg.Connection[Any], queue: str) -> None:
+        """Pause `queue` (workers skip it from their next claim)."""
+        self._rows(conn, self.queries.pause_queue, {"queue": queue})
+
+    def resume_queue(self, conn: psycopg.Connection[Any], queue: str) -> bool:
+        """Resume `queue` and wake the workers that serve it; False, changing nothing, when
+        it was not paused."""
+        params = {"queue": queue, "channel": self.channel}
+        return bool(self._rows(conn, self.queries.resume_queue, params))
 
     def set_queue_limit(
         self, conn: psycopg.Connection[Any], queue: str, max_waiting: int | None
@@ -515,6 +550,17 @@ class Store:
         rows = self._dict_rows(conn, self.queries.schedule_states, params)
         return {row["name"]: ScheduleState(**row) for row in rows}
 
+    def register_schedules(
+        self,
+        conn: psycopg.Connection[Any],
+        schedules: Sequence[tuple[str, str, str]],
+        *,
+        done_until: datetime,
+    ) -> None:
+        """Create the rows of schedules given as (name, expression, timezone) that have
+        none: no tick up to `done_until` will be enqueued for them."""
+        conn.execute(self.queries.register_schedules, _schedule_params(schedules, done_until))
+
     def reset_schedules(
         self,
         conn: psycopg.Connection[Any],
@@ -524,35 +570,32 @@ class Store:
     ) -> None:
         """Create, or restart after a change, schedules given as (name, expression,
         timezone): no tick up to `done_until` will be enqueued for them."""
-        params = {
-            "names": [name for name, _, _ in schedules],
-            "expressions": [expression for _, expression, _ in schedules],
-            "timezones": [zone for _, _, zone in schedules],
-            "done_until": done_until,
-        }
-        conn.execute(self.queries.reset_schedules, params)
+        conn.execute(self.queries.reset_schedules, _schedule_params(schedules, done_until))
 
     def enqueue_tick(
         self,
         conn: psycopg.Connection[Any],
         *,
-        schedule: ScheduleState,
+        schedule: tuple[str, str, str],
         tick: datetime,
-        job: JobRow | None,
+        job: JobRow,
+        enqueue: bool,
     ) -> tuple[bool, int | None]:
-        """Move `schedule` forward to `tick` and insert `job` for it (None: skip the tick),
-        unless another worker got there first; (moved, new job id)."""
+        """Move the schedule (name, expression, timezone) forward to `tick` and insert
+        `job` for it (unless `enqueue` is false: the tick is skipped), unless another
+        worker got there first; (moved, new job id)."""
+        name, expression, timezone = schedule
         params = {
-            "name": schedule.name,
-            "expression": schedule.expression,
-            "timezone": schedule.timezone,
+            "name": name,
+            "expression": expression,
+            "timezone": timezone,
             "tick": tick,
-            "enqueue": job is not None,
-            "task": job.task if job else None,
-            "queue": job.queue if job else None,
-            "payload": job.payload_json if job else None,
-            "priority": job.priority if job else None,
-            "max_attempts": job.max_attempts if job else None,
+            "enqueue": enqueue,
+            "task": job.task,
+            "queue": job.queue,
+            "payload": job.payload_json,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
         }
         rows = conn.execute(self.queries.enqueue_tick, params).fetchall()
         return (bool(rows), rows[0][0] if rows else None)
@@ -612,6 +655,15 @@ class Store:
             raise
 
 
+def _schedule_params(schedules: Sequence[tuple[str, str, str]], done_until: datetime) -> Params:
+    return {
+        "names": [name for name, _, _ in schedules],
+        "expressions": [expression for _, expression, _ in schedules],
+        "timezones": [zone for _, _, zone in schedules],
+        "done_until": done_until,
+    }
+
+
 def _any_key(rows: Sequence[JobRow]) -> bool:
     """Whether any row has a unique_key, so the INSERT needs its ON CONFLICT clause."""
     return any(row.unique_key is not None for row in rows)
@@ -639,22 +691,6 @@ def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | No
     row = conn.execute(CLIENT_ENDPOINT).fetchone()
     assert row is not None
     return row[0], row[1], row[2]
-
-
-def commit_durability(conn: psycopg.Connection[Any]) -> str:
-    """The `synchronous_commit` in force for this connection's transaction now."""
-    from pgjobs.queries import COMMIT_DURABILITY
-
-    row = conn.execute(COMMIT_DURABILITY).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def set_commit_durability(conn: psycopg.Connection[Any], value: str) -> None:
-    """Set `synchronous_commit` for the rest of this connection's transaction."""
-    from pgjobs.queries import SET_COMMIT_DURABILITY
-
-    conn.execute(SET_COMMIT_DURABILITY, {"value": value})
 
 
 def int_array(values: Sequence[int]) -> str:
@@ -753,7 +789,10 @@ def _run_on(
 
 async def _sqlalchemy_async_connection(conn: Any) -> Any | None:
     """The SQLAlchemy AsyncConnection behind `conn` (one, or an AsyncSession), else None."""
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    except ImportError:  # no greenlet: then `conn` cannot be one of them
+        return None
 
     if isinstance(conn, AsyncSession):
         return await conn.connection()  # joins (or begins) the session's transaction

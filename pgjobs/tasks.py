@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from pgjobs.bounds import check_seconds
 from pgjobs.db import CallerConnection
 from pgjobs.enqueue import NO_OPTIONS, EnqueueOptions, JobOptions, Unpack
 from pgjobs.errors import InvalidJobError, InvalidTaskError
 from pgjobs.retry import Backoff
+from pgjobs.storable import text_is_storable
 
 if TYPE_CHECKING:
     from pgjobs.app import App
@@ -153,8 +154,8 @@ def _keyword_shape(
     return required, frozenset(p.name for p in parameters)
 
 
-def check_task_function(name: str, func: Callable[..., Any], timeout: float | None) -> None:
-    """Refuse what a worker could not run as a task, at declaration.
+def check_task_function(name: str, func: Callable[..., Any], timeout: float | None) -> float | None:
+    """Refuse what a worker could not run as a task, at declaration; the timeout in seconds.
 
     A plain function runs on a thread, an `async def` on the worker's event loop; a
     generator's body would never run.
@@ -168,14 +169,18 @@ def check_task_function(name: str, func: Callable[..., Any], timeout: float | No
         raise InvalidTaskError(
             f"task {name!r} is a generator function; calling it would run none of its body"
         )
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    if timeout is None:
+        return None
+    return check_seconds(
+        f"timeout of task {name!r}", timeout, exclusive=True, error=InvalidTaskError
+    )
+
+
+def check_task_name(name: object) -> None:
+    """Refuse a name given on purpose that no job could carry (empty, blank, a NUL)."""
+    if not isinstance(name, str) or not name.strip() or not text_is_storable(name):
         raise InvalidTaskError(
-            f"timeout of task {name!r} must be a finite number of seconds > 0, got {timeout!r}"
+            f"task name must be a non-empty string PostgreSQL can store, got {name!r}"
         )
 
 

@@ -9,13 +9,14 @@ All times in and out are aware UTC datetimes.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
+
+from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -100,18 +101,12 @@ class IntervalTicks(Ticks):
     timezone = "UTC"
 
     def __init__(self, every: float | timedelta) -> None:
-        if isinstance(every, timedelta):
-            interval = every
-        elif isinstance(every, (int, float)) and not isinstance(every, bool):
-            if not math.isfinite(every):
-                raise ValueError(f"every must be a finite number of seconds, got {every!r}")
-            interval = timedelta(seconds=every)
-        else:
-            raise ValueError(f"every must be seconds or a timedelta, got {every!r}")
-        if interval < MIN_INTERVAL:
-            raise ValueError(f"every must be at least 1 second, got {every!r}")
-        self.interval = interval
-        seconds = interval.total_seconds()
+        # At most MAX_DELAY_SECONDS: the next tick, at most one interval away, is a job's
+        # run_at, and must stay a date PostgreSQL and Python both hold.
+        seconds = check_seconds(
+            "every", every, minimum=MIN_INTERVAL.total_seconds(), maximum=MAX_DELAY_SECONDS
+        )
+        self.interval = every if isinstance(every, timedelta) else timedelta(seconds=seconds)
         self.expression = f"every {int(seconds) if seconds.is_integer() else seconds}s"
 
     def next_after(self, moment: datetime) -> datetime:

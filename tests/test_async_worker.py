@@ -59,7 +59,8 @@ def test_capacity_gives_async_jobs_their_own_line_and_slots() -> None:
     woken: list[bool] = []
     capacity.on_async_jobs(lambda: woken.append(True))
     # when
-    capacity.add([claimed(1, "a"), claimed(2, "s"), claimed(3, "a"), claimed(4, "a")])
+    jobs = [claimed(1, "a"), claimed(2, "s"), claimed(3, "a"), claimed(4, "a")]
+    capacity.add(jobs, ready=[job.id for job in jobs])
     # then: the thread gets the plain job, the loop at most two async ones
     assert woken == [True]
     assert capacity.take() == claimed(2, "s")
@@ -67,14 +68,17 @@ def test_capacity_gives_async_jobs_their_own_line_and_slots() -> None:
     assert capacity.take_async() is None  # no slot left
     assert (capacity.running(), capacity.running_async()) == (1, 2)
     assert sorted(capacity.waiting_ids()) == [4]
-    capacity.done_async()
+    capacity.done_async(claimed(1, "a"), 0.001)
     assert capacity.take_async() == claimed(4, "a")
 
 
 def test_capacity_claims_for_idle_async_slots_and_bounds_everything_held() -> None:
     capacity = Capacity(2, 1, async_slots=3, is_async=lambda job: job.task == "a")
+    assert capacity.room() == 5  # nothing measured yet: nothing claimed ahead
+    capacity.estimates.observe("s", 0.001)  # short jobs: one may wait ahead
     assert capacity.room() == 6
-    capacity.add([claimed(n, "s") for n in range(3)])  # threads busy, one waiting
+    jobs = [claimed(n, "s") for n in range(3)]
+    capacity.add(jobs, ready=[job.id for job in jobs])  # threads busy, one waiting
     capacity.take()
     capacity.take()
     # an idle async slot still asks for jobs, within the one bound

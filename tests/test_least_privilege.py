@@ -128,7 +128,8 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
         admin.execute(
             sql.SQL(
                 "UPDATE {} SET state = 'running', attempts = 1, worker_id = 'gone:1:x',"
-                " heartbeat_at = now() - interval '1 hour' WHERE id = %s"
+                " heartbeat_at = now() - interval '1 hour', began_at = now() - interval"
+                " '1 hour' WHERE id = %s"
             ).format(sql.Identifier(roles.schema, "jobs")),
             (orphan_id,),
         )

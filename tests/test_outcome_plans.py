@@ -69,7 +69,7 @@ def claimed_and_analyzed(
     """`enqueued` jobs, `running` of them claimed by worker "w", and the table's
     statistics taken then."""
     app.enqueue_many(None, [("report", {"n": n}) for n in range(enqueued)])
-    claimed = app.store.claim(observer, limit=running, queue=None, worker_id="w")
+    claimed, _ = app.store.claim(observer, limit=running, queue=None, worker_id="w")
     observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
     return claimed
 
@@ -140,8 +140,8 @@ def test_a_batch_reads_its_own_rows_not_the_table(
     # when: a batch of 1,000 outcomes (or a heartbeat of 1,000 jobs, or a claim of 1,000)
     # runs as the worker sends it, with its parameters, so the planner knows the batch's size
     if kind == "claim":
-        query = app.store.queries.claim_any_queue
-        params: dict[str, Any] = {"limit": len(batch), "worker_id": "w2"}
+        query = app.store.queries.claim(any_queue=True, async_commit=False)
+        params: dict[str, Any] = {"limit": len(batch), "worker_id": "w2", "begin": 10}
     elif kind == "heartbeat":
         query = app.store.queries.heartbeat
         params = {"ids": [job.id for job in batch], "worker_id": "w"}

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgjobs import App
+from pgjobs import App, QueueFull
+from pgjobs.queue_control import set_queue_limit
 from pgjobs.worker import Worker, WorkerSettings
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.periodic import PeriodicEnqueuer, Tick
@@ -141,7 +142,7 @@ def test_claimed_periodic_job_carries_its_scheduled_time(
     app.enqueue(None, "report", {})
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        claimed = app.store.claim(conn, limit=10, queue=None, worker_id="test")
+        claimed, _ = app.store.claim(conn, limit=10, queue=None, worker_id="test")
 
     assert sorted((job.scheduled_at is None, job.scheduled_at) for job in claimed) == [
         (False, datetime(2026, 11, 23, 12, 1, tzinfo=UTC)),
@@ -243,6 +244,55 @@ def test_changed_expression_restarts_the_schedule_with_the_new_one(
         datetime(2026, 11, 23, 13, 30, tzinfo=UTC),
     ]
     assert schedule_row(observer, schema)["expression"] == "every 900s"
+
+
+def test_two_versions_of_a_schedule_side_by_side_enqueue_the_ticks_of_both(
+    app: App, database_url: str, enqueuers: Enqueuers, observer: Connection, schema: str
+) -> None:
+    # given: a worker of the old version (every 15 minutes) has been running; a worker of
+    # the new version (every 10 minutes) starts beside it at 13:01 (a rolling deploy)
+    declare_report(app, every=900)
+    clock = Clock()
+    old = enqueuers(app, clock)
+    old.run_once()
+    clock.at(13, 0, 1)
+    old.run_once()
+    changed = App(database_url, schema=schema)
+    declare_report(changed, every=600)
+    new = enqueuers(changed, clock)
+    clock.at(13, 1)
+    assert new.run_once() == []  # nothing of its own before it started
+    # when: both run every minute until 13:31
+    for minute in range(2, 32):
+        clock.at(13, minute, 1)
+        for enqueuer in (old, new):
+            enqueuer.run_once()
+    changed.close()
+
+    # then: the ticks of both schedules, the shared one (13:30) once
+    minutes = [t.minute for t in scheduled_times(observer, schema)]
+    assert minutes == [0, 10, 15, 20, 30]
+
+
+def test_a_periodic_tick_is_enqueued_into_a_queue_over_its_limit(
+    app: App, enqueuers: Enqueuers, observer: Connection, schema: str
+) -> None:
+    # given: the schedule's queue holds more waiting jobs than its --max-waiting allows
+    declare_report(app, every=60)
+    set_queue_limit(app, "reports", 1)
+    clock = Clock()
+    enqueuer = enqueuers(app, clock)
+    enqueuer.run_once()
+    with pytest.raises(QueueFull):
+        app.enqueue_many(None, [("report", {}), ("report", {})])
+    app.enqueue(None, "report", {})
+    # when: a tick comes due
+    clock.at(12, 1, 0.2)
+    [tick] = enqueuer.run_once()
+    # then: it is enqueued all the same: a tick is one job, never a flood, and skipping
+    # it would lose it for good
+    assert tick.job_id is not None
+    assert len(jobs(observer, schema)) == 2
 
 
 def test_schedule_removed_from_the_code_stops(

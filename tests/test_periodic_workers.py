@@ -59,6 +59,39 @@ def test_two_workers_enqueue_exactly_one_job_per_tick(
 
 
 @pytest.mark.slow
+def test_a_rolling_deploy_that_changes_the_schedule_keeps_enqueuing_every_tick(
+    start_worker: StartWorker, runs_table: str, observer: Connection
+) -> None:
+    # given: the old version of the app ticks every second, the new one every two seconds,
+    # and both run side by side (a rolling deploy)
+    old = start_worker("--concurrency", "2", app=PERIODIC_APP)
+    new = start_worker("--concurrency", "2", app="tests.periodic_app_v2:app")
+    [(both_running,)] = observer.execute("SELECT now()").fetchall()
+
+    def since_both() -> list[datetime]:
+        return [
+            job["scheduled_at"]
+            for job in ticks(observer, runs_table)
+            if job["scheduled_at"] > both_running + timedelta(seconds=1)
+        ]
+
+    # when: six ticks pass
+    wait_until(
+        lambda: len(since_both()) >= 6,
+        timeout=30,
+        message=lambda: f"{old.describe()}\n{new.describe()}",
+    )
+    # then: both schedules apply meanwhile: every second has its job (the old version's
+    # ticks), so each tick the two share (the even seconds) has exactly one
+    times = since_both()
+    assert consecutive_seconds(times), times
+    assert len(set(times)) == len(times)
+    assert any(t.second % 2 == 0 for t in times)
+    for worker in (old, new):
+        assert worker.stop() == 0
+
+
+@pytest.mark.slow
 def test_restart_after_a_gap_enqueues_at_most_the_latest_missed_tick(
     start_worker: StartWorker, runs_table: str, observer: Connection
 ) -> None:

@@ -29,7 +29,7 @@ Capsys = pytest.CaptureFixture[str]
 
 
 def claim(app: App, observer: psycopg.Connection[Any], queue: str | None) -> list[ClaimedJob]:
-    return app.store.claim(observer, limit=10, queue=queue, worker_id="w")
+    return app.store.claim(observer, limit=10, queue=queue, worker_id="w")[0]
 
 
 def test_a_paused_queue_is_skipped_by_every_claim_and_resumed_again(
@@ -88,8 +88,8 @@ def test_the_claim_still_uses_the_fetch_indexes(
     )
     observer.execute(sql.SQL("ANALYZE {}").format(jobs))
     pause_queue(app, "q1")
-    any_queue = explain(observer, app.store.queries.claim_any_queue, None)
-    paused = explain(observer, app.store.queries.claim_from_queue, "q1")
+    any_queue = explain(observer, app.store.queries.claim(any_queue=True, async_commit=False), None)
+    paused = explain(observer, app.store.queries.claim(any_queue=False, async_commit=False), "q1")
 
     assert "Index Scan using jobs_fetch_any_queue_idx" in any_queue, any_queue
     assert "hashed SubPlan" in any_queue, any_queue
@@ -100,7 +100,7 @@ def test_the_claim_still_uses_the_fetch_indexes(
 
 def explain(observer: psycopg.Connection[Any], query: sql.Composed, queue: str | None) -> str:
     """The plan of a claim, run and rolled back so that it claims nothing."""
-    params = {"limit": 10, "worker_id": "w", "queue": queue}
+    params = {"limit": 10, "worker_id": "w", "queue": queue, "begin": 2}
     with observer.transaction(force_rollback=True):
         rows = observer.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + query, params)
         return "\n".join(row[0] for row in rows)

@@ -45,7 +45,7 @@ def connection(database_url: str) -> Iterator[ResilientConnection]:
 
 
 def claim(app: App, connection: ResilientConnection, limit: int = 10) -> list[ClaimedJob]:
-    return app.store.claim(connection.connection(), limit=limit, queue=None, worker_id=WORKER)
+    return app.store.claim(connection.connection(), limit=limit, queue=None, worker_id=WORKER)[0]
 
 
 def recorded(events: EventBus) -> list[Event]:
@@ -54,15 +54,27 @@ def recorded(events: EventBus) -> list[Event]:
     return seen
 
 
+def fetcher_of(app: App, connection: ResilientConnection, capacity: Capacity) -> Fetcher:
+    return Fetcher(
+        connection,
+        app.store,
+        capacity,
+        QueueSpec(None),
+        WORKER,
+        poll_interval=1,
+        random=lambda: 0,
+        give_back=lambda jobs: None,
+    )
+
+
 def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
     app: App, connection: ResilientConnection, observer: Connection
 ) -> None:
-    # given: 10 waiting jobs and room for 2 running + 3 claimed ahead
+    # given: 10 waiting jobs and room for 2 running + 3 claimed ahead, for short jobs
     ids = app.enqueue_many(None, [("noop", {})] * 10)
     capacity = Capacity(concurrency=2, prefetch=3)
-    fetcher = Fetcher(
-        connection, app.store, capacity, QueueSpec(None), WORKER, poll_interval=1, random=lambda: 0
-    )
+    capacity.estimates.observe("noop", 0.001)
+    fetcher = fetcher_of(app, connection, capacity)
     # when
     claimed = fetcher.run_once()
     # then
@@ -73,21 +85,26 @@ def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
     assert fetcher.run_once() == 0  # no room, no claim
 
 
-def test_a_claim_does_not_wait_for_the_disk_and_leaves_later_transactions_alone(
+def test_a_claim_commits_durably_unless_asked_not_to_wait_for_the_disk(
     app: App, database_url: str
 ) -> None:
-    # given: a waiting job and a connection in a transaction of its own
-    app.enqueue(None, "noop", {})
+    # given: two waiting jobs and a connection in a transaction of its own
+    app.enqueue_many(None, [("noop", {})] * 2)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = on")  # the test cluster's default is off
         conn.autocommit = False
-        # when
-        [claimed] = app.store.claim(conn, limit=1, queue=None, worker_id=WORKER)
+        # when: a claim as `pgjobs work` makes it by default
+        [durable], _ = app.store.claim(conn, limit=1, queue=None, worker_id=WORKER)
+        # then: its transaction commits as configured
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        conn.commit()
+        # when: a claim as `--async-claim-commit` makes it
+        [fast], _ = app.store.claim(conn, limit=1, queue=None, worker_id=WORKER, async_commit=True)
         # then: this transaction commits asynchronously, the next one as configured
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
         conn.commit()
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
-    assert claimed.attempt == 1
+    assert (durable.attempt, fast.attempt) == (1, 1)
 
 
 def test_the_testing_helper_keeps_the_callers_commit_durable(app: App, database_url: str) -> None:
@@ -112,31 +129,6 @@ def _claimed(count: int, first: int = 1) -> list[ClaimedJob]:
     ]
 
 
-def test_claim_ahead_grows_only_while_threads_wait_for_more_jobs_and_resets_after() -> None:
-    # given: room for 2 running + 2 ahead, allowed to grow to 8 ahead; one thread
-    capacity = Capacity(concurrency=2, prefetch=2, max_prefetch=8)
-    assert capacity.room() == 4
-    capacity.add(_claimed(1))
-    capacity.adapt(full=True)  # a full claim, but no thread went without a job
-    assert capacity.room() == 3
-    taker = threading.Thread(target=lambda: [capacity.take(), capacity.take()], daemon=True)
-    taker.start()
-    wait_until(lambda: capacity.idle_threads() == 1)  # took the job, waits for another
-    # when: the next claim comes back full too
-    capacity.adapt(full=True)
-    # then: twice as many may be claimed ahead, up to the maximum
-    assert capacity.room() == 2 + 4 - 1
-    for _ in range(3):
-        capacity.add([])  # a thread still waits: it starved again
-        capacity.adapt(full=True)
-    assert capacity.room() == 2 + 8 - 1
-    # and: a claim that found fewer jobs than it could take ends the backlog's claim-ahead
-    capacity.adapt(full=False)
-    assert capacity.room() == 2 + 2 - 1
-    capacity.close()
-    taker.join(5)
-
-
 def test_a_burst_of_jobs_reaches_every_idle_thread() -> None:
     # given: four threads waiting, each job holds its thread until released
     capacity = Capacity(concurrency=4, prefetch=0)
@@ -147,14 +139,14 @@ def test_a_burst_of_jobs_reaches_every_idle_thread() -> None:
         while (claimed := capacity.take()) is not None:
             started.append(claimed.id)
             release.wait(10)
-            capacity.done()
+            capacity.done(claimed, 0.001)
 
     threads = [threading.Thread(target=thread, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
     wait_until(lambda: capacity.idle_threads() == 4)
     # when: four jobs arrive at once (threads are woken one after the other)
-    capacity.add(_claimed(4))
+    capacity.add(_claimed(4), ready=range(1, 5))
     # then: all four run at the same time
     wait_until(lambda: capacity.running() == 4)
     assert sorted(started) == [1, 2, 3, 4]
@@ -176,7 +168,8 @@ def test_executor_pass_runs_the_next_job_and_reports_its_outcome(
 
     app.enqueue(None, "adds", {"x": 41})
     capacity = Capacity(concurrency=1, prefetch=0)
-    capacity.add(claim(app, connection))
+    jobs = claim(app, connection)
+    capacity.add(jobs, ready=[job.id for job in jobs])
     reported: list[Outcome] = []
     events = EventBus()
     seen = recorded(events)
@@ -325,9 +318,10 @@ def test_heartbeat_pass_refreshes_held_jobs_and_reports_cancelled_ones_lost(
 def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_stale(
     app: App, connection: ResilientConnection, observer: Connection
 ) -> None:
-    # given: a job held by a worker that stopped heart-beating a minute ago
+    # given: a job run by a worker that stopped heart-beating a minute ago
     [job_id] = app.enqueue_many(None, [("noop", {})])
-    claim(app, connection)
+    claimed = claim(app, connection)
+    app.store.ready_jobs(connection.connection(), claimed, worker_id=WORKER)
     observer.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
             sql.Identifier(app.schema, "jobs")
@@ -342,10 +336,42 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     assert job(observer, app.schema, job_id)["state"] == "running"
     # when it is
     current = True
-    assert rescuer.run_once() == [(job_id, "available")]
+    assert rescuer.run_once() == [(job_id, "available", True)]
     rescued = job(observer, app.schema, job_id)
-    assert rescued["state"] == "available"
+    assert (rescued["state"], rescued["attempts"]) == ("available", 1)
     assert "worker lost: test-worker" in rescued["errors"][0]["error"]
+
+
+def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffer(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: a worker died running one job (ready, so it may have begun) with two more
+    # claimed ahead in its buffer
+    begun, waiting, later = app.enqueue_many(None, [("noop", {})] * 3)
+    claimed = claim(app, connection)
+    readied = [job for job in claimed if job.id == begun]
+    app.store.ready_jobs(connection.connection(), readied, worker_id=WORKER)
+    before = job(observer, app.schema, waiting)
+    observer.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
+            sql.Identifier(app.schema, "jobs")
+        )
+    )
+    rescuer = Rescuer(
+        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: True
+    )
+    # when
+    rescued = sorted(rescuer.run_once())
+    # then: the begun attempt is lost and counted; the others never ran
+    assert rescued == [
+        (begun, "available", True),
+        (waiting, "available", False),
+        (later, "available", False),
+    ]
+    returned = job(observer, app.schema, waiting)
+    assert (returned["state"], returned["attempts"], returned["errors"]) == ("available", 0, [])
+    assert returned["run_at"] == before["run_at"]  # its place in line is kept
+    assert job(observer, app.schema, begun)["attempts"] == 1
 
 
 def test_listener_pass_wakes_the_fetcher_for_wanted_queues_only(

@@ -12,16 +12,10 @@ import psycopg
 import pytest
 
 from tests.helpers import REPO_ROOT, jobs
+from tests.helpers.readme import readme_section
 
 EXAMPLE = REPO_ROOT / "examples" / "testing"
 FILES = ("shop.py", "conftest.py", "test_shop.py")
-
-
-def readme_section(title: str) -> str:
-    text = (REPO_ROOT / "README.md").read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
 
 
 def run_example(database_url: str, schema: str, *args: str) -> subprocess.CompletedProcess[str]:

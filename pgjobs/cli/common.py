@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from pgjobs.errors import ConfigurationError, SchemaNotMigratedError
+from pgjobs.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pgjobs.app import App
@@ -131,7 +131,9 @@ def load_app(reference: str) -> App:
         if not isinstance(error, ImportError):
             cause = f"{type(error).__name__}: {cause}"
         raise ConfigurationError(f"--app: importing {module_name!r} failed: {cause}") from error
-    app = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        raise ConfigurationError(f"--app: module {module_name!r} has no attribute {attribute!r}")
+    app = getattr(module, attribute)
     if not isinstance(app, App):
         raise ConfigurationError(
             f"--app: {reference} is not a pgjobs.App (found {type(app).__name__})"
@@ -161,8 +163,8 @@ def open_app(database_url: str | None, schema: str | None, *, migrated: bool = T
 
 
 def require_migrated(app: App) -> None:
-    """Raise a clear error when `pgjobs migrate` has not been run for the schema."""
-    with app.database.transaction() as conn:
-        exists = app.store.schema_exists(conn)
-    if not exists:
-        raise SchemaNotMigratedError.for_schema(app.schema)
+    """Raise a clear error when the schema is not migrated, or lacks a migration this
+    pgjobs ships (`pgjobs.schema_revision`), before a command relies on it."""
+    from pgjobs.schema_revision import require_current_schema
+
+    require_current_schema(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -47,8 +48,14 @@ def enqueue(
     """
     try:
         arguments = json.loads(payload)
+    except RecursionError:
+        raise ConfigurationError("--payload is nested too deeply to read as JSON") from None
     except json.JSONDecodeError as error:
         raise ConfigurationError(f"--payload is not valid JSON: {error}") from None
+    except ValueError:  # Python reads no integer longer than this, to bound its time
+        raise ConfigurationError(
+            f"--payload holds an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(arguments, dict):
         raise ConfigurationError("--payload must be a JSON object of argument names to values")
     if app_reference is None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pgjobs.bounds import BIGINT_MAX
 from pgjobs.cli.common import DatabaseUrlOption, JsonOption, SchemaOption, open_app
 from pgjobs.cli.output import (
     console,
@@ -24,6 +25,8 @@ from pgjobs.cli.output import (
     make_table,
     print_json,
     print_rich,
+    printable,
+    table_class,
 )
 from pgjobs.job import STATES, JobState
 
@@ -171,7 +174,7 @@ def list_jobs(
         typer.Option("--task", metavar="TASK", help="Only jobs of this task name. Repeatable."),
     ] = None,
     limit: Annotated[
-        int, typer.Option(metavar="N", min=1, help="Show at most this many jobs.")
+        int, typer.Option(metavar="N", min=1, max=BIGINT_MAX, help="Show at most this many jobs.")
     ] = 50,
     wide: Annotated[
         bool,
@@ -308,9 +311,7 @@ def show(
 
 
 def _job_fields(job: Job) -> Table:
-    from rich.table import Table
-
-    fields = Table.grid(padding=(0, 2))
+    fields = table_class().grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
     for name, value in job.as_dict().items():
@@ -354,5 +355,5 @@ def _attempts(errors: list[dict[str, Any]]) -> list[RenderableType]:
         if traceback:
             shown.append("")
             shown.append(Text(f"traceback of attempt {entry.get('attempt', '?')}:", style="bold"))
-            shown.append(Text(textwrap.indent(traceback, "  ")))
+            shown.append(Text(textwrap.indent(printable(traceback, keep_newlines=True), "  ")))
     return shown

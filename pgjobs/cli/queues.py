@@ -97,12 +97,15 @@ def resume(
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
-    """Let workers claim from a paused queue again (they are woken at once)."""
+    """Let workers claim from a paused queue again (they are woken at once).
+
+    A queue that is not paused is left as it is (exit status 0).
+    """
     from pgjobs.queue_control import resume_queue
 
     with closing(open_app(database_url, schema)) as app:
-        resume_queue(app, name)
-    print(f"resumed queue {name!r}")
+        resumed = resume_queue(app, name)
+    print(f"resumed queue {name!r}" if resumed else f"queue {name!r} is not paused")
 
 
 @queue_cli.command(cls=Command)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgjobs.bounds import check_seconds
 from pgjobs.cli.output import console
 from pgjobs.errors import ConfigurationError, PgJobsError
 
@@ -33,7 +34,7 @@ def watch_interval(seconds: float | None, *, watch: bool, as_json: bool) -> floa
     every = DEFAULT_INTERVAL if seconds is None else seconds
     if not math.isfinite(every) or every < MIN_INTERVAL:
         raise ConfigurationError(f"--watch takes at least {MIN_INTERVAL:g} seconds, got {every:g}")
-    return every
+    return check_seconds("--watch", every, error=ConfigurationError)  # what a sleep can take
 
 
 def watch_live(draw: Callable[[], list[RenderableType]], every: float, title: str) -> None:

@@ -47,18 +47,38 @@ def work(
         typer.Option(
             metavar="N",
             help=(
-                "Jobs claimed ahead, waiting for a free thread (fixed when given). "
-                "Default: one per thread, growing to 1,024 while short jobs leave threads idle."
+                "Jobs claimed ahead, waiting for a free thread, at most. What is held is also "
+                "bounded in time (--claim-window). Default: 1,024."
             ),
         ),
     ] = None,
+    claim_window: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="Claim ahead no more than the threads are expected to start within "
+            "SECONDS, from measured task durations (more than 0, at most 1).",
+        ),
+    ] = 0.25,
+    async_claim_commit: Annotated[
+        bool,
+        typer.Option(
+            "--async-claim-commit",
+            help="Claims commit without waiting for the disk: faster pickup, but a server "
+            "crash may undo a claim and run its job again with no entry in errors.",
+        ),
+    ] = False,
     shutdown_timeout: Annotated[
         float,
         typer.Option(metavar="SECONDS", help="Seconds running jobs get to finish on SIGTERM."),
     ] = 30.0,
     rescue_after: Annotated[
         float,
-        typer.Option(metavar="SECONDS", help="Seconds without heartbeat before a job is rescued."),
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds without heartbeat before a job is rescued; at least 1 (workers "
+            "beat every SECONDS/4, at most 10 s).",
+        ),
     ] = 60.0,
     poll_interval: Annotated[
         float, typer.Option(metavar="SECONDS", help="Seconds between polls for delayed jobs.")
@@ -126,12 +146,14 @@ def work(
         concurrency=concurrency,
         async_concurrency=async_concurrency,
         prefetch=prefetch,
+        claim_window=claim_window,
+        async_claim_commit=async_claim_commit,
         queues=QueueSpec.parse(queues),
         shutdown_timeout=shutdown_timeout,
         rescue_after=rescue_after,
         poll_interval=poll_interval,
         retention=RetentionPolicy.parse(
-            retention, lambda text: parse_duration(text, "--retention")
+            _once_per_state(retention), lambda text: parse_duration(text, "--retention")
         ),
         listen_database_url=listen_database_url,
         periodic=periodic,
@@ -147,3 +169,13 @@ def work(
     require_migrated(app)
     configure_logging(log_format, log_level)
     raise typer.Exit(Worker(app, settings).run())
+
+
+def _once_per_state(retention: str) -> str:
+    """`--retention` as given, unless it names a state twice (`completed=1d,completed=2d`),
+    which would otherwise keep the last without a word."""
+    states = [part.partition("=")[0].strip() for part in retention.split(",")]
+    repeated = sorted({state for state in states if state and states.count(state) > 1})
+    if repeated:
+        raise ConfigurationError(f"--retention gives {', '.join(repeated)} more than once")
+    return retention

@@ -28,7 +28,8 @@ PLAIN_REFRESH = 1.0
 ROWS = (
     ("waiting", "available, runnable now"),
     ("scheduled", "available, delayed or backing off before a retry"),
-    ("running", "claimed by the worker"),
+    ("running", "started by one of the worker's threads"),
+    ("claimed", "claimed by the worker, waiting for a free thread"),
     ("completed", "done"),
     ("failed", "out of attempts"),
     ("cancelled", "cancelled by someone"),
@@ -46,14 +47,12 @@ class Snapshot:
     @classmethod
     def read(cls, app: App, total: int) -> Snapshot:
         jobs = admin.list_jobs(app, queues=[DEMO_QUEUE], limit=max(total, 1))
-        now = datetime.now(timezone.utc)
-        counts: Counter[str] = Counter()
-        for job in jobs:
-            row = job.state.value
-            if job.state is JobState.AVAILABLE:
-                row = "scheduled" if job.run_at > now else "waiting"
-            counts[row] += 1
-        return cls(jobs, counts)
+        return cls.of(jobs, datetime.now(timezone.utc))
+
+    @classmethod
+    def of(cls, jobs: list[Job], now: datetime) -> Snapshot:
+        """`jobs` counted by display row at `now`."""
+        return cls(jobs, Counter(display_row(job, now) for job in jobs))
 
     @property
     def finished(self) -> int:
@@ -66,10 +65,24 @@ class Snapshot:
 
     def line(self, elapsed: float, total: int) -> str:
         """One plain progress line, for output that is not a terminal."""
-        counts = "  ".join(f"{name} {self.counts[name]}" for name, _ in ROWS[:5])
+        counts = "  ".join(f"{name} {self.counts[name]}" for name, _ in ROWS[:6])
         return (
             f"{elapsed:5.1f}s  {counts}  retries {self.retries}  ({self.finished}/{total} finished)"
         )
+
+
+def display_row(job: Job, now: datetime) -> str:
+    """The row of the display that `job` counts in.
+
+    A worker claims ahead of its threads, so a `running` job may still wait in its
+    buffer, `began_at` not set until it is readied for a thread: counting those as
+    running showed "running 10" for 4 threads.
+    """
+    if job.state is JobState.AVAILABLE:
+        return "scheduled" if job.run_at > now else "waiting"
+    if job.state is JobState.RUNNING and job.began_at is None:
+        return "claimed"
+    return str(job.state)
 
 
 def watch(console: Console, app: App, total: int, started: float, time_limit: float) -> float:

@@ -146,7 +146,7 @@ def _summarise(
             style="bold red",
         )
     counts = "  ".join(f"{state} {final.counts[state]}" for state in ("completed", "failed"))
-    others = final.counts["waiting"] + final.counts["scheduled"] + final.counts["running"]
+    others = sum(final.counts[row] for row in ("waiting", "scheduled", "claimed", "running"))
     if others:
         counts += f"  unfinished {others}"
     if final.counts["cancelled"]:

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 from pgjobs.app import App
 from pgjobs.db import CallerConnection as Caller
 from pgjobs.db import Database
-from pgjobs.store import caller_psycopg_connection, commit_durability, set_commit_durability
+from pgjobs.store import caller_psycopg_connection
 from pgjobs.worker.connection import ResilientConnection
 
 T = TypeVar("T")
@@ -49,20 +49,13 @@ class CallerConnection(ResilientConnection):
         """Run `operation` once: a test wants the error, not a reconnection.
 
         The worker's statements read their rows as tuples, as on its own connections, so
-        the caller's row factory (dict rows, say) is set aside while they run. The claim
-        turns `synchronous_commit` off for its transaction (see `CLAIM`); here that
-        transaction is the caller's, whose own commit must keep its durability.
+        the caller's row factory (dict rows, say) is set aside while they run.
         """
         conn = self.connection()
         callers_rows = conn.row_factory
         conn.row_factory = tuple_row
         try:
-            durability = commit_durability(conn)
-            try:
-                return operation(conn)
-            finally:
-                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                    set_commit_durability(conn, durability)
+            return operation(conn)
         finally:
             conn.row_factory = callers_rows
 

@@ -12,7 +12,6 @@ back at the end leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgjobs.app import App
+from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds, check_timestamp
 from pgjobs.db import CallerConnection as Caller
 from pgjobs.errors import RunawayJobsError, SnoozeJob
 from pgjobs.testing.connections import CallerConnection
@@ -29,7 +29,7 @@ from pgjobs.worker.completer import Completer
 from pgjobs.worker.events import Ending, Event, EventBus, JobEnded
 from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.fetcher import Fetcher
-from pgjobs.worker.jobs import ClaimedJob, Outcome, put_back
+from pgjobs.worker.jobs import ClaimedJob, Outcome, put_back, start_order
 from pgjobs.worker.log_events import log_event, logged_event_types
 from pgjobs.worker.queues import QueueSpec
 
@@ -99,13 +99,16 @@ class Clock:
         """Check `Jobs.run`'s time options; None when only jobs due now should run."""
         if sum((until is not None, advance is not None, delayed)) > 1:
             raise ValueError("give at most one of until=, advance= and delayed=True")
-        if until is not None and (not isinstance(until, datetime) or until.utcoffset() is None):
-            raise ValueError(f"until must be an aware datetime, got {until!r}")
-        seconds = advance.total_seconds() if isinstance(advance, timedelta) else advance
-        if seconds is not None and (
-            isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0
-        ):
-            raise ValueError(f"advance must be a finite number of seconds >= 0, got {advance!r}")
+        if until is not None:
+            if not isinstance(until, datetime) or until.utcoffset() is None:
+                raise ValueError(f"until must be an aware datetime, got {until!r}")
+            check_timestamp("until", until)
+        # Bounded like an enqueue's delay: the run's moment is now + advance, in SQL.
+        seconds = (
+            None
+            if advance is None
+            else check_seconds("advance", advance, maximum=MAX_DELAY_SECONDS)
+        )
         if until is None and seconds is None and not delayed:
             return None
         return cls(until=until, advance=seconds)
@@ -148,7 +151,8 @@ class InlineRunner:
                     self.app.store.make_due(
                         self.connection.caller, until=clock.until, advance=clock.advance
                     )
-                batch = parts.fetcher.claim(max(budget, 1))
+                # Every job claimed here runs at once, in this thread: all are ready.
+                batch, _ = parts.fetcher.claim(max(budget, 1), begin=max(budget, 1))
                 if not batch:
                     break
                 if budget == 0:
@@ -158,7 +162,7 @@ class InlineRunner:
                         f"of task {batch[0].task!r} next); a job that enqueues itself or "
                         "snoozes forever? Give run() a higher max_jobs if this is expected"
                     )
-                for job in batch:
+                for job in sorted(batch, key=start_order):
                     parts.run(job)
                 budget -= len(batch)
                 if not drain:
@@ -208,12 +212,13 @@ class _Parts:
             runner.worker_id,
             poll_interval=1.0,
             random=runner.random,
+            give_back=self.give_back,
         )
         self.pool.watchdog.start()  # times out attempts, as in a worker
 
     def run(self, job: ClaimedJob) -> None:
         """Run one claimed job to its settlement and write its outcome."""
-        self.capacity.add([job])
+        self.capacity.add([job], ready=[job.id])
         if self.async_executor is not None and self.capacity.is_async(job):
             self.async_executor.run_once()  # the loop runs in this thread until it ends
         else:

@@ -179,6 +179,7 @@ class AsyncExecutor(Service):
     async def _execute(self, job: ClaimedJob) -> None:
         me = asyncio.current_task()
         assert me is not None
+        started = time.monotonic()
         try:
             task, attempt = self.pool.begin(job, cancel=partial(self._cancel, me))
             try:
@@ -197,7 +198,7 @@ class AsyncExecutor(Service):
             self.pool.release(job)
             self._running.pop(me, None)
             self._cancelled.discard(me)
-            self.capacity.done_async()
+            self.capacity.done_async(job, time.monotonic() - started)
             self._pump()
 
 

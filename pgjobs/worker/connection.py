@@ -38,6 +38,7 @@ class ResilientConnection:
         self.url = url
         self.name = name
         self._conn: psycopg.Connection[Any] | None = None
+        self._lost = False  # the last statement failed on the connection
 
     def connection(self) -> psycopg.Connection[Any]:
         """The open connection, opening it if needed (may raise OperationalError)."""
@@ -76,16 +77,19 @@ class ResilientConnection:
         while True:
             tries += 1
             try:
-                return operation(self.connection())
+                result = operation(self.connection())
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                 self.discard()
+                # One warning per outage, however many calls meet it; the retries that
+                # follow are debug detail.
+                level = logging.DEBUG if self._lost else logging.WARNING
+                self._lost = True
                 if (give_up is not None and give_up.is_set()) or (
                     attempts is not None and tries >= attempts
                 ):
                     raise
-                # One warning per outage; the retries that follow are debug detail.
                 log.log(
-                    logging.DEBUG if tries > 1 else logging.WARNING,
+                    level,
                     "database connection lost, retrying",
                     extra={
                         "component": self.name,
@@ -95,6 +99,11 @@ class ResilientConnection:
                 )
                 (give_up or threading.Event()).wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                continue
+            if self._lost:
+                self._lost = False
+                log.info("database connection restored", extra={"component": self.name})
+            return result
 
     def close(self) -> None:
         self.discard()

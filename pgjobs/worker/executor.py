@@ -13,6 +13,7 @@ comes later is ignored, so a late success after a timeout is never recorded.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -27,6 +28,8 @@ from pgjobs.worker.events import Ending, EventBus, JobEnded, JobStarted
 from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, put_back
 from pgjobs.worker.outcomes import outcome_of_exception, outcome_of_timeout
 from pgjobs.worker.service import LoopService, Service
+
+log = logging.getLogger("pgjobs.worker")
 
 WATCHDOG_INTERVAL = 0.05
 
@@ -94,8 +97,8 @@ class ExecutorPool(Service):
         self.watchdog.start()
 
     def run_once(self) -> bool:
-        """Run the next waiting job in this thread; False when none was waiting."""
-        if not self.capacity.waiting():
+        """Run the next ready job in this thread; False when none was ready."""
+        if not self.capacity.ready():
             return False
         job = self.capacity.take()
         if job is None:
@@ -140,10 +143,17 @@ class ExecutorPool(Service):
                 self._settle(attempt, None, Ending.TAKEN_AWAY)
 
     def check_deadlines(self) -> None:
-        """Settle every attempt that ran past its timeout (the watchdog's pass)."""
+        """Settle every attempt that ran past its timeout (the watchdog's pass), and tell
+        the claim buffer of attempts running past its window (their task is slow)."""
         now = self.clock()
+        window = self.capacity.window
         for attempt in self._snapshot():
-            if attempt.timeout is None or attempt.settled:
+            if attempt.settled:
+                continue
+            running_for = now - attempt.started
+            if running_for > window:
+                self.capacity.running_for(attempt.job.task, running_for)
+            if attempt.timeout is None:
                 continue
             if now - attempt.started < attempt.timeout:
                 continue
@@ -178,14 +188,20 @@ class ExecutorPool(Service):
 
     def _work(self) -> None:
         while (job := self.capacity.take()) is not None:
-            self._run_and_release(job)
+            try:
+                self._run_and_release(job)
+            except Exception:
+                # A bug of pgjobs', not the task's (those are outcomes): the thread goes
+                # on, and the attempt, if unsettled, is rescued once the worker is gone.
+                log.exception("executor thread: unexpected error", extra=job.log_fields())
 
     def _run_and_release(self, job: ClaimedJob) -> None:
+        started = self.clock()
         try:
             self._run(job)
         finally:
             self.release(job)
-            self.capacity.done()
+            self.capacity.done(job, self.clock() - started)
 
     def _run(self, job: ClaimedJob) -> None:
         task, attempt = self.begin(job)
@@ -229,14 +245,24 @@ class ExecutorPool(Service):
         return task, attempt
 
     def outcome_of(self, job: ClaimedJob, error: BaseException) -> Outcome:
-        """The outcome of an attempt whose task raised `error`."""
-        return outcome_of_exception(
-            job,
-            error,
-            backoff=self._backoff_of(job.task),
-            random=self.random,
-            worker_id=self.worker_id,
-        )
+        """The outcome of an attempt whose task raised `error`.
+
+        A retry policy that fails to give a delay (a custom one with a bug) must not
+        cost the attempt its outcome: the default policy decides instead, and says so.
+        """
+        try:
+            return outcome_of_exception(
+                job,
+                error,
+                backoff=self._backoff_of(job.task),
+                random=self.random,
+                worker_id=self.worker_id,
+            )
+        except Exception:
+            log.exception("retry policy failed; using the default backoff", extra=job.log_fields())
+            return outcome_of_exception(
+                job, error, backoff=Backoff(), random=self.random, worker_id=self.worker_id
+            )
 
     def end(self, attempt: Attempt, outcome: Outcome) -> None:
         """Settle the attempt with what its task did, unless it was settled already."""

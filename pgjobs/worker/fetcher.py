@@ -6,13 +6,20 @@ that finds delayed jobs whose time has come and covers missed notifications. One
 statement claims up to all the room there is, so with a prefetch buffer a busy worker
 makes one claim per batch of jobs instead of one per job, and the threads find the
 next job waiting for them. A NOTIFY storm costs nothing while there is no room.
+
+It also readies the next claimed jobs in line just before the threads need them
+(`Capacity.to_ready`, READY_JOBS: a thread starts only a ready job, so a rescue can tell
+the jobs a dead worker only held from those it may have run), and hands back to the
+queue the held jobs that the buffer finds surplus (`Capacity.surplus`: they would wait
+longer than its window), so that idle workers can run them; they keep their place in
+line and the attempt is given back.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pgjobs.store import Store
 from pgjobs.worker.capacity import Capacity
@@ -35,6 +42,8 @@ class Fetcher(LoopService):
         *,
         poll_interval: float,
         random: Callable[[], float],
+        give_back: Callable[[Sequence[ClaimedJob]], None],
+        async_commit: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__("fetcher", poll_interval)
@@ -44,6 +53,8 @@ class Fetcher(LoopService):
         self.queues = queues
         self.worker_id = worker_id
         self.random = random
+        self.give_back = give_back
+        self.async_commit = async_commit
         self.clock = clock
         self._next_poll = clock()
         self._maybe_more = True  # the last claim came back full, or nothing claimed yet
@@ -71,7 +82,17 @@ class Fetcher(LoopService):
         self.wake()
 
     def run_once(self) -> int:
-        """Claim if there is room and reason to; returns how many jobs were claimed."""
+        """Ready held jobs that the threads will need, claim if there is room and reason
+        to, and hand back what the buffer finds surplus; returns how many jobs were
+        claimed."""
+        self.release_surplus()
+        self.ready_jobs()
+        claimed = self._claim_if_wanted()
+        self.ready_jobs()
+        self.release_surplus()
+        return claimed
+
+    def _claim_if_wanted(self) -> int:
         if not self.capacity.wants_jobs():
             return 0
         now = self.clock()
@@ -84,41 +105,79 @@ class Fetcher(LoopService):
             self._job_available = False
         room = self.capacity.room()
         self._maybe_more = True  # until a claim says otherwise, also if this one fails
-        jobs = self.claim(room)
-        self.capacity.add(jobs)
+        jobs, ready = self.claim(room, begin=self.capacity.ready_at_claim())
+        self.capacity.add(jobs, ready)
         self._maybe_more = len(jobs) == room
-        self.capacity.adapt(full=self._maybe_more)
         return len(jobs)
 
+    def ready_jobs(self) -> int:
+        """Ready the next claimed jobs in line when the threads run short of ready ones
+        (see `Capacity`); returns how many."""
+        if not self.capacity.wants_ready():
+            return 0
+        jobs = self.capacity.to_ready()
+        try:
+            ours = self.connection.run(
+                lambda conn: self.store.ready_jobs(conn, jobs, worker_id=self.worker_id),
+                attempts=2,
+            )
+        except BaseException:
+            self.capacity.unready()
+            raise
+        self.capacity.readied(ours)
+        return len(ours)
+
+    def release_surplus(self) -> list[ClaimedJob]:
+        """Hand back the held jobs that would wait longer than the buffer's window."""
+        surplus = self.capacity.surplus()
+        if surplus:
+            self.give_back(surplus)
+        return surplus
+
     def next_wait(self) -> float:
+        if self.capacity.wants_ready():
+            return 0.0
         if self.capacity.wants_jobs() and (self._maybe_more or self._job_available):
             return 0.0
         with self._lock:
             return min(max(self._next_poll - self.clock(), 0.0), self.interval)
 
-    def claim(self, limit: int) -> list[ClaimedJob]:
-        """Claim up to `limit` jobs, sharing them between weighted queues."""
+    def claim(self, limit: int, *, begin: int = 0) -> tuple[list[ClaimedJob], set[int]]:
+        """Claim up to `limit` jobs, sharing them between weighted queues, and ready the
+        first `begin` of them for the threads; the jobs, and the ids readied."""
         if limit <= 0:
-            return []
+            return [], set()
         if self.queues.weights is None:
-            return self._claim(limit, None)
+            return self._claim(limit, None, begin)
         claimed: list[ClaimedJob] = []
+        ready: set[int] = set()
         shortfall = 0
         for queue, share in allocate(self.queues.weights, limit, self.random):
             want = share + shortfall
             if want == 0:
                 continue
-            got = self._claim(want, queue)
+            got, readied = self._claim(want, queue, min(begin, want))
+            begin -= len(readied)
             claimed.extend(got)
+            ready |= readied
             shortfall = want - len(got)
-        return claimed
+        return claimed, ready
 
-    def _claim(self, limit: int, queue: str | None) -> list[ClaimedJob]:
+    def _claim(
+        self, limit: int, queue: str | None, begin: int
+    ) -> tuple[list[ClaimedJob], set[int]]:
         # One quick retry covers a connection that went stale while idle. Retrying a claim
         # is safe: if the first one committed unseen, its jobs are never heart-beaten and
         # the rescuer returns them.
         return self.connection.run(
-            lambda conn: self.store.claim(conn, limit=limit, queue=queue, worker_id=self.worker_id),
+            lambda conn: self.store.claim(
+                conn,
+                limit=limit,
+                queue=queue,
+                worker_id=self.worker_id,
+                begin=begin,
+                async_commit=self.async_commit,
+            ),
             attempts=2,
         )
 

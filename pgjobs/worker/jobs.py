@@ -20,6 +20,7 @@ class ClaimedJob(NamedTuple):
     `time.time() - run_at_epoch` is how long it has waited (a float is read from the
     claim at less than half the cost of a timestamptz, and needs no conversion).
     `scheduled_at` is the tick a periodic job was enqueued for (None for other jobs).
+    `priority` orders the jobs a worker holds, with `run_at_epoch` and `id`.
     """
 
     id: int
@@ -30,6 +31,7 @@ class ClaimedJob(NamedTuple):
     max_attempts: int
     run_at_epoch: float
     scheduled_at: datetime | None = None
+    priority: int = 0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -49,13 +51,21 @@ class ClaimedJob(NamedTuple):
         return {"job_id": self.id, "task": self.task, "queue": self.queue, "attempt": self.attempt}
 
 
+def start_order(job: ClaimedJob) -> tuple[int, float, int]:
+    """The order a worker starts the jobs it holds: `priority DESC, run_at, id`, as claimed."""
+    return (-job.priority, job.run_at_epoch, job.id)
+
+
 class Outcome(NamedTuple):
-    """What to write for one finished attempt: a row of the RECORD_OUTCOMES batch."""
+    """What to write for one finished attempt: a row of the RECORD_OUTCOMES batch.
+
+    `delay` None keeps the job's `run_at` (a job handed back keeps its place in line).
+    """
 
     job_id: int
     attempt: int
     state: str
-    delay: float = 0.0
+    delay: float | None = 0.0
     error: dict[str, Any] | None = None
     attempts_delta: int = 0
     max_attempts_delta: int = 0
@@ -74,8 +84,9 @@ def completed(job: ClaimedJob) -> Outcome:
 
 
 def put_back(job: ClaimedJob) -> Outcome:
-    """Shutdown interrupted the attempt: waiting again at once, the attempt given back."""
-    return Outcome(job.id, job.attempt, "available", attempts_delta=-1)
+    """Shutdown interrupted the attempt, or the worker hands back a job it claimed and
+    will not start soon: waiting again at once, in its place, the attempt given back."""
+    return Outcome(job.id, job.attempt, "available", delay=None, attempts_delta=-1)
 
 
 def snoozed(job: ClaimedJob, delay: float) -> Outcome:

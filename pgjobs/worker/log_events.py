@@ -69,6 +69,6 @@ def _ended_fields(event: JobEnded) -> dict[str, Any]:
     fields["state"] = outcome.state
     if outcome.error is not None:
         fields["error"] = outcome.error["error"]
-    if outcome.state == "available":
+    if outcome.state == "available" and outcome.delay is not None:
         fields["retry_in"] = round(outcome.delay, 2)
     return fields

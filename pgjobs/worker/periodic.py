@@ -6,6 +6,14 @@ statement, and a unique index forbids a second job for a tick), so there is no l
 elect and a worker that dies hands nothing over. The state lives in the schedule rows,
 so restarts lose nothing. After a gap only the latest due tick is enqueued: a worker
 that comes back after a night away enqueues one nightly job, not a flood.
+
+A rolling deploy may run two versions of an app side by side that give one task
+different schedules. The row's `done_until` is a time, not a position in one schedule:
+each worker enqueues the ticks of its own schedule past it, so while both versions run
+the task gets the ticks of both, and a tick they share gets exactly one job. A worker
+that first finds the row written by another schedule (a new version, or the old one
+still running) enqueues none of its own ticks from before it started, as for a new
+schedule.
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ class PeriodicEnqueuer(LoopService):
         self.clock = clock
         # The `now` of the last pass: every tick up to it has been looked at.
         self._covered_until: datetime | None = None
+        # Per schedule seen: no tick up to this moment is ours to enqueue (None: the row
+        # was this schedule's when this worker first saw it, so missed ticks count).
+        self._starts: dict[str, datetime | None] = {}
 
     def run_once(self) -> list[Tick]:
         """Register new or changed schedules, then enqueue every due tick."""
@@ -79,39 +90,49 @@ class PeriodicEnqueuer(LoopService):
 
     def _pass(self, conn: psycopg.Connection[Any], now: datetime) -> list[Tick]:
         states = self.store.schedule_states(conn, [s.name for s in self.schedules])
-        fresh = [s for s in self.schedules if not _matches(s, states.get(s.name))]
-        if fresh:
-            rows = [(s.name, s.ticks.expression, s.ticks.timezone) for s in fresh]
-            self.store.reset_schedules(conn, rows, done_until=now)
-            for schedule in fresh:
-                log.info(
-                    "periodic schedule registered",
-                    extra={
-                        "task": schedule.name,
-                        "expression": schedule.ticks.expression,
-                        "timezone": schedule.ticks.timezone,
-                    },
-                )
+        new = [s for s in self.schedules if s.name not in states]
+        if new:
+            rows = [_key(s) for s in new]
+            self.store.register_schedules(conn, rows, done_until=now)
+            for schedule in new:
+                log.info("periodic schedule registered", extra=_fields(schedule))
         done = []
         for schedule in self.schedules:
             state = states.get(schedule.name)
-            if state is None or schedule in fresh:
+            if state is None:
                 continue  # just registered: nothing is due before `now`
+            if schedule.name not in self._starts:
+                self._starts[schedule.name] = self._first_sight(schedule, state, now)
             tick = self._enqueue_due(conn, schedule, state, now)
             if tick is not None:
                 done.append(tick)
         return done
 
+    def _first_sight(
+        self, schedule: Schedule, state: ScheduleState, now: datetime
+    ) -> datetime | None:
+        """Where this worker's own ticks start: after `now` if the row was written by
+        another schedule (edited, or another version of the app runs beside this one)."""
+        if (state.expression, state.timezone) == (_key(schedule)[1:]):
+            return None
+        log.info(
+            "periodic schedule differs from the stored one; both apply while both run",
+            extra={**_fields(schedule), "stored_expression": state.expression},
+        )
+        return now
+
     def _enqueue_due(
         self, conn: psycopg.Connection[Any], schedule: Schedule, state: ScheduleState, now: datetime
     ) -> Tick | None:
-        first = schedule.ticks.next_after(state.done_until)
+        start = self._starts.get(schedule.name)
+        after = state.done_until if start is None else max(state.done_until, start)
+        first = schedule.ticks.next_after(after)
         if first is None or first > now:
             return None
-        tick = schedule.ticks.latest(now, after=state.done_until) or first
+        tick = schedule.ticks.latest(now, after=after) or first
         too_late = schedule.too_late(tick, now)
         moved, job_id = self.store.enqueue_tick(
-            conn, schedule=state, tick=tick, job=None if too_late else schedule.job
+            conn, schedule=_key(schedule), tick=tick, job=schedule.job, enqueue=not too_late
         )
         if not moved:
             return None  # another worker enqueued it
@@ -148,10 +169,11 @@ class PeriodicEnqueuer(LoopService):
         self.connection.close()
 
 
-def _matches(schedule: Schedule, state: ScheduleState | None) -> bool:
-    """Whether the stored row was computed from this declaration's expression and zone."""
-    return (
-        state is not None
-        and state.expression == schedule.ticks.expression
-        and state.timezone == schedule.ticks.timezone
-    )
+def _key(schedule: Schedule) -> tuple[str, str, str]:
+    """What a schedule row records of a declaration: (name, expression, timezone)."""
+    return (schedule.name, schedule.ticks.expression, schedule.ticks.timezone)
+
+
+def _fields(schedule: Schedule) -> dict[str, str]:
+    name, expression, timezone = _key(schedule)
+    return {"task": name, "expression": expression, "timezone": timezone}

@@ -1,10 +1,12 @@
 """The rescuer: returns the jobs of workers that died to the queue.
 
 A job whose heartbeat is older than `rescue_after` belonged to a worker that crashed or
-lost its host; it goes back to `available` (or `failed` when it has no attempt left)
-with a "worker lost" entry in `errors`. Every worker runs a rescuer, and a
-transaction-scoped advisory lock inside the statement lets one at a time do the work,
-so there is no leader to elect and nothing to hand over when a worker dies.
+lost its host. If its attempt had begun, it goes back to `available` (or `failed` when
+it has no attempt left) with a "worker lost" entry in `errors`; if it only waited in
+that worker's claim buffer, it goes back with the attempt given back and no entry.
+Every worker runs a rescuer, and a transaction-scoped advisory lock inside the statement
+lets one at a time do the work, so there is no leader to elect and nothing to hand over
+when a worker dies.
 """
 
 from __future__ import annotations
@@ -39,16 +41,19 @@ class Rescuer(LoopService):
         self.rescue_after = rescue_after
         self.may_rescue = may_rescue
 
-    def run_once(self) -> list[tuple[int, str]]:
-        """Return (or fail) jobs whose worker stopped heart-beating: [(id, new state)]."""
+    def run_once(self) -> list[tuple[int, str, bool]]:
+        """Return (or fail) jobs whose worker stopped heart-beating: [(id, new state,
+        whether its attempt had begun)]."""
         if not self.may_rescue():
             return []
         rescued = self.connection.run(
             lambda conn: self.store.rescue(conn, rescue_after=self.rescue_after), attempts=1
         )
-        for job_id, state in rescued:
+        for job_id, state, began in rescued:
             log.warning(
-                "rescued job of a lost worker",
+                "rescued job of a lost worker"
+                if began
+                else "returned a job a lost worker had claimed and not started",
                 extra={"job_id": job_id, "state": state, "worker_id": self.worker_id},
             )
         return rescued

@@ -11,10 +11,34 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import psycopg
 
 from pgjobs.db import first_line
+from pgjobs.errors import SchemaNotMigratedError
 
 log = logging.getLogger("pgjobs.worker")
+
+# A failing pass is retried after its interval, doubling up to this many seconds.
+MAX_RETRY_DELAY = 30.0
+# No sleep is longer than this, whatever a service asks for: a wait past what the
+# platform's timers hold would kill the thread (`OverflowError`).
+MAX_SLEEP = 3600.0
+# Errors no retry can heal: the schema lacks a table, column or function this version
+# of pgjobs uses (not migrated, or migrated to an older version).
+UNHEALABLE = (
+    SchemaNotMigratedError,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedFunction,
+)
+
+
+def _report_fatal(service: Service, error: BaseException) -> None:
+    log.critical(
+        f"{service.name} cannot go on: {first_line(error)}", extra={"component": service.name}
+    )
 
 
 class Service(ABC):
@@ -38,9 +62,14 @@ class Service(ABC):
 class LoopService(Service):
     """A service that runs `run_once()` every `interval` seconds, or sooner on `wake()`.
 
-    An exception in a pass is logged and the loop carries on at its interval: a service
-    thread that died silently would leave a worker that looks alive and does nothing.
+    Its thread never dies silently, which would leave a worker that looks alive and does
+    nothing. A pass that fails is retried after a pause that doubles from `interval` up
+    to `MAX_RETRY_DELAY`: a database error is logged in one line, once per episode, and
+    anything else with its traceback. An error that no retry can heal (`UNHEALABLE`)
+    ends the loop and calls `on_fatal`, with which the worker stops with a non-zero exit.
     """
+
+    on_fatal: Callable[[Service, BaseException], None] = staticmethod(_report_fatal)
 
     def __init__(self, name: str, interval: float) -> None:
         self.name = name
@@ -90,26 +119,46 @@ class LoopService(Service):
         return self.interval
 
     def _loop(self) -> None:
-        failing = False
+        failures = 0
         while self.keep_running():
             try:
                 self.run_once()
+            except UNHEALABLE as error:
+                self.on_fatal(self, error)
+                return
             except Exception as error:
-                # One warning per outage, not one per pass: the pass is retried at its
-                # interval, and a database that is down fails every pass alike.
-                log.log(
-                    logging.DEBUG if failing else logging.WARNING,
-                    f"{self.name} failed, retrying every {self.interval:g}s",
-                    extra={"component": self.name, "error": first_line(error)},
-                )
-                failing = True
-                self._woken.wait(self.interval)
-                self._woken.clear()
+                failures += 1
+                delay = min(self.interval * 2 ** min(failures - 1, 16), MAX_RETRY_DELAY)
+                self._log_failure(error, first=failures == 1, delay=delay)
+                self._sleep(delay)
                 continue
-            if failing:
+            if failures:
                 log.info(f"{self.name} recovered", extra={"component": self.name})
-                failing = False
+                failures = 0
             if not self.keep_running():
                 return
-            self._woken.wait(self.next_wait())
-            self._woken.clear()
+            try:
+                wait = self.next_wait()
+            except Exception as error:
+                self._log_failure(error, first=True, delay=self.interval)
+                wait = self.interval
+            self._sleep(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        self._woken.wait(min(max(seconds, 0.0), MAX_SLEEP))
+        self._woken.clear()
+
+    def _log_failure(self, error: Exception, *, first: bool, delay: float) -> None:
+        """A database error is one line per episode (a database that is down fails every
+        pass alike); any other error is a bug somewhere, and shows its traceback."""
+        expected = isinstance(error, psycopg.Error)
+        if expected and not first:
+            level = logging.DEBUG
+        else:
+            level = logging.WARNING if expected else logging.ERROR
+        log.log(
+            level,
+            f"{self.name} failed, retrying in {delay:g}s",
+            extra={"component": self.name, "error": first_line(error)},
+            exc_info=None if expected else error,
+        )

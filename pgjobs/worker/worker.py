@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random as random_module
 import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
 from pgjobs.app import App
+from pgjobs.bounds import check_seconds
 from pgjobs.config import normalize_url
+from pgjobs.db import first_line
 from pgjobs.errors import ConfigurationError
+from pgjobs.schema_revision import require_current_schema
 from pgjobs.worker.async_executor import AsyncExecutor
-from pgjobs.worker.capacity import Capacity
+from pgjobs.worker.capacity import DEFAULT_WINDOW, Capacity
 from pgjobs.worker.completer import DEFAULT_MAX_PENDING, Completer
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.control import ControlMessages
@@ -26,7 +28,7 @@ from pgjobs.worker.events import Event, EventBus, OutcomesWritten, WorkerStarted
 from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.fetcher import Fetcher
 from pgjobs.worker.heartbeat import Heartbeat
-from pgjobs.worker.jobs import put_back
+from pgjobs.worker.jobs import ClaimedJob, put_back
 from pgjobs.worker.listener import Listener
 from pgjobs.worker.log_events import log_event, logged_event_types
 from pgjobs.worker.notify_check import PROBE_PAYLOAD, NotifyCheck
@@ -35,7 +37,7 @@ from pgjobs.worker.queues import QueueSpec
 from pgjobs.worker.registry import WorkerRegistry, registration
 from pgjobs.worker.rescuer import Rescuer
 from pgjobs.worker.retention import Retention, RetentionPolicy
-from pgjobs.worker.service import Service
+from pgjobs.worker.service import LoopService, Service
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -47,16 +49,18 @@ MAX_PREFETCH = 10_000
 # the real bound is what the tasks use (connections, a remote API's rate limit).
 DEFAULT_ASYNC_CONCURRENCY = 100
 MAX_ASYNC_CONCURRENCY = 10_000
-# Claimed jobs waiting per thread by default: enough that a thread finds its next job
-# waiting while the fetcher claims the next batch, few enough that a worker does not
-# hoard jobs that idle workers could run. Chosen by measurement (README, Benchmarks).
-DEFAULT_PREFETCH_PER_THREAD = 1
-# With the default, the claim-ahead grows up to this while threads run out of short jobs
-# faster than claims bring more (`Capacity.adapt`): at 64 jobs a claim, a drain of no-op
-# jobs spent its time in claims' round trips; at 256 it ran about 1.5 times as fast, and
-# at 1,024 another 1.2 times (claims of about 460 jobs instead of 190: threads no longer
-# ran dry while a claim was on its way, and each claim's fixed cost is spread wider).
+# The default upper bound of the claim-ahead (`--prefetch`). What the buffer holds is
+# bounded in time too (`--claim-window`, see worker/capacity.py): it reaches this only
+# while tasks are short. At 64 jobs a claim, a drain of no-op jobs spent its time in
+# claims' round trips; at 256 it ran about 1.5 times as fast, and at 1,024 another 1.2
+# times (claims of about 460 jobs instead of 190: threads no longer ran dry while a claim
+# was on its way, and each claim's fixed cost is spread wider).
 AUTO_PREFETCH_MAX = 1024
+# `--claim-window`: the SPEC caps the time a held job may wait for a thread at a second.
+MAX_CLAIM_WINDOW = 1.0
+# Heartbeats come every rescue_after / 4 seconds (at most 10): below a second, a live
+# worker's own running jobs would look lost between two beats and be rescued again.
+MIN_RESCUE_AFTER = 1.0
 # Writing the last outcomes at shutdown: generous normally, short after a second signal.
 FLUSH_TIMEOUT = 10.0
 FORCED_FLUSH_TIMEOUT = 2.0
@@ -67,7 +71,11 @@ class WorkerSettings:
     """How a worker runs; the defaults are those of `pgjobs work`."""
 
     concurrency: int = 10
-    prefetch: int | None = None  # None: DEFAULT_PREFETCH_PER_THREAD per thread
+    prefetch: int | None = None  # the claim-ahead's upper bound; None: AUTO_PREFETCH_MAX
+    # Seconds of work the claim buffer may hold for the threads, from measured durations.
+    claim_window: float = DEFAULT_WINDOW
+    # Claims commit without waiting for the disk (`--async-claim-commit`; see CLAIM).
+    async_claim_commit: bool = False
     queues: QueueSpec = field(default_factory=lambda: QueueSpec(None))
     shutdown_timeout: float = 30.0
     rescue_after: float = 60.0
@@ -100,9 +108,14 @@ class WorkerSettings:
             )
         if self.max_unwritten < 1:
             raise ConfigurationError("max_unwritten must be at least 1")
-        _check_seconds("--shutdown-timeout", self.shutdown_timeout, allow_zero=True)
-        _check_seconds("--rescue-after", self.rescue_after)
-        _check_seconds("--poll-interval", self.poll_interval)
+        _check_seconds("--shutdown-timeout", self.shutdown_timeout)
+        _check_seconds("--rescue-after", self.rescue_after, minimum=MIN_RESCUE_AFTER)
+        _check_seconds("--poll-interval", self.poll_interval, exclusive=True)
+        if not (isinstance(self.claim_window, (int, float)) and 0 < self.claim_window <= 1):
+            raise ConfigurationError(
+                f"--claim-window must be more than 0 and at most {MAX_CLAIM_WINDOW:g} "
+                f"second, got {self.claim_window}"
+            )
         if self.listen_database_url is not None:
             normalize_url(self.listen_database_url)  # raises ConfigurationError when bad
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
@@ -111,18 +124,9 @@ class WorkerSettings:
             )
 
     @property
-    def claim_ahead(self) -> int:
-        """Claimed jobs that may wait in the buffer for a free thread."""
-        if self.prefetch is not None:
-            return self.prefetch
-        return self.concurrency * DEFAULT_PREFETCH_PER_THREAD
-
-    @property
     def max_claim_ahead(self) -> int:
-        """How far the claim-ahead may grow: fixed when `prefetch` is given."""
-        if self.prefetch is not None:
-            return self.prefetch
-        return max(self.claim_ahead, AUTO_PREFETCH_MAX)
+        """Claimed jobs that may wait in the buffer for a free thread, at most."""
+        return AUTO_PREFETCH_MAX if self.prefetch is None else self.prefetch
 
     @property
     def heartbeat_interval(self) -> float:
@@ -130,11 +134,12 @@ class WorkerSettings:
         return min(10.0, self.rescue_after / 4)
 
 
-def _check_seconds(option: str, value: float, *, allow_zero: bool = False) -> None:
-    """Reject NaN, infinity and negative durations (a NaN poll interval busy-loops)."""
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{option} must be a finite number {bound} seconds, got {value}")
+def _check_seconds(
+    option: str, value: float, *, minimum: float = 0.0, exclusive: bool = False
+) -> None:
+    """Reject NaN (a NaN poll interval busy-loops), too little, and more than a timer
+    holds (a poll interval past `time_t` kills the fetcher's thread)."""
+    check_seconds(option, value, minimum=minimum, exclusive=exclusive, error=ConfigurationError)
 
 
 def new_worker_id() -> str:
@@ -164,6 +169,7 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self._stopping = threading.Event()
         self._forced = threading.Event()
+        self._fatal: BaseException | None = None  # what made a service give up
         self.events = EventBus()
         self.events.subscribe(log_event, *logged_event_types())
         self.events.subscribe(self._after_outcomes, OutcomesWritten)
@@ -175,10 +181,11 @@ class Worker:
         async_slots = s.async_concurrency if async_tasks else 0
         self.capacity = Capacity(
             s.concurrency,
-            s.claim_ahead,
+            s.max_claim_ahead,
             async_slots=async_slots,
             is_async=lambda job: job.task in async_tasks,
-            max_prefetch=s.max_claim_ahead,
+            window=s.claim_window,
+            weights=s.queues.weights,
         )
         self.completer = Completer(
             ResilientConnection(url, "completer"),
@@ -215,6 +222,8 @@ class Worker:
             self.worker_id,
             poll_interval=s.poll_interval,
             random=random,
+            give_back=self._give_back,
+            async_commit=s.async_claim_commit,
         )
         self.notify_check = NotifyCheck(
             send_probe=self._send_probe,
@@ -281,6 +290,19 @@ class Worker:
         self.services[:0] = self.observers
         if self.async_executor is not None:
             self.services.insert(self.services.index(self.pool) + 1, self.async_executor)
+        for service in (*self.services, self.pool.watchdog):
+            if isinstance(service, LoopService):
+                service.on_fatal = self._on_fatal
+
+    def _on_fatal(self, service: Service, error: BaseException) -> None:
+        """A service met an error no retry can heal (the schema is behind): stop."""
+        if self._fatal is None:
+            self._fatal = error
+            log.critical(
+                f"worker stopping: {service.name} cannot go on: {first_line(error)}",
+                extra={"component": service.name},
+            )
+        self.request_stop()
 
     def held_ids(self) -> list[int]:
         """Every job this worker holds: waiting to start, running, or not yet written."""
@@ -294,6 +316,15 @@ class Worker:
         with self.app.database.transaction() as conn:
             self.app.store.notify(conn, PROBE_PAYLOAD)
 
+    def _give_back(self, jobs: Sequence[ClaimedJob]) -> None:
+        """Return claimed jobs this worker will not start soon to the queue."""
+        for job in jobs:
+            self.completer.submit(put_back(job))
+        log.info(
+            "claimed jobs handed back: they would wait longer than the claim window",
+            extra={"count": len(jobs), "claim_window": self.settings.claim_window},
+        )
+
     def _taken_away(self, job_ids: Collection[int]) -> None:
         """The heartbeat (or a control message) found these jobs cancelled or rescued:
         drop or stop them."""
@@ -306,7 +337,7 @@ class Worker:
             delays = [
                 o.delay
                 for o in event.outcomes
-                if o.job_id in event.applied and o.state == "available"
+                if o.job_id in event.applied and o.state == "available" and o.delay is not None
             ]
             if delays:
                 self.fetcher.poll_soon(min(delays))
@@ -321,7 +352,9 @@ class Worker:
             "queues": s.queues.describe(),
             "concurrency": s.concurrency,
             "async_concurrency": self.capacity.async_slots,
-            "prefetch": s.claim_ahead,
+            "prefetch": s.max_claim_ahead,
+            "claim_window": s.claim_window,
+            "claim_commit": "async" if s.async_claim_commit else "durable",
             "shutdown_timeout": s.shutdown_timeout,
             "rescue_after": s.rescue_after,
             "poll_interval": s.poll_interval,
@@ -347,10 +380,18 @@ class Worker:
         self.request_stop()
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Serve until asked to stop, then shut down; returns the exit status."""
+        """Serve until asked to stop, then shut down; returns the exit status.
+
+        A schema that is not migrated, or behind this pgjobs, raises at once
+        (`SchemaNotMigratedError`, `SchemaBehindError`) instead of starting a worker whose
+        every claim would fail.
+        """
+        require_current_schema(self.app)
         if install_signal_handlers:
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            # SIGHUP too (its terminal closed): a graceful stop, not jobs left running
+            # until a rescue.
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, self._on_signal)
         self.start()
         while not self._stopping.wait(0.5):
             pass
@@ -390,4 +431,4 @@ class Worker:
         for observer in reversed(self.observers):
             observer.stop(2.0)
         self.events.emit(WorkerStopped(self.worker_id, put_back_count, clean))
-        return 0 if clean else 1
+        return 0 if clean and self._fatal is None else 1

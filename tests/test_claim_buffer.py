@@ -1,0 +1,221 @@
+"""The claim buffer's promises, in-process: start order, and a bound in time.
+
+The worker tests (test_claim_ahead.py) show the same with real worker processes; these
+drive `Capacity` by hand, so each rule is checked without timers or a database.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pgjobs.worker.capacity import Capacity
+from pgjobs.worker.estimates import Estimates
+from pgjobs.worker.jobs import ClaimedJob
+
+NOW = time.time()
+
+
+def held(job_id: int, *, priority: int = 0, task: str = "noop", waited: float = 0.0) -> ClaimedJob:
+    return ClaimedJob(job_id, "default", task, "{}", 1, 3, NOW - waited, None, priority)
+
+
+def ready_what_is_wanted(capacity: Capacity) -> list[int]:
+    """What the fetcher does: ready the claimed jobs the threads will need next."""
+    readied = []
+    while capacity.wants_ready():
+        jobs = capacity.to_ready()
+        capacity.readied({job.id for job in jobs})
+        readied += [job.id for job in jobs]
+    return readied
+
+
+def take(capacity: Capacity) -> ClaimedJob:
+    """What an executor thread gets next, the fetcher readying jobs as it would."""
+    ready_what_is_wanted(capacity)
+    job = capacity.take()
+    assert job is not None
+    return job
+
+
+def test_held_jobs_start_by_priority_then_run_at_then_id_across_claims() -> None:
+    # given: two claims whose rows came back in no particular order
+    capacity = Capacity(concurrency=1, prefetch=10)
+    capacity.add([held(1, priority=0), held(2, priority=5), held(3, priority=-3)])
+    capacity.add([held(4, priority=10), held(5, priority=1), held(6, priority=5, waited=60)])
+    # when: one thread takes them one after the other
+    order = []
+    while capacity.waiting():
+        job = take(capacity)
+        order.append(job.id)
+        capacity.done(job, 0.001)
+    # then: priority first, the job waiting longer first within one priority
+    assert order == [4, 6, 2, 5, 1, 3]
+
+
+def test_threads_start_only_jobs_readied_just_before_they_need_them() -> None:
+    # given: two threads that just ran 16 short jobs within 4 ms
+    now = [100.0]
+    capacity = Capacity(concurrency=2, prefetch=100, clock=lambda: now[0])
+    for n in range(16):
+        capacity.done(held(1000 + n), 0.0002)
+    # then: a claim readies a job for each free thread, and 4 ms worth
+    assert capacity.ready_at_claim() == 2 + 16
+    capacity.add([held(n) for n in range(1, 41)], ready=[1, 2])
+    # then: the threads may take the two readied ones; the fetcher readies the next few
+    # in line (what two threads start in 4 ms), not the whole buffer
+    assert capacity.ready() == 2
+    assert ready_what_is_wanted(capacity) == list(range(3, 19))
+    assert capacity.waiting() == 40
+    # and: a claimed job that was not readied is never handed to a thread
+    started = [take(capacity).id for _ in range(18)]
+    assert started == list(range(1, 19))
+    assert set(capacity.waiting_ids()) == set(range(19, 41))
+
+
+def test_slots_busy_with_long_jobs_get_nothing_readied_ahead() -> None:
+    # given: one thread that ran short jobs a while ago, now running a long one
+    now = [100.0]
+    capacity = Capacity(concurrency=1, prefetch=100, clock=lambda: now[0])
+    for n in range(50):
+        capacity.done(held(1000 + n), 0.0002)
+    now[0] += 1.0
+    capacity.add([held(1)], ready=[1])
+    assert capacity.take() is not None
+    # when: twenty more jobs are claimed behind it
+    assert capacity.ready_at_claim() == 0
+    capacity.add([held(n) for n in range(2, 22)])
+    # then: none is readied, so none would be charged should the worker die now
+    assert not capacity.wants_ready() and capacity.ready() == 0
+
+
+def test_nothing_is_claimed_ahead_before_a_duration_was_measured() -> None:
+    capacity = Capacity(concurrency=4, prefetch=100)
+    assert capacity.room() == 4  # the free threads only
+
+
+def test_short_jobs_fill_the_buffer_up_to_prefetch() -> None:
+    capacity = Capacity(concurrency=4, prefetch=100, window=0.25)
+    capacity.estimates.observe("noop", 0.0001)
+    assert capacity.room() == 4 + 100
+
+
+def test_the_buffer_holds_what_the_threads_start_within_the_window() -> None:
+    # given: 2 threads, jobs of 50 ms, a window of 250 ms: 10 jobs' worth of thread time
+    capacity = Capacity(concurrency=2, prefetch=100, window=0.25)
+    capacity.estimates.observe("noop", 0.05)
+    # then: 2 for the threads and 10 ahead
+    assert capacity.room() == 2 + 10
+
+
+def test_slow_jobs_are_claimed_only_for_free_threads() -> None:
+    # given: jobs of 2.5 s and 2 threads
+    capacity = Capacity(concurrency=2, prefetch=40, window=0.25)
+    capacity.estimates.observe("slow", 2.5)
+    assert capacity.room() == 2
+    # when: both threads run one
+    capacity.add([held(1, task="slow"), held(2, task="slow")])
+    take(capacity), take(capacity)
+    # then: nothing more is claimed until a thread is free
+    assert capacity.room() == 0 and not capacity.wants_jobs()
+
+
+def test_held_jobs_of_a_task_found_slow_are_handed_back() -> None:
+    # given: short jobs measured, so the buffer took 8 jobs of a task never seen
+    capacity = Capacity(concurrency=2, prefetch=40, window=0.25)
+    capacity.estimates.observe("noop", 0.0001)
+    capacity.add([held(n, task="report", priority=-n) for n in range(1, 9)])
+    first, second = take(capacity), take(capacity)
+    assert capacity.surplus() == []  # nothing known against them yet
+    # when: the two running attempts turn out to take 2.5 s
+    capacity.done(first, 2.5)
+    capacity.done(second, 2.5)
+    started = [take(capacity), take(capacity)]  # the threads take the next two at once
+    # then: the rest would wait seconds for a thread; they go back to the queue
+    surplus = capacity.surplus()
+    assert [job.id for job in surplus] == [5, 6, 7, 8]
+    assert [job.id for job in started if job] == [3, 4]
+    assert capacity.waiting() == 0 and capacity.room() == 0
+
+
+def test_an_attempt_running_past_the_window_hands_back_what_waits_behind_it() -> None:
+    # given: one thread busy with a job of a task never measured, three waiting
+    capacity = Capacity(concurrency=1, prefetch=40, window=0.25)
+    capacity.estimates.observe("noop", 0.0001)
+    capacity.add([held(n, task="report") for n in range(1, 5)])
+    take(capacity)
+    woken: list[bool] = []
+    capacity.on_room(lambda: woken.append(True))
+    # when: the watchdog finds it running for a second
+    capacity.running_for("report", 1.0)
+    # then: the fetcher is woken and hands the waiting ones back
+    assert woken
+    assert [job.id for job in capacity.surplus()] == [2, 3, 4]
+
+
+def test_a_free_thread_keeps_the_next_job_whatever_it_costs() -> None:
+    capacity = Capacity(concurrency=1, prefetch=40, window=0.25)
+    capacity.estimates.observe("slow", 10.0)
+    capacity.add([held(1, task="slow")])
+    capacity.estimates.observe("slow", 30.0)
+    assert capacity.surplus() == []
+    assert capacity.waiting() == 1
+
+
+def test_estimates_follow_each_task_and_report_a_marked_rise() -> None:
+    estimates = Estimates()
+    assert estimates.of("a") == 0.0 and estimates.mean is None
+    assert estimates.observe("a", 0.01) is False  # nothing was assumed before
+    assert estimates.of("b") == 0.01  # a task never seen: the mean of all
+    assert estimates.observe("b", 1.0) is True  # far slower than assumed
+    assert estimates.observe("a", 0.011) is False
+    assert estimates.running_for("c", 0.5) is True  # never measured, running long already
+    assert estimates.of("c") == 0.5
+    assert estimates.running_for("c", 0.4) is False
+    # a task measured short keeps its estimate while an attempt stalls, and one slow
+    # attempt moves it at most as if it had taken four times the estimate
+    before = estimates.of("a")
+    assert estimates.running_for("a", 0.5) is False
+    estimates.observe("a", 0.5)
+    assert estimates.of("a") == pytest.approx(before + 0.3 * 3 * before)
+
+
+def test_one_slow_attempt_of_a_short_task_hands_back_nothing() -> None:
+    # given: 2 threads busy and 900 short jobs held (a quarter of the window's worth)
+    capacity = Capacity(concurrency=2, prefetch=1000, window=0.25)
+    for _ in range(20):
+        capacity.estimates.observe("noop", 0.00015)
+    capacity.add([held(n) for n in range(1, 903)])
+    first = take(capacity)
+    take(capacity)
+    # when: one attempt took 50 ms (its thread waited for the CPU), another ran 0.3 s
+    capacity.done(first, 0.05)
+    capacity.running_for("noop", 0.3)
+    # then: the estimate moved, but not enough to hand back what the window can hold
+    assert capacity.surplus() == []
+
+
+def test_weighted_queues_start_in_the_weights_proportions_within_a_priority() -> None:
+    # given: a buffer of a worker serving a=6,b=3,c=1, holding 30 jobs of each queue
+    capacity = Capacity(concurrency=1, prefetch=200, weights={"a": 6, "b": 3, "c": 1})
+    jobs = [
+        ClaimedJob(n * 3 + k, queue, "noop", "{}", 1, 3, NOW, None, 0)
+        for n in range(30)
+        for k, queue in enumerate("abc")
+    ]
+    urgent = ClaimedJob(1000, "c", "noop", "{}", 1, 3, NOW, None, 5)
+    capacity.add([*jobs, urgent])
+    # when: one thread takes 21 of them
+    taken = []
+    for _ in range(21):
+        job = take(capacity)
+        taken.append(job)
+        capacity.done(job, 0.001)
+    # then: the higher priority first, then 6:3:1 (the urgent job had c's first turn),
+    # each queue's jobs by id
+    assert taken[0] == urgent
+    shares = [job.queue for job in taken[1:]]
+    assert (shares.count("a"), shares.count("b"), shares.count("c")) == (13, 6, 1)
+    a_ids = [job.id for job in taken if job.queue == "a"]
+    assert a_ids == sorted(a_ids)

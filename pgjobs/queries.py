@@ -221,15 +221,28 @@ WHERE j.id = ANY(ARRAY(SELECT id FROM o))
 RETURNING j.id
 """
 
-# Readies claimed jobs for the worker's threads, just before they need them: from now
-# on their attempt may begin, and a rescue counts it as lost. Returns the ids still held
-# by this worker (the others were cancelled or rescued meanwhile). Only `began_at`
-# changes, which no index covers, so the update is HOT.
+# Readies claimed jobs for the worker's threads, just before they need them: from now on
+# their attempt may begin, and a rescue counts it as lost (RESCUE). The worker lists in
+# its own row every job it readied and has not settled yet (ready, running, or with its
+# outcome not written), as ranges of ids (a claim takes ids that mostly follow each
+# other): one small row update per batch instead of one update per job.
+# It commits without waiting for the disk (for this transaction only), since threads
+# wait for it; other sessions see it at once all the same, and it matters only to the
+# rescue of a worker that dies: only if the server crashed and lost it, and the worker
+# then died too before the job ended, would a job that ran be returned as unrun.
 READY_JOBS = """
-WITH o AS ({held_outcomes})
-UPDATE {jobs} AS j SET began_at = now()
-WHERE j.id = ANY(ARRAY(SELECT id FROM o))
-RETURNING j.id
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
+UPDATE {workers} SET ready_jobs = %(ranges)s::int8multirange
+WHERE id = %(worker_id)s AND EXISTS (SELECT FROM async_commit)
+RETURNING true
+"""
+# The same, one row at a time, for a worker whose row is missing (not registered yet, or
+# forgotten after a long silence): `began_at`, as the claim sets it.
+READY_JOB_ROWS = """
+UPDATE {jobs} SET began_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
 """
 
 # One statement per interval keeps all of a worker's jobs alive; ids that do not come
@@ -242,7 +255,8 @@ RETURNING j.id
 """
 
 # Returns running jobs whose worker stopped heart-beating. A job whose attempt may have
-# begun (`began_at` set: a worker's threads start no other) lost that attempt: back to
+# begun (readied: `began_at` set by the claim, or listed in its worker's
+# `ready_jobs`; a worker's threads start no other) lost that attempt: back to
 # `available` (or `failed` when it has no attempt left) with a "worker lost" entry in
 # `errors`. A job that only waited, claimed, in the lost worker's buffer never ran: it
 # goes back with its attempt given back, its place in line kept, and nothing in `errors`.
@@ -252,11 +266,13 @@ RESCUE = """
 WITH leader AS (
     SELECT pg_try_advisory_xact_lock(hashtext(%(lock_name)s)) AS held
 ), stale AS (
-    SELECT id, began_at IS NOT NULL AS began FROM {jobs}
-    WHERE state = 'running'
-      AND heartbeat_at < now() - make_interval(secs => %(rescue_after)s)
+    SELECT j.id, j.began_at IS NOT NULL OR j.id <@ w.ready_jobs IS TRUE AS began
+    FROM {jobs} AS j
+    LEFT JOIN {workers} AS w ON w.id = j.worker_id
+    WHERE j.state = 'running'
+      AND j.heartbeat_at < now() - make_interval(secs => %(rescue_after)s)
       AND (SELECT held FROM leader)
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
 ), rescued AS (
     UPDATE {jobs} AS j
     SET state = CASE WHEN stale.began AND j.attempts >= j.max_attempts
@@ -760,7 +776,11 @@ class Queries:
 
     @cached_property
     def ready_jobs(self) -> sql.SQL:
-        return self._writing_outcomes(READY_JOBS, ATTEMPTS)
+        return self._with_workers(READY_JOBS)
+
+    @cached_property
+    def ready_job_rows(self) -> sql.SQL:
+        return self._compose(READY_JOB_ROWS)
 
     @cached_property
     def heartbeat(self) -> sql.SQL:
@@ -768,7 +788,7 @@ class Queries:
 
     @cached_property
     def rescue(self) -> sql.SQL:
-        return self._compose(RESCUE)
+        return self._with_workers(RESCUE)
 
     @cached_property
     def listen(self) -> sql.Composed:

@@ -18,7 +18,7 @@ accumulate.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, INT8MULTIRANGE, JSONB
 
 from pgjobs.job import (
     DEFAULT_MAX_ATTEMPTS,
@@ -162,5 +162,7 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("rescue_after", sa.Float, nullable=False),
         sa.Column("started_at", tz, nullable=False, server_default=sa.func.now()),
         sa.Column("last_heartbeat_at", tz, nullable=False, server_default=sa.func.now()),
+        # The jobs the worker readied for its threads and not yet settled (0007).
+        sa.Column("ready_jobs", INT8MULTIRANGE, nullable=True),
     )
     return metadata

@@ -10,7 +10,7 @@ worker's dedicated connections. A caller's connection may be psycopg or SQLAlche
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -315,16 +315,14 @@ class Store:
         return statements
 
     def ready_jobs(
-        self, conn: psycopg.Connection[Any], jobs: Sequence[ClaimedJob], *, worker_id: str
-    ) -> set[int]:
-        """Ready claimed jobs for this worker's threads (READY_JOBS); the ids of those
-        still held here (the others were cancelled or rescued meanwhile)."""
-        params = {
-            "ids": int_array([job.id for job in jobs]),
-            "attempts": int_array([job.attempt for job in jobs]),
-            "worker_id": worker_id,
-        }
-        return {row[0] for row in conn.execute(self.queries.ready_jobs, params)}
+        self, conn: psycopg.Connection[Any], job_ids: Collection[int], *, worker_id: str
+    ) -> None:
+        """Record `job_ids` as every job this worker readied and has not settled
+        (READY_JOBS); row by row when the worker has no row to record them in."""
+        ids = sorted(job_ids)
+        params = {"ranges": id_ranges(ids), "ids": int_array(ids), "worker_id": worker_id}
+        if conn.execute(self.queries.ready_jobs, params).fetchone() is None:
+            conn.execute(self.queries.ready_job_rows, params)
 
     def heartbeat(
         self, conn: psycopg.Connection[Any], ids: Sequence[int], *, worker_id: str
@@ -691,6 +689,17 @@ def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | No
     row = conn.execute(CLIENT_ENDPOINT).fetchone()
     assert row is not None
     return row[0], row[1], row[2]
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """Sorted ids as an int8multirange literal of their runs: `{[1,4),[7,8)}`."""
+    runs: list[list[int]] = []
+    for job_id in ids:
+        if runs and job_id == runs[-1][1]:
+            runs[-1][1] = job_id + 1
+        else:
+            runs.append([job_id, job_id + 1])
+    return "{" + ",".join(f"[{low},{high})" for low, high in runs) + "}"
 
 
 def int_array(values: Sequence[int]) -> str:

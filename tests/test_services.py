@@ -321,7 +321,7 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     # given: a job run by a worker that stopped heart-beating a minute ago
     [job_id] = app.enqueue_many(None, [("noop", {})])
     claimed = claim(app, connection)
-    app.store.ready_jobs(connection.connection(), claimed, worker_id=WORKER)
+    app.store.ready_jobs(connection.connection(), [job.id for job in claimed], worker_id=WORKER)
     observer.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
             sql.Identifier(app.schema, "jobs")
@@ -348,9 +348,8 @@ def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffe
     # given: a worker died running one job (ready, so it may have begun) with two more
     # claimed ahead in its buffer
     begun, waiting, later = app.enqueue_many(None, [("noop", {})] * 3)
-    claimed = claim(app, connection)
-    readied = [job for job in claimed if job.id == begun]
-    app.store.ready_jobs(connection.connection(), readied, worker_id=WORKER)
+    claim(app, connection)
+    app.store.ready_jobs(connection.connection(), [begun], worker_id=WORKER)
     before = job(observer, app.schema, waiting)
     observer.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
@@ -372,6 +371,40 @@ def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffe
     assert (returned["state"], returned["attempts"], returned["errors"]) == ("available", 0, [])
     assert returned["run_at"] == before["run_at"]  # its place in line is kept
     assert job(observer, app.schema, begun)["attempts"] == 1
+
+
+def test_a_worker_lists_the_jobs_it_readied_in_its_row_and_the_rescue_reads_it(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: a registered worker that readied two of its four claimed jobs, by its row
+    observer.execute(
+        sql.SQL(
+            "INSERT INTO {} (id, host, pid, concurrency, version, rescue_after)"
+            " VALUES (%s, 'h', 1, 2, 'v', 30)"
+        ).format(sql.Identifier(app.schema, "workers")),
+        [WORKER],
+    )
+    ids = app.enqueue_many(None, [("noop", {})] * 4)
+    claim(app, connection)
+    app.store.ready_jobs(connection.connection(), ids[:2], worker_id=WORKER)
+    assert all(job(observer, app.schema, i)["began_at"] is None for i in ids)
+    observer.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
+            sql.Identifier(app.schema, "jobs")
+        )
+    )
+    rescuer = Rescuer(
+        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: True
+    )
+    # when it dies and is rescued
+    rescued = sorted(rescuer.run_once())
+    # then: the readied ones count as begun, the others go back unrun
+    assert [(i, began) for i, _, began in rescued] == [
+        (ids[0], True),
+        (ids[1], True),
+        (ids[2], False),
+        (ids[3], False),
+    ]
 
 
 def test_listener_pass_wakes_the_fetcher_for_wanted_queues_only(

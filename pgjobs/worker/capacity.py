@@ -93,7 +93,10 @@ class _Line:
 
     def pop(self) -> _Held:
         held = heapq.heappop(self.ready)
-        self.waiting_work = self.waiting_work - held.estimate if self.held() else 0.0
+        if self.ready or self.claimed or self.readying:
+            self.waiting_work -= held.estimate
+        else:
+            self.waiting_work = 0.0
         self.running[held.id] = (held.job.task, held.estimate)
         self.running_work += held.estimate
         return held
@@ -246,12 +249,17 @@ class Capacity:
         self._lock = threading.Lock()
         self._job_ready = threading.Condition(self._lock)
         self._on_room: Callable[[], None] = lambda: None
+        self._on_ready_wanted: Callable[[], None] = lambda: None
         self._on_async_jobs: Callable[[], None] = lambda: None
 
     def on_room(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (the fetcher's wake-up) when there is room to claim, jobs to
-        ready, or held jobs that may have to be handed back (`surplus`)."""
+        """Call `callback` (the fetcher's wake-up) when there is room to claim, or held
+        jobs that may have to be handed back (`surplus`)."""
         self._on_room = callback
+
+    def on_ready_wanted(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (the readier's wake-up) when the ready jobs run low."""
+        self._on_ready_wanted = callback
 
     def on_async_jobs(self, callback: Callable[[], None]) -> None:
         """Call `callback` (the event loop's wake-up) when async jobs became ready."""
@@ -288,18 +296,23 @@ class Capacity:
             return self.prefetch
         return min(self.prefetch, int(spare / mean))
 
+    # `_room` and `_wants_jobs` run once per finished job: plain arithmetic, no loops.
     def _room(self) -> int:
         if self._closed:
             return 0
-        free = sum(line.free() for line in self._lines)
-        held = sum(line.held() for line in self._lines)
-        return max(0, free + self._ahead - held)
+        t = self._threads
+        room = t.slots - len(t.running) - len(t.claimed) - t.readying - len(t.ready)
+        if self.async_slots:
+            a = self._async
+            room += a.slots - len(a.running) - len(a.claimed) - a.readying - len(a.ready)
+        room += self._ahead
+        return room if room > 0 else 0
 
     def _wants_jobs(self) -> bool:
         room = self._room()
-        idle = any(not line.held() and line.free() > 0 for line in self._lines)
-        batch = max(1, (self.concurrency + self.async_slots + self._ahead) // 4)
-        return room >= batch or (room > 0 and idle)
+        if room >= max(1, (self.concurrency + self.async_slots + self._ahead) // 4):
+            return True
+        return room > 0 and any(not line.held() and line.free() > 0 for line in self._lines)
 
     def ready_at_claim(self) -> int:
         """How many of the next claim's jobs to ready at once: those for the slots that
@@ -323,8 +336,12 @@ class Capacity:
                 line.push(held, ready=readied)
                 async_ready = async_ready or (readied and line is self._async)
             self._wake_one()
+            # Idle threads asked for ready jobs before these were claimed: ask again.
+            wants_ready = any(self._short_of_ready(line) for line in self._lines)
         if async_ready:
             self._on_async_jobs()
+        if wants_ready:
+            self._on_ready_wanted()
 
     # --- the fetcher's side: readying --------------------------------------------------
 
@@ -400,17 +417,18 @@ class Capacity:
                 if self._closed:
                     return None
                 if self._short_of_ready(self._threads):
-                    self._on_room()
+                    self._on_ready_wanted()
                 self._idle_threads += 1
                 self._job_ready.wait()
                 self._idle_threads -= 1
                 self._waking = max(0, self._waking - 1)
             held = self._threads.pop()
-            self._turns.reached(held.turn)
+            if self._weights is not None:
+                self._turns.reached(held.turn)
             self._wake_one()
             wants_ready = self._short_of_ready(self._threads)
         if wants_ready:
-            self._on_room()
+            self._on_ready_wanted()
         return held.job
 
     def take_async(self) -> ClaimedJob | None:
@@ -425,7 +443,7 @@ class Capacity:
                 self._turns.reached(held.turn)
                 wants_ready = self._short_of_ready(self._async)
         if wants_ready:
-            self._on_room()
+            self._on_ready_wanted()
         return None if held is None else held.job
 
     def _wake_one(self) -> None:
@@ -453,16 +471,23 @@ class Capacity:
     def _ended(self, line: _Line, job: ClaimedJob, duration: float) -> None:
         with self._lock:
             line.ended(job.id, self.clock())
-            rose = self.estimates.observe(job.task, duration)
-            self._recheck = self._recheck or rose
-            wants = rose or self._wants_jobs() or self._short_of_ready(line)
+            rose = self.estimates.observe(job.task, duration) and self._may_overflow(job.task)
+            if rose:
+                self._recheck = True
+            wants = rose or self._wants_jobs()
         if wants:
             self._on_room()
+
+    def _may_overflow(self, task: str) -> bool:
+        """Whether jobs of `task` could fill the window, were every held job one: if
+        not, a rise of its estimate is no reason to look at what is held."""
+        slots = self.concurrency + self.async_slots
+        return self.estimates.of(task) * (self.prefetch + slots) > self.window * slots
 
     def running_for(self, task: str, seconds: float) -> None:
         """An attempt of `task` has been running `seconds` (the watchdog's report)."""
         with self._lock:
-            rose = self.estimates.running_for(task, seconds)
+            rose = self.estimates.running_for(task, seconds) and self._may_overflow(task)
             self._recheck = self._recheck or rose
         if rose:
             self._on_room()
@@ -474,6 +499,13 @@ class Capacity:
         with self._lock:
             held = [h for line in self._lines for h in (*line.claimed, *line.ready)]
             return [h.id for h in held] + [h.id for _, h in self._readying]
+
+    def ready_ids(self) -> list[int]:
+        """Jobs readied for the slots, being readied, or running."""
+        with self._lock:
+            ready = [h.id for line in self._lines for h in line.ready]
+            running = [job_id for line in self._lines for job_id in line.running]
+            return ready + running + [h.id for _, h in self._readying]
 
     def running(self) -> int:
         """Jobs being run now on the executor threads."""

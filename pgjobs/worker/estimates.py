@@ -43,11 +43,19 @@ class Estimates:
 
     def observe(self, task: str, seconds: float) -> bool:
         """An attempt of `task` took `seconds`; True when its estimate rose markedly."""
+        # Once per finished job: the common case (a task measured before) inline.
         before = self.by_task.get(task)
+        mean = self.mean
+        if before and mean:
+            step = MAX_STEP * before
+            after = before + self.smoothing * ((seconds if seconds < step else step) - before)
+            self.by_task[task] = after
+            step = MAX_STEP * mean
+            self.mean = mean + self.smoothing * ((seconds if seconds < step else step) - mean)
+            return after > MARKED_RISE * before
         assumed = self.of(task)
         self.by_task[task] = seconds if before is None else self._moved(before, seconds)
         self._running.pop(task, None)
-        mean = self.mean
         if mean is None:
             self.mean = seconds
             return False  # nothing was held ahead on an assumption yet

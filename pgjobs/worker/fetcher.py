@@ -7,12 +7,9 @@ statement claims up to all the room there is, so with a prefetch buffer a busy w
 makes one claim per batch of jobs instead of one per job, and the threads find the
 next job waiting for them. A NOTIFY storm costs nothing while there is no room.
 
-It also readies the next claimed jobs in line just before the threads need them
-(`Capacity.to_ready`, READY_JOBS: a thread starts only a ready job, so a rescue can tell
-the jobs a dead worker only held from those it may have run), and hands back to the
-queue the held jobs that the buffer finds surplus (`Capacity.surplus`: they would wait
-longer than its window), so that idle workers can run them; they keep their place in
-line and the attempt is given back.
+It also hands back to the queue the held jobs that the buffer finds surplus
+(`Capacity.surplus`: they would wait longer than its window), so that idle workers can
+run them; they keep their place in line and the attempt is given back.
 """
 
 from __future__ import annotations
@@ -82,13 +79,10 @@ class Fetcher(LoopService):
         self.wake()
 
     def run_once(self) -> int:
-        """Ready held jobs that the threads will need, claim if there is room and reason
-        to, and hand back what the buffer finds surplus; returns how many jobs were
-        claimed."""
+        """Claim if there is room and reason to, and hand back what the buffer finds
+        surplus; returns how many jobs were claimed."""
         self.release_surplus()
-        self.ready_jobs()
         claimed = self._claim_if_wanted()
-        self.ready_jobs()
         self.release_surplus()
         return claimed
 
@@ -110,23 +104,6 @@ class Fetcher(LoopService):
         self._maybe_more = len(jobs) == room
         return len(jobs)
 
-    def ready_jobs(self) -> int:
-        """Ready the next claimed jobs in line when the threads run short of ready ones
-        (see `Capacity`); returns how many."""
-        if not self.capacity.wants_ready():
-            return 0
-        jobs = self.capacity.to_ready()
-        try:
-            ours = self.connection.run(
-                lambda conn: self.store.ready_jobs(conn, jobs, worker_id=self.worker_id),
-                attempts=2,
-            )
-        except BaseException:
-            self.capacity.unready()
-            raise
-        self.capacity.readied(ours)
-        return len(ours)
-
     def release_surplus(self) -> list[ClaimedJob]:
         """Hand back the held jobs that would wait longer than the buffer's window."""
         surplus = self.capacity.surplus()
@@ -135,8 +112,6 @@ class Fetcher(LoopService):
         return surplus
 
     def next_wait(self) -> float:
-        if self.capacity.wants_ready():
-            return 0.0
         if self.capacity.wants_jobs() and (self._maybe_more or self._job_available):
             return 0.0
         with self._lock:

@@ -34,6 +34,7 @@ from pgjobs.worker.log_events import log_event, logged_event_types
 from pgjobs.worker.notify_check import PROBE_PAYLOAD, NotifyCheck
 from pgjobs.worker.periodic import PeriodicEnqueuer
 from pgjobs.worker.queues import QueueSpec
+from pgjobs.worker.readier import Readier
 from pgjobs.worker.registry import WorkerRegistry, registration
 from pgjobs.worker.rescuer import Rescuer
 from pgjobs.worker.retention import Retention, RetentionPolicy
@@ -225,6 +226,13 @@ class Worker:
             give_back=self._give_back,
             async_commit=s.async_claim_commit,
         )
+        self.readier = Readier(
+            ResilientConnection(url, "readier"),
+            store,
+            self.capacity,
+            self.worker_id,
+            unsettled_ids=lambda: self.pool.unsettled_ids() + self.completer.pending_ids(),
+        )
         self.notify_check = NotifyCheck(
             send_probe=self._send_probe,
             listening=lambda: self.listener.listening,
@@ -270,6 +278,7 @@ class Worker:
             self.rescuer,
             self.retention,
             self.listener,
+            self.readier,
             self.fetcher,
             self.periodic,
             self.notify_check,
@@ -402,6 +411,7 @@ class Worker:
         rest; 0 if every outcome was written."""
         self._stopping.set()
         self.fetcher.stop(5.0)
+        self.readier.stop(2.0)
         self.periodic.stop(2.0)
         unstarted = self.capacity.close()
         for job in unstarted:

@@ -219,3 +219,19 @@ def test_weighted_queues_start_in_the_weights_proportions_within_a_priority() ->
     assert (shares.count("a"), shares.count("b"), shares.count("c")) == (13, 6, 1)
     a_ids = [job.id for job in taken if job.queue == "a"]
     assert a_ids == sorted(a_ids)
+
+
+def test_a_lost_claim_is_dropped_but_a_later_claim_of_the_same_job_stays() -> None:
+    # given: job 1 was handed back, and the worker claimed it again while a heartbeat
+    # that still counted the first claim was on its way
+    capacity = Capacity(concurrency=1, prefetch=10)
+    first_claim, second_claim = held(1), held(1)
+    other = held(2)
+    capacity.add([second_claim, other])
+    # when: the heartbeat reports the first claim of job 1 (and job 2) lost
+    dropped = capacity.discard({1: first_claim, 2: other}, same_claim=True)
+    # then: only job 2 goes; the later claim of job 1 stays
+    assert [job.id for job in dropped] == [2]
+    assert capacity.waiting_ids() == [1]
+    # and: a control message (a cancel) drops whatever claim of the job is held
+    assert [job.id for job in capacity.discard([1])] == [1]

@@ -11,7 +11,9 @@ import sys
 import time
 import urllib.request
 from contextlib import closing
+from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,7 +22,15 @@ from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.events import Ending, JobEnded
 from pgjobs.worker.jobs import ClaimedJob, Outcome
 from pgjobs.worker.metrics import QueueSampler, WorkerMetrics
-from tests.helpers import REPO_ROOT, StartWorker, pgjobs, run_cli, the_error_line, wait_until
+from tests.helpers import (
+    REPO_ROOT,
+    StartWorker,
+    pgjobs,
+    run_cli,
+    runs,
+    the_error_line,
+    wait_until,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -288,7 +298,7 @@ def test_metrics_port_in_use_is_one_error_line_and_runs_nothing(
 
 @pytest.mark.slow
 def test_a_real_worker_serves_counts_histograms_and_queue_gauges(
-    app: App, runs_table: str, start_worker: StartWorker
+    app: App, runs_table: str, observer: psycopg.Connection[Any], start_worker: StartWorker
 ) -> None:
     # given a worker with metrics, serving the default queue only
     port = free_port()
@@ -305,7 +315,8 @@ def test_a_real_worker_serves_counts_histograms_and_queue_gauges(
     app.enqueue(None, "always_fails", {}, max_attempts=3)
     app.enqueue(None, "snooze", {"times": 1, "delay": 0.05})
     sleeper = app.enqueue(None, "sleep", {"seconds": 30, "cooperative": True})
-    wait_until(lambda: admin.get_job(app, sleeper).state.value == "running", 20)
+    # (cancelled once its task began: `running` alone may still mean claimed, waiting)
+    wait_until(lambda: any(r["job_id"] == sleeper for r in runs(observer, runs_table)), 20)
     admin.cancel_jobs(app, [sleeper])
     # and 3 jobs wait in a queue no worker serves
     for _ in range(3):

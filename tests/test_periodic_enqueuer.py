@@ -295,6 +295,33 @@ def test_a_periodic_tick_is_enqueued_into_a_queue_over_its_limit(
     assert len(jobs(observer, schema)) == 2
 
 
+def test_one_failing_schedule_does_not_stop_the_others(
+    app: App, enqueuers: Enqueuers, observer: Connection, schema: str
+) -> None:
+    # given: two schedules due every minute, one of which fails when it computes its ticks
+    declare_report(app, every=60)
+
+    @app.periodic(every=60)
+    @app.task(name="broken")
+    def broken() -> None: ...
+
+    clock = Clock()
+    enqueuer = enqueuers(app, clock)
+    enqueuer.run_once()
+    schedule = app.schedules["broken"]
+
+    def fails(moment: datetime) -> datetime:
+        raise RuntimeError("a bug in a schedule")
+
+    object.__setattr__(schedule.ticks, "next_after", fails)
+    # when
+    clock.at(12, 1, 0.2)
+    done = enqueuer.run_once()
+    # then: the sound schedule's tick is enqueued all the same
+    assert [tick.schedule for tick in done] == ["report"]
+    assert [job["task"] for job in jobs(observer, schema)] == ["report"]
+
+
 def test_schedule_removed_from_the_code_stops(
     app: App, database_url: str, enqueuers: Enqueuers, observer: Connection, schema: str
 ) -> None:

@@ -301,8 +301,8 @@ def test_heartbeat_pass_refreshes_held_jobs_and_reports_cancelled_ones_lost(
         connection,
         app.store,
         WORKER,
-        held_ids=lambda: [kept_id, cancelled_id],
-        on_lost=lambda ids: lost.append(set(ids)),
+        held=lambda: {kept_id: None, cancelled_id: None},
+        on_lost=lambda claims: lost.append(set(claims)),
         interval=1,
     )
     # when

@@ -143,14 +143,14 @@ class _Line:
         estimate, being on average half done."""
         return window * self.slots - self.running_work / 2 - self.waiting_work
 
-    def remove(self, job_ids: Collection[int]) -> list[ClaimedJob]:
-        gone = [h.job for h in (*self.claimed, *self.ready) if h.id in job_ids]
-        if gone:
+    def remove(self, gone: Callable[[_Held], bool]) -> list[ClaimedJob]:
+        removed = [h.job for h in (*self.claimed, *self.ready) if gone(h)]
+        if removed:
             self._keep(
-                [h for h in self.claimed if h.id not in job_ids],
-                [h for h in self.ready if h.id not in job_ids],
+                [h for h in self.claimed if not gone(h)],
+                [h for h in self.ready if not gone(h)],
             )
-        return gone
+        return removed
 
     def clear(self) -> list[ClaimedJob]:
         jobs = [held.job for held in sorted([*self.ready, *self.claimed])]
@@ -496,9 +496,13 @@ class Capacity:
 
     def waiting_ids(self) -> list[int]:
         """Claimed jobs not started yet (the heartbeat keeps them too)."""
+        return [job.id for job in self.waiting_jobs()]
+
+    def waiting_jobs(self) -> list[ClaimedJob]:
+        """Claimed jobs not started yet."""
         with self._lock:
             held = [h for line in self._lines for h in (*line.claimed, *line.ready)]
-            return [h.id for h in held] + [h.id for _, h in self._readying]
+            return [h.job for h in held] + [h.job for _, h in self._readying]
 
     def ready_ids(self) -> list[int]:
         """Jobs readied for the slots, being readied, or running."""
@@ -532,10 +536,26 @@ class Capacity:
         with self._lock:
             return len(self._threads.ready)
 
-    def discard(self, job_ids: Collection[int]) -> list[ClaimedJob]:
-        """Remove held jobs that are no longer ours (cancelled, rescued); returns them."""
+    def discard(
+        self, job_ids: Collection[int] | Mapping[int, object], *, same_claim: bool = False
+    ) -> list[ClaimedJob]:
+        """Remove held jobs that are no longer ours (cancelled, rescued); returns them.
+        With `same_claim`, `job_ids` maps each id to the claimed job that is lost, and a
+        later claim of the same job stays."""
+        claims = job_ids if isinstance(job_ids, Mapping) else {}
+
+        def gone(held: _Held) -> bool:
+            if held.id not in job_ids:
+                return False
+            return not same_claim or claims.get(held.id) is held.job
+
         with self._lock:
-            return [job for line in self._lines for job in line.remove(job_ids)]
+            for line, held in self._readying:
+                if gone(held):
+                    line.readying -= 1
+                    line.waiting_work -= held.estimate
+            self._readying = [(line, held) for line, held in self._readying if not gone(held)]
+            return [job for line in self._lines for job in line.remove(gone)]
 
     def close(self) -> list[ClaimedJob]:
         """Accept no more jobs and return the held ones not started; idle threads get

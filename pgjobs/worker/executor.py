@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,8 +112,12 @@ class ExecutorPool(Service):
 
     def unsettled_ids(self) -> list[int]:
         """Ids of jobs whose attempt is running here and not yet settled."""
+        return [job.id for job in self.unsettled_jobs()]
+
+    def unsettled_jobs(self) -> list[ClaimedJob]:
+        """Jobs whose attempt is running here and not yet settled."""
         with self._lock:
-            return [a.job.id for a in self._attempts.values() if not a.settled]
+            return [a.job for a in self._attempts.values() if not a.settled]
 
     def wait_idle(self, timeout: float, interrupted: threading.Event) -> bool:
         """Wait until no task runs, `timeout` passes or `interrupted` is set."""
@@ -135,10 +139,17 @@ class ExecutorPool(Service):
                 count += 1
         return count
 
-    def forget(self, job_ids: Collection[int]) -> None:
-        """These jobs are no longer ours (cancelled or rescued): stop their tasks."""
+    def forget(
+        self, job_ids: Collection[int] | Mapping[int, object], *, same_claim: bool = False
+    ) -> None:
+        """These jobs are no longer ours (cancelled or rescued): stop their tasks. With
+        `same_claim`, `job_ids` maps each id to the claimed job that is lost, and an
+        attempt of a later claim of the same job goes on."""
+        claims = job_ids if isinstance(job_ids, Mapping) else {}
         for attempt in self._snapshot():
-            if attempt.job.id in job_ids:
+            if attempt.job.id in job_ids and (
+                not same_claim or claims.get(attempt.job.id) is attempt.job
+            ):
                 attempt.stop()
                 self._settle(attempt, None, Ending.TAKEN_AWAY)
 

@@ -3,11 +3,15 @@
 One statement per interval refreshes `heartbeat_at` of the jobs that are running,
 claimed and waiting to start, or finished with their outcome not yet written. Ids that
 do not come back were cancelled or rescued meanwhile, and their tasks are told to stop.
+
+Each held job comes with what stands for this claim of it (the claimed job itself), and
+what is found lost is reported with it: a job handed back and claimed again by this
+worker while the beat was on its way is another claim, and must not be stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 
 from pgjobs.store import Store
 from pgjobs.worker.connection import ResilientConnection
@@ -23,23 +27,24 @@ class Heartbeat(LoopService):
         store: Store,
         worker_id: str,
         *,
-        held_ids: Callable[[], list[int]],
-        on_lost: Callable[[Collection[int]], None],
+        held: Callable[[], Mapping[int, object]],
+        on_lost: Callable[[Mapping[int, object]], None],
         interval: float,
     ) -> None:
         super().__init__("heartbeat", interval)
         self.connection = connection
         self.store = store
         self.worker_id = worker_id
-        self.held_ids = held_ids
+        self.held = held
         self.on_lost = on_lost
         self._current = True  # nothing held yet: nothing of ours can look stale
 
     def run_once(self) -> set[int]:
         """Refresh every held job in one statement; returns the ids found lost."""
-        ids = self.held_ids()
-        if not ids:
+        held = self.held()
+        if not held:
             return set()
+        ids = list(held)
         try:
             kept = self.connection.run(
                 lambda conn: self.store.heartbeat(conn, ids, worker_id=self.worker_id),
@@ -49,12 +54,12 @@ class Heartbeat(LoopService):
             self._current = False
             raise
         self._current = True
-        lost = set(ids) - kept
+        lost = {job_id: claim for job_id, claim in held.items() if job_id not in kept}
         # A job settled between reading the ids and the statement is not lost; the
-        # executor and the buffer ignore ids they no longer hold.
+        # executor and the buffer ignore claims they no longer hold.
         if lost:
             self.on_lost(lost)
-        return lost
+        return set(lost)
 
     def is_current(self) -> bool:
         """False from a failed beat until the next one succeeds.

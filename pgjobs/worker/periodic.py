@@ -103,7 +103,15 @@ class PeriodicEnqueuer(LoopService):
                 continue  # just registered: nothing is due before `now`
             if schedule.name not in self._starts:
                 self._starts[schedule.name] = self._first_sight(schedule, state, now)
-            tick = self._enqueue_due(conn, schedule, state, now)
+            try:
+                tick = self._enqueue_due(conn, schedule, state, now)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the connection: the whole pass is retried
+            except Exception:
+                # One schedule that fails (a bug, or a row the database refuses) must not
+                # keep the others from being enqueued; it is tried again next pass.
+                log.exception("periodic schedule failed", extra=_fields(schedule))
+                continue
             if tick is not None:
                 done.append(tick)
         return done

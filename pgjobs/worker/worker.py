@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -252,8 +252,8 @@ class Worker:
             ResilientConnection(url, "heartbeat"),
             store,
             self.worker_id,
-            held_ids=self.held_ids,
-            on_lost=self._taken_away,
+            held=self.held,
+            on_lost=self._lost_at_beat,
             interval=s.heartbeat_interval,
         )
         self.rescuer = Rescuer(
@@ -315,9 +315,15 @@ class Worker:
 
     def held_ids(self) -> list[int]:
         """Every job this worker holds: waiting to start, running, or not yet written."""
-        return (
-            self.capacity.waiting_ids() + self.pool.unsettled_ids() + self.completer.pending_ids()
-        )
+        return list(self.held())
+
+    def held(self) -> dict[int, object]:
+        """Every job this worker holds, with what stands for this claim of it: the
+        claimed job (None for an outcome not yet written, whose job runs no more)."""
+        held: dict[int, object] = dict.fromkeys(self.completer.pending_ids())
+        held.update((job.id, job) for job in self.capacity.waiting_jobs())
+        held.update((job.id, job) for job in self.pool.unsettled_jobs())
+        return held
 
     def _send_probe(self) -> None:
         # From the App's pool, never the listener's connection: a session notified by
@@ -335,10 +341,15 @@ class Worker:
         )
 
     def _taken_away(self, job_ids: Collection[int]) -> None:
-        """The heartbeat (or a control message) found these jobs cancelled or rescued:
-        drop or stop them."""
+        """A control message says these jobs were cancelled: drop or stop them."""
         self.capacity.discard(job_ids)
         self.pool.forget(job_ids)
+
+    def _lost_at_beat(self, lost: Mapping[int, object]) -> None:
+        """The heartbeat found these claims cancelled or rescued: drop or stop them, but
+        not a later claim of the same job (handed back, then claimed again here)."""
+        self.capacity.discard(lost, same_claim=True)
+        self.pool.forget(lost, same_claim=True)
 
     def _after_outcomes(self, event: Event) -> None:
         # A retry due before the next poll would otherwise wait for it.

@@ -342,6 +342,21 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     assert "worker lost: test-worker" in rescued["errors"][0]["error"]
 
 
+def rescue_after_silence(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> list[tuple[int, str, bool]]:
+    """Every held job's worker falls silent for a minute; a rescuer's pass, sorted."""
+    observer.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
+            sql.Identifier(app.schema, "jobs")
+        )
+    )
+    rescuer = Rescuer(
+        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: True
+    )
+    return sorted(rescuer.run_once())
+
+
 def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffer(
     app: App, connection: ResilientConnection, observer: Connection
 ) -> None:
@@ -351,16 +366,8 @@ def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffe
     claim(app, connection)
     app.store.ready_jobs(connection.connection(), [begun], worker_id=WORKER)
     before = job(observer, app.schema, waiting)
-    observer.execute(
-        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
-            sql.Identifier(app.schema, "jobs")
-        )
-    )
-    rescuer = Rescuer(
-        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: True
-    )
     # when
-    rescued = sorted(rescuer.run_once())
+    rescued = rescue_after_silence(app, connection, observer)
     # then: the begun attempt is lost and counted; the others never ran
     assert rescued == [
         (begun, "available", True),
@@ -388,16 +395,8 @@ def test_a_worker_lists_the_jobs_it_readied_in_its_row_and_the_rescue_reads_it(
     claim(app, connection)
     app.store.ready_jobs(connection.connection(), ids[:2], worker_id=WORKER)
     assert all(job(observer, app.schema, i)["began_at"] is None for i in ids)
-    observer.execute(
-        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
-            sql.Identifier(app.schema, "jobs")
-        )
-    )
-    rescuer = Rescuer(
-        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: True
-    )
     # when it dies and is rescued
-    rescued = sorted(rescuer.run_once())
+    rescued = rescue_after_silence(app, connection, observer)
     # then: the readied ones count as begun, the others go back unrun
     assert [(i, began) for i, _, began in rescued] == [
         (ids[0], True),

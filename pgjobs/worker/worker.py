@@ -313,10 +313,6 @@ class Worker:
             )
         self.request_stop()
 
-    def held_ids(self) -> list[int]:
-        """Every job this worker holds: waiting to start, running, or not yet written."""
-        return list(self.held())
-
     def held(self) -> dict[int, object]:
         """Every job this worker holds, with what stands for this claim of it: the
         claimed job (None for an outcome not yet written, whose job runs no more)."""

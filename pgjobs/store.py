@@ -320,8 +320,9 @@ class Store:
         """Record `job_ids` as every job this worker readied and has not settled
         (READY_JOBS); row by row when the worker has no row to record them in."""
         ids = sorted(job_ids)
-        params = {"ranges": id_ranges(ids), "ids": int_array(ids), "worker_id": worker_id}
+        params = {"ranges": id_ranges(ids), "worker_id": worker_id}
         if conn.execute(self.queries.ready_jobs, params).fetchone() is None:
+            params = {"ids": int_array(ids), "worker_id": worker_id}
             conn.execute(self.queries.ready_job_rows, params)
 
     def heartbeat(

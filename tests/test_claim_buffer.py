@@ -22,11 +22,11 @@ def held(job_id: int, *, priority: int = 0, task: str = "noop", waited: float = 
 
 
 def ready_what_is_wanted(capacity: Capacity) -> list[int]:
-    """What the fetcher does: ready the claimed jobs the threads will need next."""
+    """What the readier does: ready the claimed jobs the threads will need next."""
     readied = []
     while capacity.wants_ready():
         jobs = capacity.to_ready()
-        capacity.readied({job.id for job in jobs})
+        capacity.readied()
         readied += [job.id for job in jobs]
     return readied
 

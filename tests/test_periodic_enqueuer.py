@@ -215,17 +215,26 @@ def test_tick_later_than_max_lateness_is_skipped(
     assert scheduled_times(observer, schema) == [datetime(2026, 11, 23, 12, 2, tzinfo=UTC)]
 
 
-def test_changed_expression_restarts_the_schedule_with_the_new_one(
-    app: App, database_url: str, enqueuers: Enqueuers, observer: Connection, schema: str
-) -> None:
-    # given: an hourly schedule that has run, then the code changes it to every 15 minutes
-    declare_report(app, every=3600)
+def ran_until_13(
+    app: App, database_url: str, enqueuers: Enqueuers, *, every: int
+) -> tuple[Clock, PeriodicEnqueuer, App]:
+    """`report` declared every `every` seconds, enqueued by a worker from 12:00:30 to
+    13:00:01; the clock, that worker's enqueuer, and another App on the schema, for the
+    next version of the code."""
+    declare_report(app, every=every)
     clock = Clock()
     old = enqueuers(app, clock)
     old.run_once()
     clock.at(13, 0, 1)
     old.run_once()
-    changed = App(database_url, schema=schema)
+    return clock, old, App(database_url, schema=app.schema)
+
+
+def test_changed_expression_restarts_the_schedule_with_the_new_one(
+    app: App, database_url: str, enqueuers: Enqueuers, observer: Connection, schema: str
+) -> None:
+    # given: an hourly schedule that has run, then the code changes it to every 15 minutes
+    clock, _, changed = ran_until_13(app, database_url, enqueuers, every=3600)
     declare_report(changed, every=900)
     new = enqueuers(changed, clock)
 
@@ -251,13 +260,7 @@ def test_two_versions_of_a_schedule_side_by_side_enqueue_the_ticks_of_both(
 ) -> None:
     # given: a worker of the old version (every 15 minutes) has been running; a worker of
     # the new version (every 10 minutes) starts beside it at 13:01 (a rolling deploy)
-    declare_report(app, every=900)
-    clock = Clock()
-    old = enqueuers(app, clock)
-    old.run_once()
-    clock.at(13, 0, 1)
-    old.run_once()
-    changed = App(database_url, schema=schema)
+    clock, old, changed = ran_until_13(app, database_url, enqueuers, every=900)
     declare_report(changed, every=600)
     new = enqueuers(changed, clock)
     clock.at(13, 1)

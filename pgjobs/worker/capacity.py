@@ -107,12 +107,9 @@ class _Line:
         self.readying += len(taken)
         return taken
 
-    def readied(self, held: _Held, *, ours: bool) -> None:
+    def readied(self, held: _Held) -> None:
         self.readying -= 1
-        if ours:
-            heapq.heappush(self.ready, held)
-        else:
-            self.waiting_work = self.waiting_work - held.estimate if self.held() else 0.0
+        heapq.heappush(self.ready, held)
 
     def unready(self, held: _Held) -> None:
         self.readying -= 1
@@ -374,12 +371,13 @@ class Capacity:
                     self._readying += [(line, held) for held in line.take_claimed(want)]
             return [held.job for _, held in self._readying]
 
-    def readied(self, ours: Collection[int]) -> None:
-        """The jobs of `to_ready` are ready in the table, but for those no longer ours."""
+    def readied(self) -> None:
+        """The jobs of `to_ready` are ready in the table. (Those taken away meanwhile,
+        cancelled or rescued, were dropped from the readying ones by `discard`.)"""
         with self._lock:
             async_ready = any(line is self._async for line, _ in self._readying)
             for line, held in self._readying:
-                line.readied(held, ours=held.id in ours)
+                line.readied(held)
             self._readying = []
             self._wake_one()
         if async_ready:

@@ -58,7 +58,7 @@ class Readier(LoopService):
         except BaseException:
             self.capacity.unready()
             raise
-        self.capacity.readied({job.id for job in jobs})
+        self.capacity.readied()
         return len(jobs)
 
     def next_wait(self) -> float:

@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pgjobs import App
+from pgjobs.data.producer import ENQUEUE_ONE_FORMS
 from pgjobs.migrate import upgrade
-from pgjobs.queries import ENQUEUE_ONE
 
 SINGLE_JOBS = 2_000
 BULK_SIZES = (10_000, 100_000)
@@ -96,7 +96,7 @@ class Bench:
         self.bare_insert = sql.SQL(BARE_INSERT).format(bare=self.bare)
         # pgjobs' own statement for one plain job, sent by hand: its cost beside the bare
         # INSERT is the table's (indexes, trigger), beside `enqueue` pgjobs' Python.
-        self.jobs_insert = sql.SQL(ENQUEUE_ONE).format(jobs=self.jobs, on_conflict=sql.SQL(""))
+        self.jobs_insert = sql.SQL(ENQUEUE_ONE_FORMS[False]).format(jobs=self.jobs)
 
     def close(self) -> None:
         self.conn.close()

@@ -47,9 +47,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from pgjobs.data.sql import notify_channel
 from pgjobs.embedded import temporary_cluster
 from pgjobs.migrate import upgrade
-from pgjobs.queries import notify_channel
 
 PEERS = Path(__file__).resolve().parent / "peers"
 APP = "pgjobs_bench:app"  # bench/peers/pgjobs_bench.py, the drain's no-op task
@@ -284,10 +284,11 @@ def handler_cost(repeats: int = 5, calls: int = 50_000) -> tuple[float, float]:
     `repeats` tight loops): (logging alone, as always; logging and the metrics). What the
     garbage collector does in a real drain is not in it."""
 
+    from pgjobs.types import ClaimedJob
     from pgjobs.worker.events import Ending, EventBus, JobEnded
-    from pgjobs.worker.jobs import ClaimedJob, completed
     from pgjobs.worker.log_events import log_event, logged_event_types
     from pgjobs.worker.metrics import WorkerMetrics
+    from pgjobs.worker.outcomes import completed
 
     job = ClaimedJob(1, "default", "bench.job", "{}", 1, 20, time.time())
     outcome = completed(job)

@@ -69,12 +69,6 @@ if TYPE_CHECKING:
     from pgjobs.errors import (
         UnknownTaskError as UnknownTaskError,
     )
-    from pgjobs.job import (
-        Job as Job,
-    )
-    from pgjobs.job import (
-        JobState as JobState,
-    )
     from pgjobs.retry import (
         Backoff as Backoff,
     )
@@ -83,6 +77,12 @@ if TYPE_CHECKING:
     )
     from pgjobs.tasks import (
         Task as Task,
+    )
+    from pgjobs.types import (
+        Job as Job,
+    )
+    from pgjobs.types import (
+        JobState as JobState,
     )
 
 _HOMES = {
@@ -96,11 +96,11 @@ _HOMES = {
     "InvalidJobError": "pgjobs.errors",
     "InvalidScheduleError": "pgjobs.errors",
     "InvalidTaskError": "pgjobs.errors",
-    "Job": "pgjobs.job",
+    "Job": "pgjobs.types",
     "JobContext": "pgjobs.tasks",
     "JobNotFoundError": "pgjobs.errors",
     "JobOptions": "pgjobs.enqueue",
-    "JobState": "pgjobs.job",
+    "JobState": "pgjobs.types",
     "JobStateError": "pgjobs.errors",
     "PayloadNotSerializableError": "pgjobs.errors",
     "PgJobsError": "pgjobs.errors",

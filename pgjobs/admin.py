@@ -7,7 +7,7 @@ none of them unless all of them can be changed.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,9 +15,11 @@ import psycopg
 
 from pgjobs.app import App
 from pgjobs.bounds import BIGINT_MAX, check_bigint, check_seconds
+from pgjobs.data.connector import run
+from pgjobs.data.inspect import QueueStats
+from pgjobs.data.producer import unique_key_holders
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError, PgJobsError
-from pgjobs.job import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
-from pgjobs.store import QueueStats
+from pgjobs.types import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
 
 PRUNE_BATCH_SIZE = 10_000
 # Jobs changed per transaction by a bulk retry or cancel: each batch's row locks last
@@ -47,7 +49,7 @@ __all__ = [
 def queue_stats(app: App) -> list[QueueStats]:
     """Statistics of every queue that has jobs, by queue name, in one statement."""
     with app.database.transaction() as conn:
-        return app.store.queue_stats(conn)
+        return app.data.inspect.queue_stats(conn)
 
 
 def list_jobs(
@@ -62,7 +64,7 @@ def list_jobs(
     check_states(states)
     check_bigint("limit", limit, error=ConfigurationError)
     with app.database.transaction() as conn:
-        return app.store.list_jobs(
+        return app.data.inspect.list_jobs(
             conn,
             states=[str(state) for state in states] or None,
             queues=list(queues) or None,
@@ -75,7 +77,7 @@ def get_job(app: App, job_id: int) -> Job:
     """One job, with `errors` holding its attempt history."""
     if _in_bigint_range(job_id):
         with app.database.transaction() as conn:
-            job = app.store.get_job(conn, job_id)
+            job = app.data.inspect.get_job(conn, job_id)
         if job is not None:
             return job
     raise JobNotFoundError(f"no job with id {job_id}")
@@ -88,23 +90,17 @@ def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
     Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
     unknown, in another state, or would take a `unique_key` that an unfinished job holds.
     """
-    wanted = _distinct(ids)
-    if not wanted:
-        return []
-    with app.database.transaction() as conn:
-        locked = _lock(conn, app, wanted)
-        problems = _wrong_state(locked, RETRYABLE_STATES, "retried")
-        problems.update(_unique_key_conflicts(conn, app, locked, problems))
-        if problems:
-            raise JobStateError(problems)
+
+    def retry(conn: psycopg.Connection[Any], wanted: list[int]) -> set[int]:
         try:
-            changed = app.store.retry_jobs(conn, wanted)
+            return app.data.admin.retry_jobs(conn, wanted)
         except psycopg.errors.UniqueViolation:
-            # A producer enqueued a job with the same unique_key after the check above.
+            # A producer enqueued a job with the same unique_key after the check.
             raise JobStateError(
                 {job_id: f"job {job_id}'s unique_key was taken meanwhile" for job_id in wanted}
             ) from None
-    return _in_order(wanted, changed)
+
+    return _change_by_id(app, ids, RETRYABLE_STATES, "retried", retry, check_unique_keys=True)
 
 
 def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
@@ -115,15 +111,31 @@ def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
     Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
     unknown or already finished.
     """
+    return _change_by_id(app, ids, CANCELLABLE_STATES, "cancelled", app.data.admin.cancel_jobs)
+
+
+def _change_by_id(
+    app: App,
+    ids: Iterable[int],
+    allowed: tuple[JobState, ...],
+    verb: str,
+    change: Callable[[psycopg.Connection[Any], list[int]], set[int]],
+    *,
+    check_unique_keys: bool = False,
+) -> list[int]:
+    """Lock the jobs, refuse the whole change if any is unknown or in a state not
+    `allowed` (or, when checked, would take a held unique_key), else `change` them all."""
     wanted = _distinct(ids)
     if not wanted:
         return []
     with app.database.transaction() as conn:
         locked = _lock(conn, app, wanted)
-        problems = _wrong_state(locked, CANCELLABLE_STATES, "cancelled")
+        problems = _wrong_state(locked, allowed, verb)
+        if check_unique_keys:
+            problems.update(_unique_key_conflicts(conn, app, locked, problems))
         if problems:
             raise JobStateError(problems)
-        changed = app.store.cancel_jobs(conn, wanted)
+        changed = change(conn, wanted)
     return _in_order(wanted, changed)
 
 
@@ -150,7 +162,7 @@ def prune_jobs(
     deleted = 0
     while True:
         with app.database.transaction() as conn:
-            batch = app.store.prune_batch(
+            batch = app.data.maintenance.prune_batch(
                 conn,
                 states=[str(state) for state in states],
                 older_than_seconds=older_than,
@@ -181,7 +193,9 @@ def _lock(
     conn: psycopg.Connection[Any], app: App, wanted: list[int]
 ) -> dict[int, tuple[JobState, str | None]]:
     """Lock the requested jobs; {id: (state, unique_key)}, or JobNotFoundError."""
-    locked = app.store.lock_jobs(conn, [job_id for job_id in wanted if _in_bigint_range(job_id)])
+    locked = app.data.admin.lock_jobs(
+        conn, [job_id for job_id in wanted if _in_bigint_range(job_id)]
+    )
     missing = [job_id for job_id in wanted if job_id not in locked]
     if len(missing) == 1:
         raise JobNotFoundError(f"no job with id {missing[0]}")
@@ -216,7 +230,8 @@ def _unique_key_conflicts(
     }
     if not candidates:
         return {}
-    holders = app.store.unique_key_holders(conn, list(candidates.values()))
+    keys = list(candidates.values())
+    holders = run(conn, app.schema, unique_key_holders(app.data.sql, keys))
     problems = {}
     first_retried: dict[str, int] = {}
     for job_id, key in sorted(candidates.items()):
@@ -293,7 +308,7 @@ def select_jobs(app: App, action: BulkAction, job_filter: JobFilter) -> Selectio
     """Count the jobs that `action` ("retry" or "cancel") would change under `job_filter`."""
     matching = _matching(action, job_filter)
     with app.database.transaction() as conn:
-        count, up_to_id = app.store.count_matching(conn, matching)
+        count, up_to_id = app.data.admin.count_matching(conn, matching)
     return Selection(action, matching, count, up_to_id)
 
 
@@ -313,7 +328,7 @@ def change_selected(
     after_id = 0
     while after_id < selection.up_to_id:
         with app.database.transaction() as conn:
-            locked = app.store.lock_matching(
+            locked = app.data.admin.lock_matching(
                 conn,
                 selection.matching,
                 after_id=after_id,
@@ -375,10 +390,10 @@ def _retry_batch(
 ) -> set[int]:
     refused = _unique_key_conflicts(conn, app, locked, ())
     wanted = [job_id for job_id in locked if job_id not in refused]
-    return app.store.retry_jobs(conn, wanted) if wanted else set()
+    return app.data.admin.retry_jobs(conn, wanted) if wanted else set()
 
 
 def _cancel_batch(
     app: App, conn: psycopg.Connection[Any], locked: dict[int, tuple[JobState, str | None]]
 ) -> set[int]:
-    return app.store.cancel_jobs(conn, list(locked))
+    return app.data.admin.cancel_jobs(conn, list(locked))

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pgjobs.config import resolve_schema
-from pgjobs.db import DEFAULT_WAIT, CallerConnection, Database
+from pgjobs.data.connector import run, run_async
+from pgjobs.data.layer import DataLayer
+from pgjobs.data.producer import copy_plain_rows, insert_rows
+from pgjobs.data.steps import Plan
+from pgjobs.db import DEFAULT_WAIT, Database
 from pgjobs.enqueue import (
     NO_OPTIONS,
     EnqueueOptions,
     JobOptions,
-    JobRow,
     Unpack,
     build_row,
     copies_straight,
-    copy_plain_jobs,
-    copy_plain_jobs_async,
-    insert_jobs,
-    insert_jobs_async,
     unpack_item,
 )
 from pgjobs.errors import (
@@ -27,11 +26,10 @@ from pgjobs.errors import (
     InvalidTaskError,
     UnknownTaskError,
 )
-from pgjobs.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from pgjobs.queue_limits import QueueLimits
 from pgjobs.retry import Backoff, check_backoff
-from pgjobs.store import Store
 from pgjobs.tasks import P, R, Task, check_task_function, check_task_name
+from pgjobs.types import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, CallerConnection, JobRow
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -41,6 +39,7 @@ if TYPE_CHECKING:
 
 # An item of `enqueue_many`: (task name, arguments) or (task name, arguments, options).
 BulkItem = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
+T = TypeVar("T")
 
 
 class App:
@@ -65,7 +64,7 @@ class App:
     ) -> None:
         self.schema = resolve_schema(schema)
         self.database = Database(database_url, wait=database_wait)
-        self.store = Store(self.schema)
+        self.data = DataLayer(self.schema)
         self.backoff = check_backoff(backoff, ConfigurationError) or Backoff()
         self.defaults = JobOptions(
             queue=default_queue, priority=0, max_attempts=default_max_attempts
@@ -82,7 +81,7 @@ class App:
             self.database = Database(database_url, wait=self.database.wait)
         if schema is not None:
             self.schema = resolve_schema(schema)
-            self.store = Store(self.schema)
+            self.data = DataLayer(self.schema)
 
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
@@ -221,8 +220,7 @@ class App:
         `unique_key`. Raises `QueueFull`, writing nothing, when the queue is at its limit.
         """
         row = self._call_row(name, payload, options, call_options)
-        self.queue_limits.check(conn, self.database, self.store, [row])
-        return insert_jobs(conn, self.database, self.store, [row])[0]
+        return self._run(conn, self._insert([row]))[0]
 
     def enqueue_many(self, conn: CallerConnection, items: Iterable[BulkItem]) -> list[int]:
         """Enqueue many jobs; returns their ids in the same order.
@@ -232,15 +230,7 @@ class App:
         fails validation raises and none of the batch is written (a large batch of plain
         jobs is checked while it streams, inside a savepoint that the error rolls back).
         """
-        items = items if isinstance(items, Sequence) else list(items)
-        if copies_straight(items) and not self.queue_limits.any_limit(
-            conn, self.database, self.store
-        ):
-            streamed = (self._bulk_row(item) for item in items)
-            return copy_plain_jobs(conn, self.database, self.store, len(items), streamed)
-        rows = self._bulk_rows(items)
-        self.queue_limits.check(conn, self.database, self.store, rows)
-        return insert_jobs(conn, self.database, self.store, rows)
+        return self._run(conn, self._insert_many(items))
 
     async def enqueue_async(
         self,
@@ -255,24 +245,42 @@ class App:
         AsyncConnection or AsyncSession, or None (pgjobs' own asyncio pool, committed at
         once). Validated before anything is sent, like `enqueue`."""
         row = self._call_row(name, payload, options, call_options)
-        await self.queue_limits.check_async(conn, self.async_database, self.store, [row])
-        return (await insert_jobs_async(conn, self.async_database, self.store, [row]))[0]
+        return (await self._run_async(conn, self._insert([row])))[0]
 
     async def enqueue_many_async(
         self, conn: CallerConnection, items: Iterable[BulkItem]
     ) -> list[int]:
         """`enqueue_many` from async code; `conn` as for `enqueue_async`."""
+        return await self._run_async(conn, self._insert_many(items))
+
+    def _run(self, conn: CallerConnection, plan: Plan[T]) -> T:
+        """Run a producer's plan in `conn`'s transaction, or with None in one transaction
+        of pgjobs' own pool (the queue-limit check and the insert together)."""
+        if conn is None:
+            with self.database.transaction() as own:
+                return run(own, self.schema, plan)
+        return run(conn, self.schema, plan)
+
+    async def _run_async(self, conn: CallerConnection, plan: Plan[T]) -> T:
+        """`_run` for async callers, with pgjobs' own asyncio pool for None."""
+        if conn is None:
+            async with self.async_database.transaction() as own:
+                return await run_async(own, self.schema, plan)
+        return await run_async(conn, self.schema, plan)
+
+    def _insert(self, rows: Sequence[JobRow]) -> Plan[list[int]]:
+        """Check the queues' limits, then insert `rows`; their ids."""
+        yield from self.queue_limits.check(self.data.sql, rows)
+        return (yield from insert_rows(self.data.sql, rows))
+
+    def _insert_many(self, items: Iterable[BulkItem]) -> Plan[list[int]]:
+        """`enqueue_many`'s plan: a large batch of plain jobs, where no queue has a
+        limit, streams into the table by COPY as it is validated."""
         items = items if isinstance(items, Sequence) else list(items)
-        if copies_straight(items) and not await self.queue_limits.any_limit_async(
-            conn, self.async_database, self.store
-        ):
+        if copies_straight(items) and not (yield from self.queue_limits.any_limit(self.data.sql)):
             streamed = (self._bulk_row(item) for item in items)
-            return await copy_plain_jobs_async(
-                conn, self.async_database, self.store, len(items), streamed
-            )
-        rows = self._bulk_rows(items)
-        await self.queue_limits.check_async(conn, self.async_database, self.store, rows)
-        return await insert_jobs_async(conn, self.async_database, self.store, rows)
+            return (yield from copy_plain_rows(self.data.sql, len(items), streamed))
+        return (yield from self._insert(self._bulk_rows(items)))
 
     @property
     def async_database(self) -> AsyncDatabase:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from pgjobs.db import POOL_NAME, Database, T, first_line
+from pgjobs.db import POOL_NAME, Database, first_line
 from pgjobs.errors import DatabaseUnavailableError
 
 AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
@@ -84,14 +84,6 @@ class AsyncDatabase:
                     f"no connection to PostgreSQL within {self.database.wait:g}s; is the server up?"
                 ) from error
             yield conn
-
-    async def run_on(self, conn: Any, work: Callable[[Any], Awaitable[T]]) -> T:
-        """`Database.run_on` for async callers: `await work(conn)`, or with `conn=None` in
-        a transaction of pgjobs' own asyncio pool that commits when `work` returns."""
-        if conn is None:
-            async with self.transaction() as own:
-                return await work(own)
-        return await work(conn)
 
     async def close(self) -> None:
         """Close the running loop's pool (a later call opens a new one)."""

@@ -1,7 +1,7 @@
 """Connections: pgjobs' own pool for producers and commands, and dedicated connections.
 
 Producers usually enqueue on *their* connection so the job commits or rolls back with
-their data (`store.py` runs the statement there); this pool serves `conn=None` and the
+their data (the data layer runs the statement there); this pool serves `conn=None` and the
 CLI.
 """
 
@@ -11,9 +11,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -23,9 +23,6 @@ from pgjobs.config import check_explicit_url, resolve_database_url
 from pgjobs.errors import ConfigurationError, DatabaseUnavailableError
 from pgjobs.pooler import prepare_if_direct
 
-# What `enqueue(conn, ...)` accepts: a psycopg Connection, a SQLAlchemy Connection or
-# Session, or None. Typed loosely so that SQLAlchemy stays an import-time detail.
-CallerConnection: TypeAlias = Any
 T = TypeVar("T")
 
 
@@ -132,14 +129,6 @@ class Database:
                     f"no connection to PostgreSQL within {self.wait:g}s; is the server up?"
                 ) from error
             yield conn
-
-    def run_on(self, conn: CallerConnection, work: Callable[[Any], T]) -> T:
-        """`work(conn)` in the caller's transaction; with `conn=None`, in a transaction of
-        pgjobs' own pool that commits when `work` returns."""
-        if conn is None:
-            with self.transaction() as own:
-                return work(own)
-        return work(conn)
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,8 @@
-"""Turning enqueue calls into rows: validation, JSON encoding and the batched INSERT.
+"""Turning enqueue calls into rows: validation and JSON encoding.
 
-Everything is checked before the statement runs, so bad input raises a precise error and
-writes nothing, even inside the caller's transaction.
+Everything is checked before a statement runs, so bad input raises a precise error and
+writes nothing, even inside the caller's transaction. The rows are inserted by
+data/producer.py.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import json
 import reprlib
 import sys
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 # `Unpack` types `**options: Unpack[EnqueueOptions]` in app.py and tasks.py.
 if sys.version_info >= (3, 11):
@@ -21,15 +22,11 @@ else:  # pragma: no cover - Python 3.10
     from typing_extensions import Unpack as Unpack
 
 from pgjobs.bounds import INT_MAX, MAX_DELAY_SECONDS, check_seconds, check_timestamp
-from pgjobs.db import CallerConnection, Database
-from pgjobs.errors import InvalidJobError, PayloadNotSerializableError, PgJobsError
+from pgjobs.data.producer import COPY_THRESHOLD
+from pgjobs.errors import InvalidJobError, PayloadNotSerializableError
 from pgjobs.storable import json_is_storable, text_is_storable
-from pgjobs.store import COPY_THRESHOLD, Store
+from pgjobs.types import JobRow
 
-if TYPE_CHECKING:
-    from pgjobs.async_db import AsyncDatabase
-
-_UNIQUE_KEY_RACE_RETRIES = 3
 MAX_QUEUE_NAME_LENGTH = 200  # queue names travel as NOTIFY payloads (8000 bytes max)
 # A btree entry must fit in a third of a page (about 2,700 bytes); well under that, a
 # key is still far longer than any sensible one.
@@ -79,19 +76,6 @@ class JobOptions:
 
 
 NO_OPTIONS = JobOptions()
-
-
-class JobRow(NamedTuple):
-    """One validated job, ready to insert; fields in the order the COPY sends them."""
-
-    queue: str
-    task: str
-    payload_json: str
-    priority: int
-    run_at: datetime | None
-    delay_seconds: float
-    max_attempts: int
-    unique_key: str | None
 
 
 def encode_payload(task: str, payload: Mapping[str, Any]) -> str:
@@ -234,47 +218,6 @@ def build_row(task: str, payload: Mapping[str, Any], options: JobOptions) -> Job
     )
 
 
-def insert_jobs(
-    conn: CallerConnection, database: Database, store: Store, rows: Sequence[JobRow]
-) -> list[int]:
-    """Insert `rows` in one statement; returns one id per row, in order.
-
-    A row whose unique_key is already held by an unfinished job is not inserted and gets
-    the holder's id. With `conn=None` the insert commits at once on pgjobs' own pool.
-    """
-    if not rows:
-        return []
-    return database.run_on(conn, lambda on: _insert(on, store, rows))
-
-
-def copy_plain_jobs(
-    conn: CallerConnection,
-    database: Database,
-    store: Store,
-    count: int,
-    rows: Iterable[JobRow],
-) -> list[int]:
-    """Insert `count` plain jobs (see `is_plain_item`) by COPY, validating each as it goes.
-
-    The rows are built while the COPY streams, so the producer's Python and the server's
-    inserting overlap: about 1.7 times the rate of validating first and inserting after.
-    A row that fails validation abandons the COPY and nothing is written. With
-    `conn=None` the insert commits at once on pgjobs' own pool.
-    """
-    return database.run_on(conn, lambda on: store.copy_plain_jobs(on, count, rows))
-
-
-async def copy_plain_jobs_async(
-    conn: CallerConnection,
-    database: AsyncDatabase,
-    store: Store,
-    count: int,
-    rows: Iterable[JobRow],
-) -> list[int]:
-    """`copy_plain_jobs` on an async connection, or on pgjobs' own asyncio pool with None."""
-    return await database.run_on(conn, lambda on: store.copy_plain_jobs_async(on, count, rows))
-
-
 # The options that make a job more than a plain row: a key to check against the unfinished
 # jobs, or a run_at worked out by the server. A task's or the App's defaults set none.
 _NOT_PLAIN = ("unique_key", "run_at", "delay")
@@ -324,76 +267,3 @@ def is_plain_item(item: Sequence[Any]) -> bool:
     if len(item) != 3 or not isinstance(options := item[2], Mapping):
         return False
     return all(options.get(name) is None for name in _NOT_PLAIN)
-
-
-async def insert_jobs_async(
-    conn: CallerConnection, database: AsyncDatabase, store: Store, rows: Sequence[JobRow]
-) -> list[int]:
-    """`insert_jobs` on an async connection, or on pgjobs' own asyncio pool with None."""
-    if not rows:
-        return []
-    return await database.run_on(conn, lambda on: _insert_async(on, store, rows))
-
-
-# An insertion asks the database one step at a time, ("insert", rows) for the (id,
-# unique_key) of the rows inserted, or ("holders", keys) for the ids of the jobs holding
-# those keys. `_insertion` decides the steps once; `_insert` and `_insert_async` only run
-# them, on a connection or on an async one.
-_Step = tuple[Literal["insert", "holders"], Sequence[Any]]
-
-
-def _insert(conn: Any, store: Store, rows: Sequence[JobRow]) -> list[int]:
-    if len(rows) == 1 and rows[0].unique_key is None:
-        # The common single enqueue: nothing to reconcile, so no steps to drive.
-        return [store.insert_jobs(conn, rows)[0][0]]
-    steps = _insertion(rows)
-    answer: Any = None
-    while True:
-        try:
-            kind, argument = steps.send(answer)
-        except StopIteration as done:
-            return list(done.value)
-        if kind == "insert":
-            answer = store.insert_jobs(conn, argument)
-        else:
-            answer = store.unique_key_holders(conn, argument)
-
-
-async def _insert_async(conn: Any, store: Store, rows: Sequence[JobRow]) -> list[int]:
-    steps = _insertion(rows)
-    answer: Any = None
-    while True:
-        try:
-            kind, argument = steps.send(answer)
-        except StopIteration as done:
-            return list(done.value)
-        if kind == "insert":
-            answer = await store.insert_jobs_async(conn, argument)
-        else:
-            answer = await store.unique_key_holders_async(conn, argument)
-
-
-def _insertion(rows: Sequence[JobRow]) -> Generator[_Step, Any, list[int]]:
-    ids: list[int | None] = [None] * len(rows)
-    pending = list(range(len(rows)))
-    # A unique_key's holder can finish between our conflicting insert and the lookup of
-    # its id; those rows are simply inserted again, now that the key is free.
-    for _ in range(_UNIQUE_KEY_RACE_RETRIES):
-        batch = [rows[i] for i in pending]
-        inserted: list[tuple[int, str | None]] = yield ("insert", batch)
-        # Ids come from the identity sequence in insertion order (the INSERT sorts by
-        # input position), so sorting them recovers which input row each belongs to.
-        inserted.sort(key=lambda row: row[0])
-        id_by_key = {key: job_id for job_id, key in inserted if key is not None}
-        plain_ids = iter(job_id for job_id, key in inserted if key is None)
-        missing = {r.unique_key for r in batch if r.unique_key and r.unique_key not in id_by_key}
-        if missing:
-            id_by_key.update((yield ("holders", sorted(missing))))
-        for index, row in zip(pending, batch, strict=True):
-            ids[index] = (
-                next(plain_ids) if row.unique_key is None else id_by_key.get(row.unique_key)
-            )
-        pending = [i for i in pending if ids[i] is None]
-        if not pending:
-            return [job_id for job_id in ids if job_id is not None]
-    raise PgJobsError("unique_key holders kept finishing during enqueue; try again")

@@ -27,9 +27,13 @@ class SchemaNotMigratedError(PgJobsError):
     """The pgjobs schema does not exist yet in the target database."""
 
     @classmethod
-    def for_schema(cls, schema: str) -> SchemaNotMigratedError:
-        """The error for `schema`, with the exact command that fixes it."""
-        return cls(f"schema {schema!r} is not migrated: run `{migrate_command(schema)}` first")
+    def for_schema(cls, schema: str, missing: str | None = None) -> SchemaNotMigratedError:
+        """The error for `schema`, with what is `missing` if known (the server's words),
+        and the exact command that fixes it."""
+        what = f" ({missing})" if missing else ""
+        return cls(
+            f"schema {schema!r} is not migrated{what}: run `{migrate_command(schema)}` first"
+        )
 
 
 class SchemaBehindError(SchemaNotMigratedError):

@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds
-from pgjobs.enqueue import JobRow, build_row
+from pgjobs.enqueue import build_row
 from pgjobs.errors import InvalidScheduleError, PgJobsError
 from pgjobs.tasks import Task
 from pgjobs.ticks import CronTicks, IntervalTicks, Ticks
+from pgjobs.types import JobRow
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ psycopg prepares a statement on the server once it has run `prepare_threshold` t
 one connection, under a name (`_pg3_0`, ...) it then reuses. Behind a transaction-mode
 pooler (PgBouncer's `pool_mode = transaction`) each transaction may run on another server
 connection, where that name is unknown or already taken (`DuplicatePreparedStatement`).
-On a direct connection preparing is measurably faster (README, "Running behind
-PgBouncer"; `bench/pooler.py prepared`), so a new connection of pgjobs' pool or CLI
-prepares only once it is proven direct:
+On a direct connection preparing is measurably faster (docs/pgbouncer.md; `bench/pooler.py
+prepared`), so a new connection of pgjobs' pool or CLI prepares only once it is proven
+direct:
 
 - over TCP, the server sees the very address and port this client's socket has; a pooler
   or proxy connects to the server from a socket of its own;
@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from pgjobs.store import client_endpoint
+from pgjobs.data.maintenance import client_endpoint
 
 # psycopg's own default, kept on connections proven direct.
 PREPARE_THRESHOLD = 5

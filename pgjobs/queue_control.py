@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pgjobs.app import App
 from pgjobs.bounds import INT_MAX  # max_waiting is an integer column
+from pgjobs.data.inspect import QueueOverview
 from pgjobs.enqueue import MAX_QUEUE_NAME_LENGTH, _check_text
 from pgjobs.errors import ConfigurationError
-from pgjobs.store import QueueOverview
 
 __all__ = ["QueueOverview", "pause_queue", "queue_overview", "resume_queue", "set_queue_limit"]
 
@@ -22,7 +22,7 @@ def queue_overview(app: App) -> list[QueueOverview]:
     """Every queue that has jobs or settings: counts by state, oldest waiting age, paused
     and limit, by name."""
     with app.database.transaction() as conn:
-        return app.store.queue_overview(conn)
+        return app.data.inspect.queue_overview(conn)
 
 
 def pause_queue(app: App, queue: str) -> None:
@@ -32,7 +32,7 @@ def pause_queue(app: App, queue: str) -> None:
     """
     _check_queue(queue)
     with app.database.transaction() as conn:
-        app.store.pause_queue(conn, queue)
+        app.data.admin.pause_queue(conn, queue)
 
 
 def resume_queue(app: App, queue: str) -> bool:
@@ -40,7 +40,7 @@ def resume_queue(app: App, queue: str) -> bool:
     was not paused (nothing is changed, and a queue never seen is not recorded)."""
     _check_queue(queue)
     with app.database.transaction() as conn:
-        return app.store.resume_queue(conn, queue)
+        return app.data.admin.resume_queue(conn, queue)
 
 
 def set_queue_limit(app: App, queue: str, max_waiting: int | None) -> None:
@@ -56,7 +56,7 @@ def set_queue_limit(app: App, queue: str, max_waiting: int | None) -> None:
             f"max_waiting must be an integer from 0 to {INT_MAX}, got {max_waiting!r}"
         )
     with app.database.transaction() as conn:
-        app.store.set_queue_limit(conn, queue, max_waiting)
+        app.data.admin.set_queue_limit(conn, queue, max_waiting)
 
 
 def _check_queue(queue: str) -> None:

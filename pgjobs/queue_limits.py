@@ -18,8 +18,9 @@ jobs other processes enqueued meanwhile are not in it (a queue can go over its l
 what they enqueue in that time), nor jobs that workers took (an enqueue can be refused
 for that long after room opened), and a new or changed limit applies within a second.
 
-The check is a generator of the reads it needs (`_steps`), so that the synchronous
-`check` here and an asynchronous caller can run the same logic on their connections.
+The check is a plan (data/steps.py) of the reads it needs, run by the enqueue's own
+plan on the caller's connection (or, with `conn=None`, in the one transaction of
+pgjobs' pool that then inserts), synchronously or with asyncio alike.
 """
 
 from __future__ import annotations
@@ -28,39 +29,19 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from pgjobs.data.producer import count_waiting, queue_limits
+from pgjobs.data.sql import SchemaSQL
+from pgjobs.data.steps import Plan
 from pgjobs.errors import QueueFull
-
-if TYPE_CHECKING:
-    from pgjobs.async_db import AsyncDatabase
-    from pgjobs.db import CallerConnection, Database
-    from pgjobs.enqueue import JobRow
-    from pgjobs.store import Store
+from pgjobs.types import JobRow
 
 # How old the limits and the counts may get before they are read again, in seconds.
 MAX_AGE = 1.0
 # A count is kept at least this many times as long as it took to take.
 COUNT_KEPT_PER_SECOND_SPENT = 100
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    """A read the check needs: `store.queue_limits(conn)`."""
-
-
-@dataclass(frozen=True)
-class CountWaiting:
-    """A read the check needs: `store.count_waiting(conn, queue, up_to=up_to)`."""
-
-    queue: str
-    up_to: int
-
-
-Read = ReadLimits | CountWaiting
-Steps = Generator[Read, Any, None]
 
 
 @dataclass
@@ -82,77 +63,23 @@ class QueueLimits:
         self._limits_read_at = -math.inf
         self._counts: dict[str, _Count] = {}
 
-    def check(
-        self,
-        conn: CallerConnection,
-        database: Database,
-        store: Store,
-        rows: Sequence[JobRow],
-    ) -> None:
+    def check(self, sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[None]:
         """Raise `QueueFull` when any row's queue would go past its limit; all or nothing.
 
-        Reads run on `conn`, in the caller's transaction, or with None on pgjobs' pool.
         When the rows are let through they count as waiting from now on.
         """
-        if self._nothing_to_check(store.schema, rows):
+        if self._nothing_to_check(sql.schema, rows):
             return
-        steps = self.steps(store.schema, rows)
-        try:
-            read = next(steps)
-            while True:
-                read = steps.send(_run(read, conn, database, store))
-        except StopIteration:
-            return
-
-    async def check_async(
-        self,
-        conn: CallerConnection,
-        database: AsyncDatabase,
-        store: Store,
-        rows: Sequence[JobRow],
-    ) -> None:
-        """`check` for `enqueue_async`: the reads run on an async connection (or pool)."""
-        if self._nothing_to_check(store.schema, rows):
-            return
-        steps = self.steps(store.schema, rows)
-        try:
-            read = next(steps)
-            while True:
-                read = steps.send(await _run_async(read, conn, database, store))
-        except StopIteration:
-            return
-
-    def any_limit(self, conn: CallerConnection, database: Database, store: Store) -> bool:
-        """Whether any queue has a limit, from limits read at most `max_age` ago (read on
-        `conn` as `check` would). A bulk enqueue that is told no can skip the check."""
-        self.check(conn, database, store, ())
-        return bool(self._limits)
-
-    async def any_limit_async(self, conn: Any, database: AsyncDatabase, store: Store) -> bool:
-        """`any_limit` for async callers."""
-        await self.check_async(conn, database, store, ())
-        return bool(self._limits)
-
-    def _nothing_to_check(self, schema: str, rows: Sequence[JobRow]) -> bool:
-        """The common case, without a lock or a read: none of the rows' queues has a limit."""
-        if schema != self._schema or self.clock() - self._limits_read_at >= self.max_age:
-            return False
-        limits = self._limits
-        return not limits or not any(row.queue in limits for row in rows)
-
-    def steps(self, schema: str, rows: Sequence[JobRow]) -> Steps:
-        """The check as a generator: it yields each read it needs and is sent the result."""
         now = self.clock()
-        if schema != self._schema or now - self._limits_read_at >= self.max_age:
-            limits: dict[str, int] = yield ReadLimits()
-            self._remember_limits(schema, limits, now)
+        if sql.schema != self._schema or now - self._limits_read_at >= self.max_age:
+            self._remember_limits(sql.schema, (yield from queue_limits(sql)), now)
         limits = self._limits
         adding = Counter(row.queue for row in rows if row.queue in limits)
         counts: dict[str, _Count] = {}
         for queue in adding:
             count = self._counts.get(queue)
             if count is None or now - count.counted_at >= count.kept_for:
-                waiting: int = yield CountWaiting(queue, limits[queue])
+                waiting = yield from count_waiting(sql, queue, up_to=limits[queue])
                 took = self.clock() - now
                 count = _Count(waiting, now, max(self.max_age, took * COUNT_KEPT_PER_SECOND_SPENT))
                 with self._lock:
@@ -165,6 +92,19 @@ class QueueLimits:
             for queue, more in adding.items():
                 counts[queue].waiting += more
 
+    def any_limit(self, sql: SchemaSQL) -> Plan[bool]:
+        """Whether any queue has a limit, from limits read at most `max_age` ago. A bulk
+        enqueue that is told no can skip the check."""
+        yield from self.check(sql, ())
+        return bool(self._limits)
+
+    def _nothing_to_check(self, schema: str, rows: Sequence[JobRow]) -> bool:
+        """The common case, without a lock or a read: none of the rows' queues has a limit."""
+        if schema != self._schema or self.clock() - self._limits_read_at >= self.max_age:
+            return False
+        limits = self._limits
+        return not limits or not any(row.queue in limits for row in rows)
+
     def _remember_limits(self, schema: str, limits: dict[str, int], now: float) -> None:
         with self._lock:
             if schema != self._schema:
@@ -176,17 +116,3 @@ class QueueLimits:
                     del self._counts[queue]
             self._limits = limits
             self._limits_read_at = now
-
-
-def _run(read: Read, conn: CallerConnection, database: Database, store: Store) -> Any:
-    if isinstance(read, ReadLimits):
-        return database.run_on(conn, store.queue_limits)
-    return database.run_on(conn, lambda on: store.count_waiting(on, read.queue, up_to=read.up_to))
-
-
-async def _run_async(read: Read, conn: Any, database: AsyncDatabase, store: Store) -> Any:
-    if isinstance(read, ReadLimits):
-        return await database.run_on(conn, store.queue_limits_async)
-    return await database.run_on(
-        conn, lambda on: store.count_waiting_async(on, read.queue, up_to=read.up_to)
-    )

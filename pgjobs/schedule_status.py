@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from pgjobs.app import App
+    from pgjobs.data.schedules import ScheduleState
     from pgjobs.periodic import Schedule
-    from pgjobs.store import ScheduleState
 
 # active: workers enqueue it as declared; new: no worker has registered it yet;
 # changed: the row was computed from another expression or zone (workers restart it);
@@ -49,7 +49,7 @@ class ScheduleStatus:
 def schedule_statuses(app: App, *, now: datetime | None = None) -> list[ScheduleStatus]:
     """Every periodic task of `app` and every stored schedule, by task name."""
     with app.database.transaction() as conn:
-        states = app.store.schedule_states(conn)
+        states = app.data.schedules.schedule_states(conn)
     moment = now or datetime.now(timezone.utc)
     names = sorted(set(app.schedules) | set(states))
     return [_status(app.schedules.get(name), states.get(name), name, moment) for name in names]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, INT8MULTIRANGE, JSONB
 
-from pgjobs.job import (
+from pgjobs.types import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
     FINISHED_STATES,
@@ -164,5 +164,12 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("last_heartbeat_at", tz, nullable=False, server_default=sa.func.now()),
         # The jobs the worker readied for its threads and not yet settled (0007).
         sa.Column("ready_jobs", INT8MULTIRANGE, nullable=True),
+        # The duties besides upkeep this worker may lead: periodic, retention (0008).
+        sa.Column(
+            "duties",
+            ARRAY(sa.Text),
+            nullable=False,
+            server_default=sa.text("'{periodic,retention}'"),
+        ),
     )
     return metadata

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from pgjobs.app import App
-    from pgjobs.store import Store
+    from pgjobs.data.inspect import InspectStatements
 
 _REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
 _DOWN_REVISION = re.compile(
@@ -59,22 +59,22 @@ def package_revisions() -> tuple[str, ...]:
     return tuple(reversed(chain))
 
 
-def check_schema_revision(conn: psycopg.Connection[Any], store: Store) -> None:
-    """Raise `SchemaNotMigratedError` when `store`'s schema has no jobs table, or
+def check_schema_revision(conn: psycopg.Connection[Any], inspect: InspectStatements) -> None:
+    """Raise `SchemaNotMigratedError` when the schema has no jobs table, or
     `SchemaBehindError` when it lacks a migration this pgjobs ships.
 
     Runs in `conn`'s transaction and sends no statement that can fail on a missing or
     unreadable table, so that transaction stays usable.
     """
-    migrated, revision = store.schema_revision(conn)
+    migrated, revision = inspect.schema_revision(conn)
     if not migrated:
-        raise SchemaNotMigratedError.for_schema(store.schema)
+        raise SchemaNotMigratedError.for_schema(inspect.schema)
     known = package_revisions()
     if revision is not None and revision in known[:-1]:
-        raise SchemaBehindError(store.schema, revision, known[-1])
+        raise SchemaBehindError(inspect.schema, revision, known[-1])
 
 
 def require_current_schema(app: App) -> None:
     """`check_schema_revision` for `app`'s schema, on a connection of its own pool."""
     with app.database.transaction() as conn:
-        check_schema_revision(conn, app.store)
+        check_schema_revision(conn, app.data.inspect)

@@ -9,17 +9,14 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from pgjobs.bounds import check_seconds
-from pgjobs.db import CallerConnection
 from pgjobs.enqueue import NO_OPTIONS, EnqueueOptions, JobOptions, Unpack
 from pgjobs.errors import InvalidJobError, InvalidTaskError
 from pgjobs.retry import Backoff
 from pgjobs.storable import text_is_storable
-
-if TYPE_CHECKING:
-    from pgjobs.app import App
+from pgjobs.types import CallerConnection
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,12 +72,25 @@ class JobContext:
         return True
 
 
+class Enqueuer(Protocol):
+    """What a task enqueues through: its App (typed by what it does, so that this module
+    need not import the App that imports it). See `App.enqueue` for the arguments."""
+
+    def enqueue(self, conn: Any, name: str, payload: Any = None, *, options: Any = None) -> int:
+        """Enqueue a job of task `name`; its id."""
+
+    async def enqueue_async(
+        self, conn: Any, name: str, payload: Any = None, *, options: Any = None
+    ) -> int:
+        """`enqueue` from async code."""
+
+
 class Task(Generic[P, R]):
     """A function registered with an App; call it directly or `.enqueue()` it."""
 
     def __init__(
         self,
-        app: App,
+        app: Enqueuer,
         func: Callable[P, R],
         *,
         name: str,

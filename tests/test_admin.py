@@ -10,8 +10,8 @@ import pytest
 from pgjobs import App, ConfigurationError, JobNotFoundError
 from pgjobs.admin import cancel_jobs, prune_jobs, retry_jobs
 from pgjobs.cli.common import parse_duration
+from pgjobs.data.sql import notify_channel
 from pgjobs.errors import JobStateError
-from pgjobs.queries import notify_channel
 from tests.helpers import (
     Result,
     ago,

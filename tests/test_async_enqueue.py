@@ -24,8 +24,11 @@ from pgjobs import (
     QueueFull,
     SchemaNotMigratedError,
 )
+from pgjobs.data.connector import AsyncPsycopgConnector
+from pgjobs.data.producer import COPY_THRESHOLD
+from pgjobs.data.sql import STAGING_TABLE
+from pgjobs.data.steps import CopyIn
 from pgjobs.queue_control import set_queue_limit
-from pgjobs.store import COPY_THRESHOLD, Store
 from tests.helpers import UNREACHABLE_URL, jobs
 
 T = TypeVar("T")
@@ -241,7 +244,7 @@ def test_invalid_async_enqueue_raises_before_anything_is_sent(
 def test_async_enqueue_wakes_listeners_on_commit(
     app: App, database_url: str, observer: Any
 ) -> None:
-    observer.execute(sql.SQL("LISTEN {}").format(sql.Identifier(app.store.channel)))
+    observer.execute(sql.SQL("LISTEN {}").format(sql.Identifier(app.data.sql.channel)))
 
     async def scenario() -> None:
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
@@ -327,14 +330,14 @@ BIG = COPY_THRESHOLD + 100
 def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The COPY paths the async bulk enqueues took, by name, in order."""
     taken: list[str] = []
-    for name in ("copy_plain_jobs_async", "_insert_by_copy_async"):
-        original = getattr(Store, name)
+    original = AsyncPsycopgConnector.copy
 
-        def spy(self: Store, *args: Any, _original: Any = original, _name: str = name) -> Any:
-            taken.append(_name)
-            return _original(self, *args)
+    async def spy(self: AsyncPsycopgConnector, step: CopyIn) -> None:
+        staged = STAGING_TABLE in step.query.as_string()
+        taken.append("through a staging table" if staged else "straight into jobs")
+        await original(self, step)
 
-        monkeypatch.setattr(Store, name, spy)
+    monkeypatch.setattr(AsyncPsycopgConnector, "copy", spy)
     return taken
 
 
@@ -362,7 +365,7 @@ def test_a_large_async_batch_is_copied_in_the_callers_transaction(
 
     before, *ids = run(scenario())
 
-    assert copies == ["copy_plain_jobs_async"]
+    assert copies == ["straight into jobs"]
     stored = {row["id"]: row for row in jobs(observer, schema)}
     if not commit:
         assert stored == {}
@@ -395,7 +398,7 @@ def test_a_bad_row_in_a_large_async_batch_writes_nothing_and_keeps_the_transacti
 
     kept = run(scenario())
 
-    assert copies == ["copy_plain_jobs_async"]
+    assert copies == ["straight into jobs"]
     assert [row["id"] for row in jobs(observer, schema)] == [kept]
 
 
@@ -421,7 +424,7 @@ def test_a_large_keyed_async_batch_maps_keys_to_their_holders(
 
     ids = run(scenario())
 
-    assert copies == ["_insert_by_copy_async"]
+    assert copies == ["through a staging table"]
     stored = {row["payload"]["n"]: row for row in jobs(observer, schema)}
     assert ids[:2] == [held, held]
     assert ids[2:] == [stored[n - n % 2]["id"] for n in range(2, BIG)]

@@ -1,7 +1,7 @@
 """`async def` tasks run by `pgjobs work` on its event loop, beside the thread pool.
 
 Real worker processes serve `tests/async_worker_app.py`; its tasks record their runs in
-`<schema>.runs`. The first tests check the routing in `Capacity` in-process.
+`<schema>.runs`. The first tests check the routing in `ClaimBuffer` in-process.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 
 from pgjobs import App, ConfigurationError
 from pgjobs.admin import cancel_jobs
+from pgjobs.types import ClaimedJob
 from pgjobs.worker import WorkerSettings
-from pgjobs.worker.capacity import Capacity
-from pgjobs.worker.jobs import ClaimedJob
+from pgjobs.worker.claim_buffer import ClaimBuffer
 from tests import async_worker_app
 from tests.helpers import StartWorker, ago, job, runs, wait_for_job, wait_until
 
@@ -53,38 +53,38 @@ def wait_for_label(observer: Connection, schema: str, job_id: int, label: str) -
 # --- routing -------------------------------------------------------------------------
 
 
-def test_capacity_gives_async_jobs_their_own_line_and_slots() -> None:
+def test_claim_buffer_gives_async_jobs_their_own_line_and_slots() -> None:
     # given: 1 thread, 2 async slots, nothing claimed ahead
-    capacity = Capacity(1, 0, async_slots=2, is_async=lambda job: job.task == "a")
+    buffer = ClaimBuffer(1, 0, async_slots=2, is_async=lambda job: job.task == "a")
     woken: list[bool] = []
-    capacity.on_async_jobs(lambda: woken.append(True))
+    buffer.on_async_jobs(lambda: woken.append(True))
     # when
     jobs = [claimed(1, "a"), claimed(2, "s"), claimed(3, "a"), claimed(4, "a")]
-    capacity.add(jobs, ready=[job.id for job in jobs])
+    buffer.add(jobs, ready=[job.id for job in jobs])
     # then: the thread gets the plain job, the loop at most two async ones
     assert woken == [True]
-    assert capacity.take() == claimed(2, "s")
-    assert [capacity.take_async(), capacity.take_async()] == [claimed(1, "a"), claimed(3, "a")]
-    assert capacity.take_async() is None  # no slot left
-    assert (capacity.running(), capacity.running_async()) == (1, 2)
-    assert sorted(capacity.waiting_ids()) == [4]
-    capacity.done_async(claimed(1, "a"), 0.001)
-    assert capacity.take_async() == claimed(4, "a")
+    assert buffer.take() == claimed(2, "s")
+    assert [buffer.take_async(), buffer.take_async()] == [claimed(1, "a"), claimed(3, "a")]
+    assert buffer.take_async() is None  # no slot left
+    assert (buffer.running(), buffer.running_async()) == (1, 2)
+    assert sorted([job.id for job in buffer.waiting_jobs()]) == [4]
+    buffer.done_async(claimed(1, "a"), 0.001)
+    assert buffer.take_async() == claimed(4, "a")
 
 
-def test_capacity_claims_for_idle_async_slots_and_bounds_everything_held() -> None:
-    capacity = Capacity(2, 1, async_slots=3, is_async=lambda job: job.task == "a")
-    assert capacity.room() == 5  # nothing measured yet: nothing claimed ahead
-    capacity.estimates.observe("s", 0.001)  # short jobs: one may wait ahead
-    assert capacity.room() == 6
+def test_claim_buffer_claims_for_idle_async_slots_and_bounds_everything_held() -> None:
+    buffer = ClaimBuffer(2, 1, async_slots=3, is_async=lambda job: job.task == "a")
+    assert buffer.room() == 5  # nothing measured yet: nothing claimed ahead
+    buffer.estimates.observe("s", 0.001)  # short jobs: one may wait ahead
+    assert buffer.room() == 6
     jobs = [claimed(n, "s") for n in range(3)]
-    capacity.add(jobs, ready=[job.id for job in jobs])  # threads busy, one waiting
-    capacity.take()
-    capacity.take()
+    buffer.add(jobs, ready=[job.id for job in jobs])  # threads busy, one waiting
+    buffer.take()
+    buffer.take()
     # an idle async slot still asks for jobs, within the one bound
-    assert capacity.wants_jobs()
-    assert capacity.room() == 3
-    assert sorted(job.id for job in capacity.close()) == [2]
+    assert buffer.wants_jobs()
+    assert buffer.room() == 3
+    assert sorted(job.id for job in buffer.close()) == [2]
 
 
 def test_async_concurrency_must_be_positive() -> None:

@@ -39,7 +39,6 @@ from pgjobs.bounds import MAX_DELAY_SECONDS, MAX_TIMER_SECONDS
 from pgjobs.cli import main
 from pgjobs.demo.display import Snapshot, display_row
 from pgjobs.errors import ConfigurationError
-from pgjobs.job import Job, JobState
 from pgjobs.migrate import head_revision, upgrade
 from pgjobs.schema_revision import (
     check_schema_revision,
@@ -47,6 +46,7 @@ from pgjobs.schema_revision import (
     require_current_schema,
 )
 from pgjobs.testing import Jobs
+from pgjobs.types import Job, JobState
 from pgjobs.worker import WorkerSettings
 from tests.helpers import UNREACHABLE_URL, Result, StartWorker, jobs, run_cli, wait_for_job
 from tests.helpers.workers import REPO_ROOT, WORKER_APP
@@ -373,11 +373,11 @@ def test_a_schema_behind_raises_schema_behind_error_a_kind_of_not_migrated(
 def test_a_current_schema_and_one_from_a_newer_pgjobs_pass_the_check(
     app: App, conn: Connection, schema: str
 ) -> None:
-    check_schema_revision(conn, app.store)
+    check_schema_revision(conn, app.data.inspect)
     # a newer pgjobs migrated it (a rolling deploy): this one keeps working
     version_table = sql.Identifier(schema, "alembic_version")
     conn.execute(sql.SQL("UPDATE {} SET version_num = 'f00d'").format(version_table))
-    check_schema_revision(conn, app.store)
+    check_schema_revision(conn, app.data.inspect)
 
 
 def test_the_check_of_a_missing_schema_leaves_the_callers_transaction_usable(
@@ -385,7 +385,7 @@ def test_the_check_of_a_missing_schema_leaves_the_callers_transaction_usable(
 ) -> None:
     missing = App(database_url, schema=f"never_{uuid.uuid4().hex[:8]}")
     with pytest.raises(SchemaNotMigratedError, match="is not migrated"):
-        check_schema_revision(conn, missing.store)
+        check_schema_revision(conn, missing.data.inspect)
     still_usable(conn)
 
 

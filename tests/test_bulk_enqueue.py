@@ -1,6 +1,6 @@
 """Large `enqueue_many` batches take a COPY path; they keep every promise of the small ones.
 
-From `pgjobs.store.COPY_THRESHOLD` rows on, plain jobs (no unique key, run_at or delay of
+From `pgjobs.data.producer.COPY_THRESHOLD` rows on, plain jobs (no unique key, run_at or delay of
 their own) are COPYed straight into the jobs table while later rows are still being
 validated, with ids drawn first by `reserve_job_ids`; other batches are COPYed into a
 temporary table and inserted from there. The tests run the same batch below and above
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from pgjobs import App, PayloadNotSerializableError
-from pgjobs.store import COPY_THRESHOLD
+from pgjobs.data.producer import COPY_THRESHOLD
 from tests.helpers import jobs
 
 BIG = COPY_THRESHOLD + 100

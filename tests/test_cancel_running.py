@@ -12,7 +12,7 @@ from psycopg import sql
 
 from pgjobs import App
 from pgjobs.admin import cancel_jobs
-from pgjobs.queries import control_channel
+from pgjobs.data.sql import control_channel
 from pgjobs.worker.control import ControlMessages
 from tests.helpers import (
     StartWorker,

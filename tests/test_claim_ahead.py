@@ -102,7 +102,10 @@ def test_a_killed_workers_unstarted_jobs_come_back_with_their_attempt(
     app: App, observer: Connection, runs_table: str, start_worker: StartWorker
 ) -> None:
     # given: a worker that runs a long job and holds 20 quick ones of a single attempt
-    doomed = start_worker("--concurrency", "1", "--claim-window", "1", "--queues", "busy")
+    # (it leads the maintenance until it counts as lost: after its own --rescue-after)
+    doomed = start_worker(
+        "--concurrency", "1", "--claim-window", "1", "--queues", "busy", "--rescue-after", "1"
+    )
     warm_up_id = app.enqueue(None, "noop", {}, queue="busy")
     wait_for_job(observer, app.schema, warm_up_id, worker=doomed)
     long_id, *quick = app.enqueue_many(

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pgjobs import App, InvalidJobError, PayloadNotSerializableError
-from pgjobs.reused_cursor import reused_cursor
+from pgjobs.data.reused_cursor import reused_cursor
 
 
 def jobs(observer: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The asyncio examples of `examples/`, run the way their docstrings say."""
+"""The asyncio examples of `examples/`, run the way their docstrings say, as the docs show them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tests.helpers import REPO_ROOT, StartWorker, jobs, wait_for_job, wait_until
+from tests.helpers.readme import code_blocks, doc_section
 
 Connection = psycopg.Connection[Any]
 
@@ -39,6 +40,13 @@ def fastapi_example(
 def signups(observer: Connection, schema: str) -> list[str]:
     query = sql.SQL("SELECT email FROM {} ORDER BY id").format(sql.Identifier(schema, "signups"))
     return [row[0] for row in observer.execute(query).fetchall()]
+
+
+def test_the_docs_show_the_fastapi_handler_as_it_is_in_the_example() -> None:
+    section = doc_section("docs/asyncio.md", "Async applications")
+    [handler] = [block for block in code_blocks(section, "python") if "@api.post" in block]
+    example = (REPO_ROOT / "examples" / "fastapi_app.py").read_text()
+    assert handler in example, "docs/asyncio.md does not show examples/fastapi_app.py's handler"
 
 
 @pytest.mark.slow

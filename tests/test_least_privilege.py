@@ -1,7 +1,7 @@
 """Least privilege and hostile names.
 
 An owner role runs `pgjobs migrate`; producers and workers then run under roles holding
-only the GRANTs the README documents (`GRANTS` below is that SQL), and cannot change the
+only the GRANTs docs/guarantees.md documents (`GRANTS` below is that SQL), and cannot change the
 table's structure. Schema, queue and task names with quotes, spaces, semicolons and
 non-ASCII letters go through enqueue, NOTIFY, claim and completion untouched.
 """
@@ -19,12 +19,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgjobs import App
+from pgjobs.data.producer import COPY_THRESHOLD
 from pgjobs.migrate import upgrade
-from pgjobs.store import COPY_THRESHOLD
 from tests.helpers import WorkerProcess, create_runs_table, run_cli, runs, state_counts, wait_until
 from tests.poison_app import ODD_TASK_NAME
 
-# What the README tells the owner to run after `pgjobs migrate`, for the role that
+# What docs/guarantees.md tells the owner to run after `pgjobs migrate`, for the role that
 # workers, producers and the admin commands use. The id is an identity column, so
 # inserting needs no grant on its sequence; LISTEN, NOTIFY and advisory locks need none.
 GRANTS = """

@@ -18,9 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgjobs import App, admin
+from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.events import Ending, JobEnded
-from pgjobs.worker.jobs import ClaimedJob, Outcome
 from pgjobs.worker.metrics import QueueSampler, WorkerMetrics
 from tests.helpers import (
     REPO_ROOT,
@@ -219,19 +219,18 @@ def test_every_metric_name_starts_with_pgjobs() -> None:
 def test_the_leader_samples_the_queues_and_others_export_no_queue_gauges(
     app: App, database_url: str
 ) -> None:
+    # (the sampler is part of the maintenance, which runs on the leader only)
     # given 3 runnable jobs in "mail", 1 in "default", and a delayed one that is not due
     for _ in range(3):
         app.enqueue(None, "t", {}, queue="mail")
     app.enqueue(None, "t", {})
     app.enqueue(None, "t", {}, queue="later", delay=3600)
-    leader = True
     m = metrics()
-    sampler = QueueSampler(
-        ResilientConnection(database_url, "queue-sampler"), app.store, m, leader=lambda: leader
-    )
+    connection = ResilientConnection(database_url, "maintenance")
+    sampler = QueueSampler(connection, app.data.maintenance, m)
     try:
         # when the leader samples
-        assert sampler.run_once() is True
+        assert sampler.run_once()
         # then each queue's runnable jobs and their oldest wait are exported
         assert registry_value(m, "pgjobs_queue_depth", queue="mail") == 3
         assert registry_value(m, "pgjobs_queue_depth", queue="default") == 1
@@ -240,16 +239,16 @@ def test_the_leader_samples_the_queues_and_others_export_no_queue_gauges(
 
         # when the queue drains, it reads 0 rather than vanishing
         with app.database.transaction() as conn:
-            app.store.delete_queue(conn, "mail")
+            app.data.admin.delete_queue(conn, "mail")
         sampler.run_once()
         assert registry_value(m, "pgjobs_queue_depth", queue="mail") == 0
 
-        # when this worker no longer leads, it exports no stale queue gauges
-        leader = False
-        assert sampler.run_once() is False
+        # when this worker no longer leads (its maintenance stops the sampler), it exports
+        # no stale queue gauges
+        sampler.stop(1.0)
         assert registry_value(m, "pgjobs_queue_depth", queue="default") is None
     finally:
-        sampler.close()
+        connection.close()
 
 
 def test_metrics_port_out_of_range_is_one_error_line(

@@ -24,8 +24,8 @@ from psycopg.conninfo import make_conninfo
 
 from pgjobs import App
 from pgjobs.cli import main
+from pgjobs.data.sql import notify_channel
 from pgjobs.migrate import head_revision, upgrade
-from pgjobs.queries import notify_channel
 from pgjobs.schema import JOBS_STORAGE_PARAMETERS, build_metadata
 from tests.helpers import REPO_ROOT
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgjobs import App
-from pgjobs.queries import notify_channel
+from pgjobs.data.sql import notify_channel
 from pgjobs.worker import Worker, WorkerSettings
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.listener import Listener
@@ -30,12 +30,13 @@ def pooled_app(pgbouncer_url: str, schema: str) -> Iterator[App]:
 def listening(app: App, settings: WorkerSettings | None = None) -> Iterator[Worker]:
     """A worker of `app` whose listener alone runs, once LISTEN is in effect."""
     worker = Worker(app, settings or WorkerSettings(poll_interval=5.0))
-    worker.listener.start()
+    worker.parts.listener.start()
     try:
-        wait_until(lambda: worker.listener.listening, timeout=10)
+        wait_until(lambda: worker.parts.listener.listening, timeout=10)
         yield worker
     finally:
-        worker.listener.stop(5.0)
+        worker.parts.listener.stop(5.0)
+        worker.parts.close()
 
 
 @pytest.fixture
@@ -55,23 +56,23 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_probe_reaches_a_listener_on_a_direct_connection(
     direct_worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert direct_worker.notify_check.run_once() is True
+    assert direct_worker.parts.notify_check.run_once() is True
     assert warnings(caplog) == []
-    assert direct_worker.fetcher.interval == 5.0
+    assert direct_worker.parts.fetcher.interval == 5.0
 
 
 def test_probe_lost_behind_a_transaction_pooler_warns_once_and_polls_fast(
     pooled_worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     # when: two checks in a row find notifications lost
-    first = pooled_worker.notify_check.run_once()
-    second = pooled_worker.notify_check.run_once()
+    first = pooled_worker.parts.notify_check.run_once()
+    second = pooled_worker.parts.notify_check.run_once()
 
     # then
     assert (first, second) == (False, False)
     [warning] = warnings(caplog)
     assert "--listen-database-url" in warning
-    assert pooled_worker.fetcher.interval == FAST_POLL_INTERVAL
+    assert pooled_worker.parts.fetcher.interval == FAST_POLL_INTERVAL
 
 
 def test_a_direct_listen_url_behind_a_transaction_pooler_passes_the_check(
@@ -79,7 +80,7 @@ def test_a_direct_listen_url_behind_a_transaction_pooler_passes_the_check(
 ) -> None:
     settings = WorkerSettings(poll_interval=5.0, listen_database_url=database_url)
     for worker in listening(pooled_app, settings):
-        assert worker.notify_check.run_once() is True
+        assert worker.parts.notify_check.run_once() is True
         assert warnings(caplog) == []
 
 
@@ -89,7 +90,7 @@ def test_probe_does_not_wake_the_fetcher(app: App, database_url: str) -> None:
     heard: list[None] = []
     listener = Listener(
         ResilientConnection(app.database.url, "listener"),
-        app.store,
+        app.data.maintenance,
         wants=lambda queue: True,
         wake=lambda: woken.append(None),
         heard=lambda: heard.append(None),

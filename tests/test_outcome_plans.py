@@ -18,7 +18,9 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
-from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, failed_attempt, snoozed
+from pgjobs.data.claims import CLAIM_FORMS, HEARTBEAT
+from pgjobs.types import ClaimedJob, Outcome
+from pgjobs.worker.outcomes import completed, failed_attempt, snoozed
 
 RUNNING = 5_000
 BATCH = 200
@@ -69,8 +71,8 @@ def claimed_and_analyzed(
     """`enqueued` jobs, `running` of them claimed by worker "w", and the table's
     statistics taken then."""
     app.enqueue_many(None, [("report", {"n": n}) for n in range(enqueued)])
-    claimed, _ = app.store.claim(observer, limit=running, queue=None, worker_id="w")
-    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.store.schema, "jobs")))
+    claimed, _ = app.data.claims.claim(observer, limit=running, queue=None, worker_id="w")
+    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.schema, "jobs")))
     return claimed
 
 
@@ -97,10 +99,10 @@ def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
     # given: a batch of outcomes for some of the many jobs running
     assert len(running_jobs) == RUNNING
     batch = outcomes_of(kind, running_jobs[100 : 100 + BATCH])
-    [(query, params)] = app.store.outcome_statements(batch, worker_id="w")
+    [statement] = app.data.claims.outcome_statements(batch, worker_id="w")
 
     # when: the statement runs as a generic plan
-    plan = generic_plan(conn, query, dict(params))
+    plan = generic_plan(conn, statement.query, dict(statement.params or {}))
 
     # then: it wrote every outcome, and a step run once per outcome finds one row (its
     # job's, by id); the quadratic plans scanned every running job, or every outcome, once
@@ -140,16 +142,14 @@ def test_a_batch_reads_its_own_rows_not_the_table(
     # when: a batch of 1,000 outcomes (or a heartbeat of 1,000 jobs, or a claim of 1,000)
     # runs as the worker sends it, with its parameters, so the planner knows the batch's size
     if kind == "claim":
-        query = app.store.queries.claim(any_queue=True, async_commit=False)
+        query = app.data.sql.render(CLAIM_FORMS[True, False])  # any queue, durable
         params: dict[str, Any] = {"limit": len(batch), "worker_id": "w2", "begin": 10}
     elif kind == "heartbeat":
-        query = app.store.queries.heartbeat
+        query = app.data.sql.render(HEARTBEAT)
         params = {"ids": [job.id for job in batch], "worker_id": "w"}
     else:
-        [(query, statement_params)] = app.store.outcome_statements(
-            outcomes_of(kind, batch), worker_id="w"
-        )
-        params = dict(statement_params)
+        [statement] = app.data.claims.outcome_statements(outcomes_of(kind, batch), worker_id="w")
+        query, params = statement.query, dict(statement.params or {})
     plan = custom_plan(conn, query, params)
 
     # then: it wrote the batch, and no step read more rows of the table than the batch

@@ -46,25 +46,21 @@ class Enqueuers:
     """Makes enqueuers on the test's schema and closes their connections afterwards."""
 
     database_url: str
-    made: list[PeriodicEnqueuer] = field(default_factory=list)
+    connections: list[ResilientConnection] = field(default_factory=list)
 
     def __call__(self, app: App, clock: Clock) -> PeriodicEnqueuer:
-        enqueuer = PeriodicEnqueuer(
-            ResilientConnection(self.database_url, "periodic"),
-            app.store,
-            list(app.schedules.values()),
-            clock=clock,
+        self.connections.append(ResilientConnection(self.database_url, "periodic"))
+        return PeriodicEnqueuer(
+            self.connections[-1], app.data.schedules, list(app.schedules.values()), clock=clock
         )
-        self.made.append(enqueuer)
-        return enqueuer
 
 
 @pytest.fixture
 def enqueuers(database_url: str) -> Iterator[Enqueuers]:
     made = Enqueuers(database_url)
     yield made
-    for enqueuer in made.made:
-        enqueuer.close()
+    for connection in made.connections:
+        connection.close()
 
 
 def declare_report(app: App, **periodic: Any) -> None:
@@ -142,7 +138,7 @@ def test_claimed_periodic_job_carries_its_scheduled_time(
     app.enqueue(None, "report", {})
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        claimed, _ = app.store.claim(conn, limit=10, queue=None, worker_id="test")
+        claimed, _ = app.data.claims.claim(conn, limit=10, queue=None, worker_id="test")
 
     assert sorted((job.scheduled_at is None, job.scheduled_at) for job in claimed) == [
         (False, datetime(2026, 11, 23, 12, 1, tzinfo=UTC)),
@@ -371,8 +367,8 @@ def test_a_second_job_for_a_tick_cannot_exist(
 def test_worker_with_periodic_off_enqueues_nothing(app: App) -> None:
     declare_report(app, every=1)
 
-    assert Worker(app, WorkerSettings(periodic=False)).periodic.run_once() == []
-    assert Worker(app).periodic.schedules == list(app.schedules.values())
+    assert Worker(app, WorkerSettings(periodic=False)).parts.periodic.run_once() == []
+    assert Worker(app).parts.periodic.schedules == list(app.schedules.values())
 
 
 def test_enqueuer_wakes_just_after_the_next_tick(app: App, enqueuers: Enqueuers) -> None:
@@ -449,16 +445,14 @@ def test_schedules_shows_last_tick_and_gone_schedules(
     # given: a worker pass registered both schedules and enqueued a tick of one
     clock = Clock(datetime.now(UTC))
     on_schema = App(database_url, schema=schema)
+    connection = ResilientConnection(database_url, "periodic")
     enqueuer = PeriodicEnqueuer(
-        ResilientConnection(database_url, "periodic"),
-        on_schema.store,
-        list(periodic_app.schedules.values()),
-        clock=clock,
+        connection, on_schema.data.schedules, list(periodic_app.schedules.values()), clock=clock
     )
     enqueuer.run_once()
     clock.now += timedelta(seconds=1.5)
     [done] = enqueuer.run_once()
-    enqueuer.close()
+    connection.close()
     on_schema.close()
     # and a schedule stored by an older version of the code
     observer.execute(

@@ -17,9 +17,9 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
+from pgjobs.data.producer import COPY_THRESHOLD
 from pgjobs.embedded import LocalCluster
 from pgjobs.pooler import PREPARE_THRESHOLD
-from pgjobs.store import COPY_THRESHOLD
 from tests.helpers import WorkerProcess, run_cli, wait_for_job, wait_until
 
 PROBE_WARNING = "notifications do not reach this worker"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -9,10 +10,15 @@ import pytest
 from psycopg import sql
 
 import pgjobs
+import pgjobs.queue_limits as queue_limits_module
 from pgjobs import App, QueueFull
+from pgjobs.data import producer as producer_data
+from pgjobs.data.connector import run as run_plan
+from pgjobs.data.producer import COPY_THRESHOLD, COUNT_WAITING, count_waiting
+from pgjobs.data.sql import SchemaSQL
+from pgjobs.data.steps import Plan
 from pgjobs.queue_control import set_queue_limit
 from pgjobs.queue_limits import QueueLimits
-from pgjobs.store import COPY_THRESHOLD, Store
 from tests.helpers import completed, job_ids, make_job, run_cli, update_job
 
 Capsys = pytest.CaptureFixture[str]
@@ -28,29 +34,37 @@ class Clock:
         return self.now
 
 
-class CountingStore(Store):
-    """A real Store that counts the reads the limit check makes."""
+@dataclass
+class Reads:
+    """The reads the limit check made: of the limits, and counts of waiting jobs."""
 
-    def __init__(self, schema: str) -> None:
-        super().__init__(schema)
-        self.limit_reads = 0
-        self.counts = 0
+    limit_reads: int = 0
+    counts: int = 0
 
-    def queue_limits(self, conn: Any) -> dict[str, int]:
-        self.limit_reads += 1
-        return super().queue_limits(conn)
 
-    def count_waiting(self, conn: Any, queue: str, *, up_to: int) -> int:
-        self.counts += 1
-        return super().count_waiting(conn, queue, up_to=up_to)
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
+    """The limit check's reads, counted as they happen (the real statements run)."""
+    seen = Reads()
+
+    def counting_limits(sql: SchemaSQL) -> Plan[dict[str, int]]:
+        seen.limit_reads += 1
+        return (yield from producer_data.queue_limits(sql))
+
+    def counting_count(sql: SchemaSQL, queue: str, *, up_to: int) -> Plan[int]:
+        seen.counts += 1
+        return (yield from producer_data.count_waiting(sql, queue, up_to=up_to))
+
+    monkeypatch.setattr(queue_limits_module, "queue_limits", counting_limits)
+    monkeypatch.setattr(queue_limits_module, "count_waiting", counting_count)
+    return seen
 
 
 @pytest.fixture
 def clock(app: App) -> Clock:
-    """The App's limit check on a hand-moved clock, with its reads counted."""
+    """The App's limit check on a hand-moved clock."""
     moved = Clock()
     app.queue_limits = QueueLimits(clock=moved)
-    app.store = CountingStore(app.schema)
     return moved
 
 
@@ -145,9 +159,10 @@ def test_only_waiting_jobs_count_towards_the_limit(
     producer.close()
 
 
-def test_a_queue_without_a_limit_costs_one_read_a_second(app: App, clock: Clock) -> None:
-    store = app.store
-    assert isinstance(store, CountingStore)
+def test_a_queue_without_a_limit_costs_one_read_a_second(
+    app: App, clock: Clock, reads: Reads
+) -> None:
+    store = reads
 
     for _ in range(50):
         app.enqueue(None, "send", {})
@@ -159,10 +174,9 @@ def test_a_queue_without_a_limit_costs_one_read_a_second(app: App, clock: Clock)
 
 
 def test_the_count_is_taken_at_most_once_a_second_and_may_be_that_stale(
-    app: App, clock: Clock, observer: psycopg.Connection[Any], schema: str
+    app: App, clock: Clock, reads: Reads, observer: psycopg.Connection[Any], schema: str
 ) -> None:
-    store = app.store
-    assert isinstance(store, CountingStore)
+    store = reads
     set_queue_limit(app, "mail", 2)
     first = app.enqueue(None, "send", {}, queue="mail")
     app.enqueue(None, "send", {}, queue="mail")
@@ -175,6 +189,26 @@ def test_the_count_is_taken_at_most_once_a_second_and_may_be_that_stale(
     clock.now += 1.0
     app.enqueue(None, "send", {}, queue="mail")
     assert store.counts == 2
+
+
+def test_without_a_connection_the_check_and_the_insert_share_one_transaction(
+    app: App, clock: Clock, reads: Reads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a limited queue, and every transaction pgjobs' own pool opens counted
+    set_queue_limit(app, "mail", 5)
+    opened = []
+    transaction = type(app.database).transaction
+
+    def counted(database: Any) -> Any:
+        opened.append(database)
+        return transaction(database)
+
+    monkeypatch.setattr(type(app.database), "transaction", counted)
+    # when: a job is enqueued with conn=None, its limit and count read afresh
+    app.enqueue(None, "send", {}, queue="mail")
+    # then: both reads and the insert ran in one transaction of the pool
+    assert (reads.limit_reads, reads.counts) == (1, 1)
+    assert len(opened) == 1
 
 
 def test_a_new_limit_applies_within_a_second(app: App, clock: Clock) -> None:
@@ -199,14 +233,14 @@ def test_the_count_reads_no_more_index_entries_than_the_limit(
     params = {"queue": "mail", "up_to": 10}
 
     plan = observer.execute(
-        sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + app.store.queries.count_waiting, params
+        sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + app.data.sql.render(COUNT_WAITING), params
     ).fetchone()
     assert plan is not None
 
     scans = list(_scans(plan[0][0]["Plan"]))
     assert scans, plan
     assert all(node["Actual Rows"] <= 10 for node in scans), scans
-    assert app.store.count_waiting(observer, "mail", up_to=10) == 10
+    assert run_plan(observer, schema, count_waiting(app.data.sql, "mail", up_to=10)) == 10
 
 
 def _scans(node: dict[str, Any]) -> Any:

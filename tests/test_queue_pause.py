@@ -10,9 +10,10 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App, InvalidJobError
-from pgjobs.queries import notify_channel
+from pgjobs.data.claims import CLAIM_FORMS
+from pgjobs.data.sql import notify_channel
 from pgjobs.queue_control import pause_queue, resume_queue, set_queue_limit
-from pgjobs.worker.jobs import ClaimedJob
+from pgjobs.types import ClaimedJob
 from tests.helpers import (
     StartWorker,
     completed,
@@ -29,7 +30,7 @@ Capsys = pytest.CaptureFixture[str]
 
 
 def claim(app: App, observer: psycopg.Connection[Any], queue: str | None) -> list[ClaimedJob]:
-    return app.store.claim(observer, limit=10, queue=queue, worker_id="w")[0]
+    return app.data.claims.claim(observer, limit=10, queue=queue, worker_id="w")[0]
 
 
 def test_a_paused_queue_is_skipped_by_every_claim_and_resumed_again(
@@ -88,8 +89,9 @@ def test_the_claim_still_uses_the_fetch_indexes(
     )
     observer.execute(sql.SQL("ANALYZE {}").format(jobs))
     pause_queue(app, "q1")
-    any_queue = explain(observer, app.store.queries.claim(any_queue=True, async_commit=False), None)
-    paused = explain(observer, app.store.queries.claim(any_queue=False, async_commit=False), "q1")
+    # (CLAIM_FORMS by (any queue, asynchronous commit))
+    any_queue = explain(observer, app.data.sql.render(CLAIM_FORMS[True, False]), None)
+    paused = explain(observer, app.data.sql.render(CLAIM_FORMS[False, False]), "q1")
 
     assert "Index Scan using jobs_fetch_any_queue_idx" in any_queue, any_queue
     assert "hashed SubPlan" in any_queue, any_queue

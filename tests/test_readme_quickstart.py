@@ -12,12 +12,12 @@ import psycopg
 from psycopg import sql
 
 from tests.helpers import jobs
-from tests.helpers.readme import code_blocks, readme_section
+from tests.helpers.readme import code_blocks, doc_section
 
 
 def quickstart_python() -> tuple[str, str]:
     """The Quickstart's two Python blocks: `myapp/jobs.py`, then the code that enqueues."""
-    module, enqueuing = code_blocks(readme_section("Quickstart"), "python")
+    module, enqueuing = code_blocks(doc_section("README.md", "Quickstart"), "python")
     assert module.startswith("# myapp/jobs.py\n")
     return module, enqueuing
 

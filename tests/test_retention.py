@@ -1,4 +1,5 @@
-"""Automatic retention: one worker at a time deletes finished jobs past their retention."""
+"""Automatic retention: the maintenance leader deletes finished jobs past their retention,
+one worker at a time even when two think they lead."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ HOUR = 3600.0
 
 
 @pytest.fixture
-def retention(app: App, database_url: str) -> Iterator[Retention]:
+def connection(database_url: str) -> Iterator[ResilientConnection]:
+    """A maintenance connection, as the leader's retention shares one."""
+    opened = ResilientConnection(database_url, "maintenance")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def retention(app: App, connection: ResilientConnection) -> Retention:
     """The service with the default policy, run by hand."""
-    service = Retention(
-        ResilientConnection(database_url, "retention"), app.store, RetentionPolicy()
-    )
-    yield service
-    service.close()
+    return Retention(connection, app.data.maintenance, RetentionPolicy())
 
 
 def test_a_pass_deletes_only_jobs_past_their_states_retention(
@@ -49,33 +54,29 @@ def test_a_pass_deletes_only_jobs_past_their_states_retention(
 
 
 def test_a_state_can_be_kept_and_retention_turned_off(
-    app: App, observer: psycopg.Connection[Any], schema: str, database_url: str
+    app: App, observer: psycopg.Connection[Any], schema: str, connection: ResilientConnection
 ) -> None:
     old_failure = make_job(app, observer, **failed(finished_ago=30 * DAY))
     make_job(app, observer, **completed(finished_ago=30 * DAY))
     policy = RetentionPolicy.parse("failed=off,completed=1h", parse_duration)
-    service = Retention(ResilientConnection(database_url, "retention"), app.store, policy)
-    off = Retention(ResilientConnection(database_url, "retention"), app.store, None)
+    service = Retention(connection, app.data.maintenance, policy)
+    off = Retention(connection, app.data.maintenance, None)
 
     assert off.run_once() == {}
     assert len(job_ids(observer, schema)) == 2
     assert service.run_once() == {"completed": 1, "cancelled": 0}
     assert job_ids(observer, schema) == [old_failure]
-    service.close()
 
 
 def test_a_pass_deletes_in_batches_until_done(
-    app: App, observer: psycopg.Connection[Any], schema: str, database_url: str
+    app: App, observer: psycopg.Connection[Any], schema: str, connection: ResilientConnection
 ) -> None:
     for _ in range(5):
         make_job(app, observer, **completed(finished_ago=2 * DAY))
-    service = Retention(
-        ResilientConnection(database_url, "retention"), app.store, RetentionPolicy(), batch_size=2
-    )
+    service = Retention(connection, app.data.maintenance, RetentionPolicy(), batch_size=2)
 
     assert service.run_once() == {"completed": 5, "failed": 0, "cancelled": 0}
     assert job_ids(observer, schema) == []
-    service.close()
 
 
 def test_one_worker_at_a_time_makes_a_pass(
@@ -83,12 +84,12 @@ def test_one_worker_at_a_time_makes_a_pass(
 ) -> None:
     old = make_job(app, observer, **completed(finished_ago=2 * DAY))
     # Another worker's pass holds the turn.
-    assert app.store.try_maintenance_lock(observer, "retention")
+    assert app.data.maintenance.try_maintenance_lock(observer, "retention")
 
     assert retention.run_once() is None
     assert job_ids(observer, schema) == [old]
 
-    app.store.release_maintenance_lock(observer, "retention")
+    app.data.maintenance.release_maintenance_lock(observer, "retention")
     assert retention.run_once() == {"completed": 1, "failed": 0, "cancelled": 0}
 
 

@@ -18,16 +18,17 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
+from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker import Worker, WorkerSettings
-from pgjobs.worker.capacity import Capacity
+from pgjobs.worker.claim_buffer import ClaimBuffer
 from pgjobs.worker.completer import Completer
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.events import Event, EventBus, JobEnded, OutcomesWritten
 from pgjobs.worker.executor import ExecutorPool
-from pgjobs.worker.fetcher import Fetcher
+from pgjobs.worker.fetcher import Claims, Fetcher
 from pgjobs.worker.heartbeat import Heartbeat
-from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, failed_attempt
 from pgjobs.worker.listener import Listener
+from pgjobs.worker.outcomes import OutcomePolicy, completed, failed_attempt
 from pgjobs.worker.queues import QueueSpec
 from pgjobs.worker.rescuer import Rescuer
 from tests.helpers import job, wait_until
@@ -45,7 +46,9 @@ def connection(database_url: str) -> Iterator[ResilientConnection]:
 
 
 def claim(app: App, connection: ResilientConnection, limit: int = 10) -> list[ClaimedJob]:
-    return app.store.claim(connection.connection(), limit=limit, queue=None, worker_id=WORKER)[0]
+    return app.data.claims.claim(
+        connection.connection(), limit=limit, queue=None, worker_id=WORKER
+    )[0]
 
 
 def recorded(events: EventBus) -> list[Event]:
@@ -54,17 +57,9 @@ def recorded(events: EventBus) -> list[Event]:
     return seen
 
 
-def fetcher_of(app: App, connection: ResilientConnection, capacity: Capacity) -> Fetcher:
-    return Fetcher(
-        connection,
-        app.store,
-        capacity,
-        QueueSpec(None),
-        WORKER,
-        poll_interval=1,
-        random=lambda: 0,
-        give_back=lambda jobs: None,
-    )
+def fetcher_of(app: App, connection: ResilientConnection, buffer: ClaimBuffer) -> Fetcher:
+    claims = Claims(connection, app.data.claims, QueueSpec(None), WORKER, random=lambda: 0)
+    return Fetcher(claims, buffer, poll_interval=1, give_back=lambda jobs: None)
 
 
 def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
@@ -72,15 +67,15 @@ def test_fetcher_pass_claims_as_many_jobs_as_there_is_room(
 ) -> None:
     # given: 10 waiting jobs and room for 2 running + 3 claimed ahead, for short jobs
     ids = app.enqueue_many(None, [("noop", {})] * 10)
-    capacity = Capacity(concurrency=2, prefetch=3)
-    capacity.estimates.observe("noop", 0.001)
-    fetcher = fetcher_of(app, connection, capacity)
+    buffer = ClaimBuffer(concurrency=2, prefetch=3)
+    buffer.estimates.observe("noop", 0.001)
+    fetcher = fetcher_of(app, connection, buffer)
     # when
     claimed = fetcher.run_once()
     # then
     assert claimed == 5
-    assert capacity.waiting() == 5 and capacity.room() == 0
-    assert sorted(capacity.waiting_ids()) == ids[:5]
+    assert buffer.waiting() == 5 and buffer.room() == 0
+    assert sorted([job.id for job in buffer.waiting_jobs()]) == ids[:5]
     assert job(observer, app.schema, ids[0])["state"] == "running"
     assert fetcher.run_once() == 0  # no room, no claim
 
@@ -94,12 +89,14 @@ def test_a_claim_commits_durably_unless_asked_not_to_wait_for_the_disk(
         conn.execute("SET synchronous_commit = on")  # the test cluster's default is off
         conn.autocommit = False
         # when: a claim as `pgjobs work` makes it by default
-        [durable], _ = app.store.claim(conn, limit=1, queue=None, worker_id=WORKER)
+        [durable], _ = app.data.claims.claim(conn, limit=1, queue=None, worker_id=WORKER)
         # then: its transaction commits as configured
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         conn.commit()
         # when: a claim as `--async-claim-commit` makes it
-        [fast], _ = app.store.claim(conn, limit=1, queue=None, worker_id=WORKER, async_commit=True)
+        [fast], _ = app.data.claims.claim(
+            conn, limit=1, queue=None, worker_id=WORKER, async_commit=True
+        )
         # then: this transaction commits asynchronously, the next one as configured
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
         conn.commit()
@@ -131,27 +128,27 @@ def _claimed(count: int, first: int = 1) -> list[ClaimedJob]:
 
 def test_a_burst_of_jobs_reaches_every_idle_thread() -> None:
     # given: four threads waiting, each job holds its thread until released
-    capacity = Capacity(concurrency=4, prefetch=0)
+    buffer = ClaimBuffer(concurrency=4, prefetch=0)
     release = threading.Event()
     started: list[int] = []
 
     def thread() -> None:
-        while (claimed := capacity.take()) is not None:
+        while (claimed := buffer.take()) is not None:
             started.append(claimed.id)
             release.wait(10)
-            capacity.done(claimed, 0.001)
+            buffer.done(claimed, 0.001)
 
     threads = [threading.Thread(target=thread, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
-    wait_until(lambda: capacity.idle_threads() == 4)
+    wait_until(lambda: buffer.idle_threads() == 4)
     # when: four jobs arrive at once (threads are woken one after the other)
-    capacity.add(_claimed(4), ready=range(1, 5))
+    buffer.add(_claimed(4), ready=range(1, 5))
     # then: all four run at the same time
-    wait_until(lambda: capacity.running() == 4)
+    wait_until(lambda: buffer.running() == 4)
     assert sorted(started) == [1, 2, 3, 4]
     release.set()
-    capacity.close()
+    buffer.close()
     for t in threads:
         t.join(5)
 
@@ -167,20 +164,17 @@ def test_executor_pass_runs_the_next_job_and_reports_its_outcome(
         ran.append(x)
 
     app.enqueue(None, "adds", {"x": 41})
-    capacity = Capacity(concurrency=1, prefetch=0)
+    buffer = ClaimBuffer(concurrency=1, prefetch=0)
     jobs = claim(app, connection)
-    capacity.add(jobs, ready=[job.id for job in jobs])
+    buffer.add(jobs, ready=[job.id for job in jobs])
     reported: list[Outcome] = []
     events = EventBus()
     seen = recorded(events)
     pool = ExecutorPool(
-        capacity=capacity,
-        tasks=app.tasks,
-        worker_id=WORKER,
+        buffer=buffer,
+        policy=OutcomePolicy(app.tasks, app.backoff, lambda: 0, WORKER),
         report=reported.append,
         events=events,
-        backoff=app.backoff,
-        random=lambda: 0,
     )
     # when
     assert pool.run_once() is True
@@ -188,7 +182,7 @@ def test_executor_pass_runs_the_next_job_and_reports_its_outcome(
     assert ran == [41]
     assert [o.state for o in reported] == ["completed"]
     assert [e.ending.value for e in seen if isinstance(e, JobEnded)] == ["completed"]
-    assert capacity.running() == 0
+    assert buffer.running() == 0
     assert pool.run_once() is False
 
 
@@ -200,7 +194,7 @@ def test_completer_pass_writes_every_queued_outcome_in_one_batch(
     jobs = claim(app, connection)
     events = EventBus()
     seen = recorded(events)
-    completer = Completer(connection, app.store, WORKER, events, flush_delay=0)
+    completer = Completer(connection, app.data.claims, WORKER, events, flush_delay=0)
     for claimed in jobs:
         completer.submit(completed(claimed))
     # when
@@ -225,7 +219,7 @@ def test_completer_stores_error_text_jsonb_cannot_hold_by_replacing_it(
         "traceback": "x\x00",
         "worker": WORKER,
     }
-    completer = Completer(connection, app.store, WORKER, EventBus(), flush_delay=0)
+    completer = Completer(connection, app.data.claims, WORKER, EventBus(), flush_delay=0)
     completer.submit(completed(ok))
     completer.submit(failed_attempt(bad, entry, retry_delay=None))
     # when
@@ -245,7 +239,7 @@ def test_completer_isolates_an_outcome_the_database_refuses_and_writes_the_other
     ids = app.enqueue_many(None, [("noop", {})] * 4)
     jobs = claim(app, connection)
     entry = {"attempt": 1, "error": "ValueError: x", "traceback": None, "worker": WORKER}
-    completer = Completer(connection, app.store, WORKER, EventBus(), flush_delay=0)
+    completer = Completer(connection, app.data.claims, WORKER, EventBus(), flush_delay=0)
     for claimed in jobs:
         if claimed.id == ids[2]:
             completer.submit(failed_attempt(claimed, entry, retry_delay=math.inf))
@@ -267,7 +261,9 @@ def test_completer_makes_producers_wait_once_its_backlog_is_full(
     # given: a completer that holds at most 2 unwritten outcomes, holding 2
     app.enqueue_many(None, [("noop", {})] * 3)
     first, second, third = claim(app, connection)
-    completer = Completer(connection, app.store, WORKER, EventBus(), max_pending=2, flush_delay=0)
+    completer = Completer(
+        connection, app.data.claims, WORKER, EventBus(), max_pending=2, flush_delay=0
+    )
     completer.submit(completed(first))
     completer.submit(completed(second))
     # when: a third outcome is submitted from another thread
@@ -299,7 +295,7 @@ def test_heartbeat_pass_refreshes_held_jobs_and_reports_cancelled_ones_lost(
     lost: list[set[int]] = []
     heartbeat = Heartbeat(
         connection,
-        app.store,
+        app.data.claims,
         WORKER,
         held=lambda: {kept_id: None, cancelled_id: None},
         on_lost=lambda claims: lost.append(set(claims)),
@@ -321,7 +317,9 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     # given: a job run by a worker that stopped heart-beating a minute ago
     [job_id] = app.enqueue_many(None, [("noop", {})])
     claimed = claim(app, connection)
-    app.store.ready_jobs(connection.connection(), [job.id for job in claimed], worker_id=WORKER)
+    app.data.claims.ready_jobs(
+        connection.connection(), [job.id for job in claimed], worker_id=WORKER
+    )
     observer.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
             sql.Identifier(app.schema, "jobs")
@@ -329,7 +327,12 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     )
     current = False
     rescuer = Rescuer(
-        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: current
+        connection,
+        app.data.maintenance,
+        "rescuer",
+        rescue_after=30,
+        interval=1,
+        may_rescue=lambda: current,
     )
     # when this worker's own heartbeat is not current, it rescues nothing
     assert rescuer.run_once() == []
@@ -352,7 +355,12 @@ def rescue_after_silence(
         )
     )
     rescuer = Rescuer(
-        connection, app.store, "rescuer", rescue_after=30, interval=1, may_rescue=lambda: True
+        connection,
+        app.data.maintenance,
+        "rescuer",
+        rescue_after=30,
+        interval=1,
+        may_rescue=lambda: True,
     )
     return sorted(rescuer.run_once())
 
@@ -364,7 +372,7 @@ def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffe
     # claimed ahead in its buffer
     begun, waiting, later = app.enqueue_many(None, [("noop", {})] * 3)
     claim(app, connection)
-    app.store.ready_jobs(connection.connection(), [begun], worker_id=WORKER)
+    app.data.claims.ready_jobs(connection.connection(), [begun], worker_id=WORKER)
     before = job(observer, app.schema, waiting)
     # when
     rescued = rescue_after_silence(app, connection, observer)
@@ -393,7 +401,7 @@ def test_a_worker_lists_the_jobs_it_readied_in_its_row_and_the_rescue_reads_it(
     )
     ids = app.enqueue_many(None, [("noop", {})] * 4)
     claim(app, connection)
-    app.store.ready_jobs(connection.connection(), ids[:2], worker_id=WORKER)
+    app.data.claims.ready_jobs(connection.connection(), ids[:2], worker_id=WORKER)
     assert all(job(observer, app.schema, i)["began_at"] is None for i in ids)
     # when it dies and is rescued
     rescued = rescue_after_silence(app, connection, observer)
@@ -412,7 +420,10 @@ def test_listener_pass_wakes_the_fetcher_for_wanted_queues_only(
     # given: a listener for queue "mail" that has started listening
     woken: list[bool] = []
     listener = Listener(
-        connection, app.store, wants=lambda q: q == "mail", wake=lambda: woken.append(True)
+        connection,
+        app.data.maintenance,
+        wants=lambda q: q == "mail",
+        wake=lambda: woken.append(True),
     )
     listener.run_once()
     woken.clear()
@@ -455,7 +466,7 @@ def test_worker_holds_no_more_than_concurrency_prefetch_and_unwritten_outcomes(
             )
             release.set()
             # when: the slow job's outcome cannot be written, the others pile up behind it
-            wait_until(lambda: worker.completer.pending() >= 4, timeout=10)
+            wait_until(lambda: worker.parts.completer.pending() >= 4, timeout=10)
 
             def held() -> int:
                 [(count,)] = observer.execute(
@@ -466,7 +477,7 @@ def test_worker_holds_no_more_than_concurrency_prefetch_and_unwritten_outcomes(
                 return int(count)
 
             # then: claims stop at 2 threads + 3 claimed ahead + 4 unwritten outcomes
-            wait_until(lambda: worker.capacity.room() == 0, timeout=10)
+            wait_until(lambda: worker.parts.buffer.room() == 0, timeout=10)
             assert held() <= 2 + 3 + 4
         wait_until(lambda: held() == 0, timeout=20)
     finally:

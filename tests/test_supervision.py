@@ -13,10 +13,11 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App, Backoff
-from pgjobs.worker.capacity import Capacity
+from pgjobs.types import ClaimedJob, Outcome
+from pgjobs.worker.claim_buffer import ClaimBuffer
 from pgjobs.worker.events import EventBus
 from pgjobs.worker.executor import ExecutorPool
-from pgjobs.worker.jobs import ClaimedJob, Outcome
+from pgjobs.worker.outcomes import OutcomePolicy
 from pgjobs.worker.service import LoopService
 from tests.helpers import StartWorker, wait_until
 
@@ -98,18 +99,15 @@ def test_a_retry_policy_that_fails_costs_no_outcome_and_no_thread(
     def fails() -> None:
         raise ValueError("boom")
 
-    capacity = Capacity(concurrency=1, prefetch=0)
+    buffer = ClaimBuffer(concurrency=1, prefetch=0)
     reported: list[Outcome] = []
     pool = ExecutorPool(
-        capacity=capacity,
-        tasks=app.tasks,
-        worker_id="w",
+        buffer=buffer,
+        policy=OutcomePolicy(app.tasks, app.backoff, lambda: 0.5, "w"),
         report=reported.append,
         events=EventBus(),
-        backoff=app.backoff,
-        random=lambda: 0.5,
     )
-    capacity.add([ClaimedJob(1, "default", "fails", "{}", 1, 3, 0.0)], ready=[1])
+    buffer.add([ClaimedJob(1, "default", "fails", "{}", 1, 3, 0.0)], ready=[1])
     with caplog.at_level(logging.ERROR, logger="pgjobs.worker"):
         assert pool.run_once() is True
     [outcome] = reported

@@ -1,4 +1,4 @@
-"""The README's "Testing your tasks" example: the very files it shows, run by pytest."""
+"""The example of docs/testing.md ("Testing your tasks"): the very files it shows, run by pytest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.helpers import REPO_ROOT, jobs
-from tests.helpers.readme import readme_section
+from tests.helpers.readme import doc_section
 
 EXAMPLE = REPO_ROOT / "examples" / "testing"
 FILES = ("shop.py", "conftest.py", "test_shop.py")
@@ -30,11 +30,11 @@ def run_example(database_url: str, schema: str, *args: str) -> subprocess.Comple
     )
 
 
-def test_the_readme_shows_the_example_files_as_they_are() -> None:
-    section = readme_section("Testing your tasks")
+def test_the_docs_show_the_example_files_as_they_are() -> None:
+    section = doc_section("docs/testing.md", "A complete example")
     for name in FILES:
         block = f"`examples/testing/{name}`:\n\n```python\n{(EXAMPLE / name).read_text()}```"
-        assert block in section, f"the README does not show examples/testing/{name} as it is"
+        assert block in section, f"docs/testing.md does not show examples/testing/{name} as it is"
 
 
 @pytest.mark.slow

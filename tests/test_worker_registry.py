@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -18,32 +18,46 @@ from pgjobs import App
 from pgjobs.fleet import list_workers
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.queues import QueueSpec
-from pgjobs.worker.registry import WorkerRegistry, registration
-from pgjobs.worker.worker import WorkerSettings
+from pgjobs.worker.registry import LostWorkers, WorkerRegistry, registration
+from pgjobs.worker.settings import WorkerSettings
 from tests.helpers import StartWorker, run_cli, wait_until
 
 Capsys = pytest.CaptureFixture[str]
 
 
 @pytest.fixture
-def registries(app: App, database_url: str) -> Iterator[dict[str, WorkerRegistry]]:
+def connections(database_url: str) -> Iterator[Callable[[], ResilientConnection]]:
+    """Makes worker connections, closed after the test."""
+    made: list[ResilientConnection] = []
+
+    def connection() -> ResilientConnection:
+        made.append(ResilientConnection(database_url, "registry"))
+        return made[-1]
+
+    yield connection
+    for opened in made:
+        opened.close()
+
+
+@pytest.fixture
+def registries(
+    app: App, connections: Callable[[], ResilientConnection]
+) -> dict[str, WorkerRegistry]:
     """In-process registries by worker id; `registries[id]` is made on first use."""
-    made: dict[str, WorkerRegistry] = {}
 
     class Registries(dict[str, WorkerRegistry]):
         def __missing__(self, worker_id: str) -> WorkerRegistry:
             settings = WorkerSettings(rescue_after=5, queues=QueueSpec.parse("a,b"))
-            made[worker_id] = self[worker_id] = WorkerRegistry(
-                ResilientConnection(database_url, "registry"),
-                app.store,
-                registration(worker_id, settings),
-                interval=1,
-            )
-            return made[worker_id]
+            row = registration(worker_id, settings, has_schedules=True)
+            self[worker_id] = WorkerRegistry(connections(), app.data.maintenance, row, interval=1)
+            return self[worker_id]
 
-    yield Registries()
-    for registry in made.values():
-        registry.close()
+    return Registries()
+
+
+# What a worker with every duty leads when it is the oldest live one, and otherwise.
+EVERYTHING = {"maintenance", "periodic", "retention"}
+NOTHING: set[str] = set()
 
 
 def silence(observer: psycopg.Connection[Any], schema: str, worker_id: str, seconds: float) -> None:
@@ -74,14 +88,35 @@ def test_a_beat_registers_the_worker_with_its_settings(
 def test_the_oldest_live_worker_leads_and_a_clean_exit_hands_over(
     app: App, registries: dict[str, WorkerRegistry]
 ) -> None:
-    assert registries["first"].run_once() is True
-    assert registries["second"].run_once() is False
-    assert registries["first"].run_once() is True
+    assert registries["first"].run_once() == EVERYTHING
+    assert registries["second"].run_once() == NOTHING
+    assert registries["first"].run_once() == EVERYTHING
 
     registries["first"].stop(1.0)
 
     assert [w.id for w in list_workers(app)] == ["second"]
-    assert registries["second"].run_once() is True
+    assert registries["second"].run_once() == EVERYTHING
+
+
+def test_a_duty_the_oldest_worker_declines_goes_to_the_oldest_that_has_it(
+    app: App, connections: Callable[[], ResilientConnection]
+) -> None:
+    # given: the oldest worker runs without periodic jobs, a younger one with them
+    def registry(worker_id: str, settings: WorkerSettings) -> WorkerRegistry:
+        row = registration(worker_id, settings, has_schedules=True)
+        return WorkerRegistry(connections(), app.data.maintenance, row, interval=1)
+
+    old = registry("old", WorkerSettings(periodic=False))
+    young = registry("young", WorkerSettings())
+    unlimited = registry("unlimited", WorkerSettings(retention=None))
+    # then: the oldest leads the upkeep and retention, the young one periodic jobs
+    assert old.run_once() == {"maintenance", "retention"}
+    assert young.run_once() == {"periodic"}
+    assert unlimited.run_once() == NOTHING
+    # and: once the young one exits, the next with periodic jobs takes them over
+    young.stop(1.0)
+    assert unlimited.run_once() == {"periodic"}
+    assert old.run_once() == {"maintenance", "retention"}
 
 
 def test_a_leader_stays_the_leader_while_its_next_beat_waits(
@@ -89,7 +124,7 @@ def test_a_leader_stays_the_leader_while_its_next_beat_waits(
 ) -> None:
     # given a leader whose next beat is held up by a lock on its row
     leader = registries["first"]
-    assert leader.run_once() is True
+    assert leader.run_once() == EVERYTHING
     with psycopg.connect(database_url) as blocker:
         blocker.execute(
             sql.SQL("SELECT FROM {} WHERE id = 'first' FOR UPDATE").format(
@@ -117,6 +152,7 @@ def test_a_leader_stays_the_leader_while_its_next_beat_waits(
 def test_a_lost_worker_neither_leads_nor_stays_listed_forever(
     app: App,
     registries: dict[str, WorkerRegistry],
+    connections: Callable[[], ResilientConnection],
     observer: psycopg.Connection[Any],
     schema: str,
 ) -> None:
@@ -126,13 +162,15 @@ def test_a_lost_worker_neither_leads_nor_stays_listed_forever(
     silence(observer, schema, "old", 6)
 
     # then the next oldest leads, and `old` is listed as lost
-    assert registries["young"].run_once() is True
+    assert registries["young"].run_once() == EVERYTHING
     assert [(w.id, w.lost) for w in list_workers(app)] == [("young", False), ("old", True)]
 
     # when it has been lost for longer than the leader keeps lost workers
-    registries["young"].keep_lost = 60
     silence(observer, schema, "old", 5 + 61)
-    registries["young"].run_once()
+    # (a pass of the leader's maintenance)
+    assert LostWorkers(
+        connections(), app.data.maintenance, interval=1, keep_lost=60
+    ).run_once() == ["old"]
 
     # then the leader forgets it
     assert [w.id for w in list_workers(app)] == ["young"]

@@ -19,7 +19,7 @@ import pytest
 from pgjobs.errors import ConfigurationError, FailJob, SnoozeJob
 from pgjobs.logs import JsonFormatter
 from pgjobs.retry import Backoff
-from pgjobs.worker.jobs import ClaimedJob
+from pgjobs.types import ClaimedJob
 from pgjobs.worker.outcomes import outcome_of_exception, outcome_of_timeout
 from pgjobs.worker.queues import QueueSpec, allocate
 

@@ -5,7 +5,7 @@ plain function, pgjobs' main model: the worker runs it on its thread pool. For t
 drain the worker serves `pgjobs_bench:async_app` instead, where the same task name is an
 `async def`, run on the worker's event loop; the jobs are the same. Enqueueing goes
 through the public API: `task.enqueue(conn, ...)` for one job, `app.enqueue_many` for many.
-The claim timed by `claim` is the worker's own call, `pgjobs.store.Store.claim`.
+The claim timed by `claim` is the worker's own call, `pgjobs.data.claims.ClaimStatements.claim`.
 
     python bench/peers/pgjobs_bench.py COMMAND [options]   (see _common.py)
 """
@@ -121,15 +121,15 @@ def produce(url: str, count: int, rate: float, first: int, lanes: int) -> list[A
 
 def claim(url: str, count: int, batch: int, budget: float) -> list[float]:
     """The worker's own claim call, on an autocommit connection as the worker uses."""
-    from pgjobs.store import Store
+    from pgjobs.data.layer import DataLayer
 
-    store = Store(SCHEMA)
+    claims = DataLayer(SCHEMA).claims
     worker_id = f"bench-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         return timed_claims(
             count,
             budget,
-            lambda: store.claim(conn, limit=batch, queue=None, worker_id=worker_id),
+            lambda: claims.claim(conn, limit=batch, queue=None, worker_id=worker_id),
         )
 
 

@@ -168,3 +168,15 @@ def require_migrated(app: App) -> None:
     from pgjobs.schema_revision import require_current_schema
 
     require_current_schema(app)
+
+
+def command_group(name: str, description: str) -> typer.Typer:
+    """A group of sub-commands (`pgjobs embedded ...`): its help when called bare."""
+    return typer.Typer(name=name, help=description, no_args_is_help=True, rich_markup_mode=None)
+
+
+def app_option(description: str) -> Any:
+    """The `--app MODULE:ATTR` option (also `PGJOBS_APP`), described for its command."""
+    return typer.Option(
+        "--app", metavar="MODULE:ATTR", envvar="PGJOBS_APP", show_envvar=True, help=description
+    )

@@ -12,20 +12,16 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-import typer
-
-from pgjobs.cli.common import Command, DatabaseUrlOption, JsonOption
+from pgjobs.cli.common import Command, DatabaseUrlOption, JsonOption, command_group
 from pgjobs.cli.output import print_json
 from pgjobs.config import database_url_from_env, resolve_database_url
 
 if TYPE_CHECKING:
     from pgjobs.embedded import ClusterStatus
 
-embedded_cli = typer.Typer(
-    name="embedded",
-    help="The local PostgreSQL pgjobs uses when no database is configured.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
+embedded_cli = command_group(
+    "embedded",
+    "The local PostgreSQL pgjobs uses when no database is configured.",
 )
 
 

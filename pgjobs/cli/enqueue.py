@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, load_app, open_app
+from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, app_option, load_app, open_app
 from pgjobs.errors import ConfigurationError
 
 
@@ -19,13 +19,9 @@ def enqueue(
     ] = "{}",
     app_reference: Annotated[
         str | None,
-        typer.Option(
-            "--app",
-            metavar="MODULE:ATTR",
-            envvar="PGJOBS_APP",
-            show_envvar=True,
-            help="Your pgjobs.App, as module:attribute; its task of this name gives the "
-            "defaults (queue, priority, max attempts).",
+        app_option(
+            "Your pgjobs.App, as module:attribute; its task of this name gives the "
+            "defaults (queue, priority, max attempts)."
         ),
     ] = None,
     queue: Annotated[str | None, typer.Option(metavar="NAME", help="Queue name.")] = None,

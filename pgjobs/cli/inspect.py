@@ -28,7 +28,7 @@ from pgjobs.cli.output import (
     printable,
     table_class,
 )
-from pgjobs.job import STATES, JobState
+from pgjobs.types import STATES, JobState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from rich.table import Column, Table
     from rich.text import Text
 
-    from pgjobs.job import Job
-    from pgjobs.store import QueueStats
+    from pgjobs.data.inspect import QueueStats
+    from pgjobs.types import Job
 
 _STATE_LIST = ", ".join(state.value for state in STATES)
 # From this many columns on, `list` adds the queue, priority and timestamps by itself.
@@ -134,7 +134,7 @@ def _jobs(count: int) -> str:
 
 
 def _totals(queues: list[QueueStats]) -> QueueStats:
-    from pgjobs.store import QueueStats
+    from pgjobs.data.inspect import QueueStats
 
     waits = [q.oldest_waiting for q in queues if q.oldest_waiting is not None]
     return QueueStats(

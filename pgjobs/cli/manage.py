@@ -13,7 +13,7 @@ import typer
 from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, open_app, parse_duration
 from pgjobs.cli.output import format_age
 from pgjobs.errors import ConfigurationError
-from pgjobs.job import FINISHED_STATES
+from pgjobs.types import FINISHED_STATES
 
 if TYPE_CHECKING:
     from pgjobs.admin import BulkAction, JobFilter

@@ -7,19 +7,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgjobs.cli.common import Command, DatabaseUrlOption, JsonOption, SchemaOption, open_app
+from pgjobs.cli.common import (
+    Command,
+    DatabaseUrlOption,
+    JsonOption,
+    SchemaOption,
+    command_group,
+    open_app,
+)
 from pgjobs.cli.output import format_age, make_table, print_json, print_rich
 from pgjobs.errors import ConfigurationError
-from pgjobs.job import STATES
+from pgjobs.types import STATES
 
 if TYPE_CHECKING:
-    from pgjobs.store import QueueOverview
+    from pgjobs.data.inspect import QueueOverview
 
-queue_cli = typer.Typer(
-    name="queue",
-    help="Pause, resume or limit one queue (see `pgjobs queues` for all of them).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
+queue_cli = command_group(
+    "queue",
+    "Pause, resume or limit one queue (see `pgjobs queues` for all of them).",
 )
 
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The queue's name.")]
@@ -126,7 +131,7 @@ def limit(
     """Limit how many jobs may wait in a queue, or remove the limit with --none.
 
     Producers apply a new limit within a second; the count they check may be up to a
-    second old (README, Back-pressure).
+    second old (docs/queues.md, Back-pressure).
     """
     from pgjobs.queue_control import set_queue_limit
 

@@ -11,12 +11,11 @@ from contextlib import closing
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated
 
-import typer
-
 from pgjobs.cli.common import (
     DatabaseUrlOption,
     JsonOption,
     SchemaOption,
+    app_option,
     load_app,
     require_migrated,
 )
@@ -31,13 +30,7 @@ _STATUS_STYLES = {"new": "yellow", "changed": "yellow", "gone": "dim"}
 def schedules(
     app_reference: Annotated[
         str,
-        typer.Option(
-            "--app",
-            metavar="MODULE:ATTR",
-            envvar="PGJOBS_APP",
-            show_envvar=True,
-            help="Your pgjobs.App, as module:attribute: its periodic tasks are listed.",
-        ),
+        app_option("Your pgjobs.App, as module:attribute: its periodic tasks are listed."),
     ],
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,

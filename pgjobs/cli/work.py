@@ -6,13 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pgjobs.cli.common import (
-    DatabaseUrlOption,
-    SchemaOption,
-    load_app,
-    parse_duration,
-    require_migrated,
-)
+from pgjobs.cli.common import DatabaseUrlOption, SchemaOption, app_option, load_app, parse_duration
 from pgjobs.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -21,13 +15,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def work(
     app_reference: Annotated[
         str,
-        typer.Option(
-            "--app",
-            metavar="MODULE:ATTR",
-            envvar="PGJOBS_APP",
-            show_envvar=True,
-            help="The App to serve, as module:attribute (the current directory is on the path).",
-        ),
+        app_option("The App to serve, as module:attribute (the current directory is on the path)."),
     ],
     queues: Annotated[
         str | None,
@@ -87,8 +75,8 @@ def work(
         str,
         typer.Option(
             metavar="RETENTION",
-            help="How long finished jobs stay before the workers delete them: STATE=DURATION "
-            "pairs (others keep their default), 'off' for a state or for all. "
+            help="How long finished jobs stay before the maintenance leader deletes them: "
+            "STATE=DURATION pairs (others keep their default), 'off' for a state or for all. "
             "Default: completed=1d,failed=7d,cancelled=1d.",
         ),
     ] = "completed=1d,failed=7d,cancelled=1d",
@@ -111,7 +99,7 @@ def work(
         bool,
         typer.Option(
             "--periodic/--no-periodic",
-            help="Enqueue the App's periodic tasks (any number of workers may).",
+            help="Enqueue the App's periodic tasks while this worker leads the maintenance.",
         ),
     ] = True,
     metrics_port: Annotated[
@@ -166,8 +154,9 @@ def work(
         require_prometheus()
     app = load_app(app_reference)
     app.configure(database_url=database_url, schema=schema)
-    require_migrated(app)
     configure_logging(log_format, log_level)
+    # `run` checks the schema first, on the worker's own connection (the App's pool would
+    # keep one more connection open for nothing).
     raise typer.Exit(Worker(app, settings).run())
 
 

@@ -16,7 +16,7 @@ from pgjobs.cli.output import format_age, make_table, print_json, print_rich
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from pgjobs.fleet import RegisteredWorker
+    from pgjobs.types import RegisteredWorker
 
 
 def workers(

@@ -20,7 +20,7 @@ from rich.table import Table
 from pgjobs import admin
 from pgjobs.app import App
 from pgjobs.demo import DEMO_QUEUE
-from pgjobs.job import FINISHED_STATES, Job, JobState
+from pgjobs.types import FINISHED_STATES, Job, JobState
 
 REFRESH = 0.25
 PLAIN_REFRESH = 1.0

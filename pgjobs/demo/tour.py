@@ -25,8 +25,8 @@ from pgjobs.demo.display import Snapshot, watch
 from pgjobs.demo.tasks import SAMPLES
 from pgjobs.demo.tasks import app as demo_app
 from pgjobs.embedded import default_home
-from pgjobs.job import JobState
 from pgjobs.migrate import upgrade
+from pgjobs.types import JobState
 from pgjobs.worker import Worker, WorkerSettings
 from pgjobs.worker.queues import QueueSpec
 
@@ -65,7 +65,7 @@ def _run(console: Console, app: App, database_url: str | None) -> bool:
     # The demo's jobs are its queue's jobs; the worker serves no other queue, and only
     # these are cleared, so a schema that holds real jobs keeps them.
     with app.database.transaction() as conn:
-        cleared = app.store.delete_queue(conn, DEMO_QUEUE)
+        cleared = app.data.admin.delete_queue(conn, DEMO_QUEUE)
     again = f"; {cleared} jobs of the last demo cleared" if cleared else ""
     console.print(f"  schema    {app.schema} (migrated{again})\n")
 

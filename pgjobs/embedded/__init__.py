@@ -7,19 +7,20 @@ from a PostgreSQL installed on the machine.
 
 The names below are the whole public face; the modules behind them are:
 `binaries` (finding `initdb`, `pg_ctl` and `postgres`), `cluster` (one data folder's
-server: initialise, start, stop, describe) and `server_user` (when pgjobs runs as root,
+server: initialise, start, stop, describe), `home` (the default cluster's folder, and
+throwaway clusters) and `server_user` (when pgjobs runs as root,
 the unprivileged user that runs the server and the folder permissions it needs).
 """
 
 from pgjobs.embedded.binaries import find_server_binaries
-from pgjobs.embedded.cluster import (
-    ClusterStatus,
-    LocalCluster,
+from pgjobs.embedded.cluster import LocalCluster
+from pgjobs.embedded.home import (
     default_cluster,
     default_database_url,
     default_home,
     temporary_cluster,
 )
+from pgjobs.embedded.status import ClusterStatus
 
 __all__ = [
     "ClusterStatus",

@@ -2,7 +2,7 @@
 
 Everything drives `initdb` and `pg_ctl` directly, whichever binaries were found, so there
 is one way a cluster is made. The default cluster, the one commands use when no database
-is configured, lives in `default_home()`.
+is configured, lives in `default_home()` (embedded/home.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -32,6 +31,7 @@ from pgjobs.embedded.server_user import (
     run,
     server_user_for,
 )
+from pgjobs.embedded.status import ClusterStatus
 from pgjobs.errors import ConfigurationError, EmbeddedUnavailableError, PgJobsError
 
 _DEFAULT_PORT = "5432"
@@ -43,110 +43,9 @@ _INCLUDE_SETTINGS = f"include_if_exists = '{_SETTINGS_FILE}'"
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _SERVER_VERSION = re.compile(r"\(PostgreSQL\)\s+(\S+)")
 _OFF = frozenset({"off", "false", "no", "0"})
-_USE_YOUR_OWN = (
+USE_YOUR_OWN = (
     "set PGJOBS_DATABASE_URL=postgresql://user:password@host/dbname to use your own server"
 )
-
-
-def default_home() -> Path:
-    """Where pgjobs keeps its own files: `PGJOBS_HOME`, else the user's data folder."""
-    explicit = os.environ.get("PGJOBS_HOME")
-    if explicit:
-        return Path(explicit).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "pgjobs"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    # The XDG spec says relative values are invalid and must be ignored.
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "pgjobs"
-    return Path.home() / ".local" / "share" / "pgjobs"
-
-
-def default_cluster() -> LocalCluster:
-    """The cluster commands use when no database is configured: `pgdata` in `default_home()`.
-
-    Creates the home folder, so that a home that is a file or cannot be created is one
-    clear `ConfigurationError` here rather than an OSError deep inside a start.
-    """
-    home = default_home()
-    where = "PGJOBS_HOME=" if os.environ.get("PGJOBS_HOME") else "the pgjobs data folder "
-    problem = None
-    if home.exists() and not home.is_dir():
-        problem = "is not a folder"
-    else:
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            problem = f"cannot be created ({error.strerror})"
-        else:
-            if not os.access(home, os.W_OK | os.X_OK):
-                problem = "is not writable"
-    if problem:
-        raise ConfigurationError(
-            f"{where}{home} {problem}; set PGJOBS_HOME to a folder pgjobs may create and "
-            f"write, or {_USE_YOUR_OWN}"
-        )
-    return LocalCluster(home / "pgdata")
-
-
-def default_database_url() -> str:
-    """The URL of the default cluster (see `default_cluster()`), started if needed.
-
-    Says once on stderr, when it had to start the server, where the data lives, how to stop
-    it and how to use a real server instead; later calls find the server running and stay
-    quiet.
-    """
-    cluster = default_cluster()
-    url, started = cluster._ensure_running()
-    if started:
-        print(
-            f"pgjobs: started the embedded PostgreSQL with its data in {cluster.data_dir} "
-            f"(`pgjobs embedded stop` stops it); {_USE_YOUR_OWN}",
-            file=sys.stderr,
-        )
-    return url
-
-
-@contextlib.contextmanager
-def temporary_cluster(server_options: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A throwaway cluster in a fresh temp dir: yields its URL, then stops and deletes it."""
-    root = Path(tempfile.mkdtemp(prefix="pgjobs-"))
-    cluster = LocalCluster(root / "pgdata", server_options=server_options)
-    try:
-        yield cluster.ensure_running()
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """What a cluster looks like right now, read without starting or changing anything.
-
-    `pid`, `user` (the OS user the server runs as), `started_at` and `url` are None when
-    the server is not running, `data_version` (a major version) before the data folder is
-    initialised. The binaries are the running server's own, or when it is stopped the ones
-    the next start would use; when there are none, `binaries_problem` says why.
-    """
-
-    data_dir: Path
-    log_file: Path
-    data_version: str | None
-    pid: int | None
-    user: str | None
-    started_at: datetime | None
-    url: str | None
-    bindir: Path | None
-    binaries_source: str | None
-    server_version: str | None
-    binaries_problem: str | None
-
-    @property
-    def running(self) -> bool:
-        """Whether a server process for the data folder is alive."""
-        return self.pid is not None
 
 
 class LocalCluster:

@@ -4,7 +4,7 @@
 the enqueued jobs inline, through the worker's own claim, executor and completer, so
 retries, errors, `FailJob`, `SnoozeJob` and timeouts are recorded as a worker records
 them. The pytest plugin (`pgjobs.testing.plugin`, registered as `pgjobs`) provides it
-as the `jobs` fixture; see the README, "Testing your tasks".
+as the `jobs` fixture; see docs/testing.md.
 """
 
 from pgjobs.errors import RunawayJobsError

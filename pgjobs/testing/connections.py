@@ -2,65 +2,51 @@
 
 A test that rolls back at the end must keep everything on one connection: the jobs its
 code enqueues, the worker's claim and outcomes, and the jobs that tasks enqueue with
-`conn=None`. So the worker's parts get the test's connection in the shape of their
-dedicated one (`CallerConnection`), and while a helper is open the App's pool is
-replaced by the test's connection (`enqueues_into`).
+`conn=None`. So the worker's parts get the test's connection where they would get their
+own (`BorrowedConnection`), and while a helper is open the App's pool is replaced by the
+test's connection (`enqueues_into`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 from pgjobs.app import App
-from pgjobs.db import CallerConnection as Caller
+from pgjobs.data.connector import caller_psycopg_connection
 from pgjobs.db import Database
-from pgjobs.store import caller_psycopg_connection
-from pgjobs.worker.connection import ResilientConnection
-
-T = TypeVar("T")
+from pgjobs.types import CallerConnection as Caller
+from pgjobs.worker.connection import Connections
 
 
-class CallerConnection(ResilientConnection):
-    """A caller's connection (psycopg or SQLAlchemy) where a worker's part expects its
-    dedicated one: statements run in the caller's transaction, once, and it is never
-    closed or reopened here."""
+class BorrowedConnection(Connections):
+    """The test's connection (psycopg or SQLAlchemy), lent to a worker's parts: their
+    statements run in the test's transaction, once (a test wants the error, not a
+    reconnection), and it is never closed or reopened here.
+
+    The worker's statements read their rows as tuples, as on its own connections, so the
+    caller's row factory (dict rows, say) is set aside while they run.
+    """
+
+    reconnects = False
 
     def __init__(self, conn: Caller) -> None:
-        super().__init__("", "testing")
+        super().__init__("testing")
         self.caller = conn
+        self._callers_rows: Any = None
 
-    def connection(self) -> psycopg.Connection[Any]:
-        return caller_psycopg_connection(self.caller)
+    def _acquire(self) -> psycopg.Connection[Any]:
+        conn = caller_psycopg_connection(self.caller)
+        self._callers_rows, conn.row_factory = conn.row_factory, tuple_row
+        return conn
 
-    def run(
-        self,
-        operation: Callable[[psycopg.Connection[Any]], T],
-        *,
-        give_up: threading.Event | None = None,
-        attempts: int | None = None,
-    ) -> T:
-        """Run `operation` once: a test wants the error, not a reconnection.
-
-        The worker's statements read their rows as tuples, as on its own connections, so
-        the caller's row factory (dict rows, say) is set aside while they run.
-        """
-        conn = self.connection()
-        callers_rows = conn.row_factory
-        conn.row_factory = tuple_row
-        try:
-            return operation(conn)
-        finally:
-            conn.row_factory = callers_rows
-
-    def discard(self) -> None:
-        """Nothing: the connection is the caller's to close."""
+    def _release(self, conn: psycopg.Connection[Any], *, broken: bool) -> None:
+        conn.row_factory = self._callers_rows
 
 
 class BoundDatabase(Database):

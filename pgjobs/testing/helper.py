@@ -10,18 +10,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pgjobs.app import App
-from pgjobs.db import CallerConnection as Caller
+from pgjobs.data.connector import caller_psycopg_connection
 from pgjobs.db import connect
 from pgjobs.errors import JobNotFoundError
-from pgjobs.job import Job
-from pgjobs.store import caller_psycopg_connection
 from pgjobs.tasks import Task
 from pgjobs.testing.connections import enqueues_into
 from pgjobs.testing.matching import JobFilters, JobPattern, describe_job
 from pgjobs.testing.periodic import enqueue_periodic
 from pgjobs.testing.runner import Clock, InlineRunner, RunResult
+from pgjobs.types import CallerConnection as Caller
+from pgjobs.types import Job
 from pgjobs.worker.periodic import Tick
-from pgjobs.worker.worker import new_worker_id
+from pgjobs.worker.settings import new_worker_id
 
 if TYPE_CHECKING:
     from pgjobs.enqueue import Unpack
@@ -114,7 +114,9 @@ class Jobs:
 
     def get(self, job_id: int) -> Job:
         """A job as it is now (to check its state, attempts or errors after a run)."""
-        job = self.app.store.get_job(caller_psycopg_connection(self.conn), job_id)
+        job: Job | None = self.app.data.inspect.get_job(
+            caller_psycopg_connection(self.conn), job_id
+        )
         if job is None:
             raise JobNotFoundError(f"no job with id {job_id}")
         return job
@@ -168,7 +170,7 @@ class Jobs:
 
     def _candidates(self, pattern: JobPattern) -> list[Job]:
         """The jobs the database narrows down for `pattern`, oldest first."""
-        newest_first = self.app.store.find_jobs(
+        newest_first: list[Job] = self.app.data.inspect.list_jobs(
             self.conn,
             states=None if pattern.states is None else [s.value for s in pattern.states],
             queues=None if pattern.queue is None else [pattern.queue],
@@ -179,7 +181,7 @@ class Jobs:
 
     def _near_misses(self, pattern: JobPattern, found: list[Job]) -> str:
         """What was there instead: jobs of the same task (or any), and why they differ."""
-        others = self.app.store.find_jobs(
+        others = self.app.data.inspect.list_jobs(
             self.conn,
             states=None,
             queues=None,

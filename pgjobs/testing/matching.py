@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from pgjobs.job import Job, JobState
 from pgjobs.tasks import Task
+from pgjobs.types import Job, JobState
 
 # A job's delay is `run_at - created_at`, both set by one statement's `now()`, so they
 # agree to the microsecond; the tolerance only absorbs float seconds.

@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pgjobs.app import App
-from pgjobs.db import CallerConnection as Caller
-from pgjobs.store import caller_psycopg_connection
-from pgjobs.testing.connections import CallerConnection
+from pgjobs.data.connector import caller_psycopg_connection
+from pgjobs.testing.connections import BorrowedConnection
+from pgjobs.types import CallerConnection as Caller
 from pgjobs.worker.periodic import PeriodicEnqueuer, Tick
 
 # How far back the first registration looks for a schedule's latest tick: a schedule
@@ -32,7 +32,7 @@ def enqueue_periodic(app: App, conn: Caller, at: datetime) -> list[Tick]:
     if not schedules:
         return []
     raw = caller_psycopg_connection(conn)
-    states = app.store.schedule_states(raw, [s.name for s in schedules])
+    states = app.data.schedules.schedule_states(raw, [s.name for s in schedules])
     for schedule in schedules:
         ticks = schedule.ticks
         state = states.get(schedule.name)
@@ -43,8 +43,10 @@ def enqueue_periodic(app: App, conn: Caller, at: datetime) -> list[Tick]:
             continue
         latest = ticks.latest(at, after=at - _LOOK_BACK)
         since = at if latest is None else latest - timedelta(microseconds=1)
-        app.store.reset_schedules(
+        app.data.schedules.reset_schedules(
             raw, [(schedule.name, ticks.expression, ticks.timezone)], done_until=since
         )
-    enqueuer = PeriodicEnqueuer(CallerConnection(conn), app.store, schedules, clock=lambda: at)
+    enqueuer = PeriodicEnqueuer(
+        BorrowedConnection(conn), app.data.schedules, schedules, clock=lambda: at
+    )
     return enqueuer.run_once()

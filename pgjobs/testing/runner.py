@@ -1,12 +1,13 @@
 """Running jobs inline, in the test's thread, through the worker's own parts.
 
-Nothing here decides what an attempt means. The fetcher claims (the worker's claim
-statement), the executor pool runs a thread task and the async executor an `async def`
-one (the same `begin`, timeout watchdog, `FailJob`/`SnoozeJob`/retry decisions), the
-completer writes each outcome (the worker's guarded statements), and the event bus
-logs it as the worker does. Only the pace differs: one job at a time, each outcome
-written before the next job starts, all on the test's connection, so a test that rolls
-back at the end leaves nothing behind.
+Nothing here decides what an attempt means, nor builds a part: the worker's assembly
+builds its data path (`DataPath`) on the test's connection. Its `Claims` claim (the
+worker's claim statement), the executor pool runs a thread task and the async executor
+an `async def` one (the same `begin`, timeout watchdog, `FailJob`/`SnoozeJob`/retry
+decisions), the completer writes each outcome (the worker's guarded statements), and the
+event bus logs it as the worker does. Only the pace differs: one job at a time, each
+outcome written before the next job starts, all on the test's connection, so a test that
+rolls back at the end leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -16,22 +17,19 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pgjobs.app import App
 from pgjobs.bounds import MAX_DELAY_SECONDS, check_seconds, check_timestamp
-from pgjobs.db import CallerConnection as Caller
 from pgjobs.errors import RunawayJobsError, SnoozeJob
-from pgjobs.testing.connections import CallerConnection
-from pgjobs.worker.async_executor import AsyncExecutor
-from pgjobs.worker.capacity import Capacity
-from pgjobs.worker.completer import Completer
-from pgjobs.worker.events import Ending, Event, EventBus, JobEnded
-from pgjobs.worker.executor import ExecutorPool
-from pgjobs.worker.fetcher import Fetcher
-from pgjobs.worker.jobs import ClaimedJob, Outcome, put_back, start_order
-from pgjobs.worker.log_events import log_event, logged_event_types
+from pgjobs.testing.connections import BorrowedConnection
+from pgjobs.types import CallerConnection as Caller
+from pgjobs.types import ClaimedJob, Outcome
+from pgjobs.worker.assembly import DataPath
+from pgjobs.worker.claim_lines import start_order
+from pgjobs.worker.events import Ending, Event, JobEnded
+from pgjobs.worker.outcomes import put_back
 from pgjobs.worker.queues import QueueSpec
+from pgjobs.worker.settings import WorkerSettings
 
 
 @dataclass(frozen=True)
@@ -73,18 +71,6 @@ class RunResult:
         return len(self.attempts)
 
 
-class _RecordingPool(ExecutorPool):
-    """The executor pool, keeping what each task raised so that a test can re-raise it."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.raised: dict[tuple[int, int], BaseException] = {}
-
-    def outcome_of(self, job: ClaimedJob, error: BaseException) -> Outcome:
-        self.raised[(job.id, job.attempt)] = error
-        return super().outcome_of(job, error)
-
-
 @dataclass(frozen=True)
 class Clock:
     """Which delayed jobs a run treats as due: by a moment, within seconds, or all."""
@@ -121,7 +107,7 @@ class InlineRunner:
         self, app: App, conn: Caller, *, worker_id: str, random: Callable[[], float]
     ) -> None:
         self.app = app
-        self.connection = CallerConnection(conn)
+        self.connection = BorrowedConnection(conn)
         self.worker_id = worker_id
         self.random = random
 
@@ -148,11 +134,11 @@ class InlineRunner:
             budget = max_jobs
             while True:
                 if clock is not None:
-                    self.app.store.make_due(
+                    self.app.data.admin.make_due(
                         self.connection.caller, until=clock.until, advance=clock.advance
                     )
                 # Every job claimed here runs at once, in this thread: all are ready.
-                batch, _ = parts.fetcher.claim(max(budget, 1), begin=max(budget, 1))
+                batch, _ = parts.claims.claim(max(budget, 1), begin=max(budget, 1))
                 if not batch:
                     break
                 if budget == 0:
@@ -173,80 +159,56 @@ class InlineRunner:
 
 
 class _Parts:
-    """The worker's parts for one run, wired as `Worker` wires them."""
+    """The worker's data path (`DataPath`, as a worker builds it) for one run, on the
+    test's connection, paced inline: one job at a time, each outcome written at once."""
 
     def __init__(self, runner: InlineRunner, queues: Sequence[str] | None) -> None:
-        app = runner.app
-        self.app = app
-        async_tasks = frozenset(name for name, task in app.tasks.items() if task.is_async)
-        self.capacity = Capacity(
-            1, 0, async_slots=1 if async_tasks else 0, is_async=lambda j: j.task in async_tasks
+        settings = WorkerSettings(
+            concurrency=1,
+            prefetch=0,
+            async_concurrency=1,
+            queues=QueueSpec(None if queues is None else dict.fromkeys(queues, 1)),
         )
-        self.events = EventBus()
-        self.events.subscribe(log_event, *logged_event_types())
-        self.events.subscribe(self._record, JobEnded)
-        self.settled: list[RanJob] = []
-        self.completer = Completer(
-            runner.connection, app.store, runner.worker_id, self.events, flush_delay=0.0
-        )
-        self.pool = _RecordingPool(
-            capacity=self.capacity,
-            tasks=app.tasks,
-            worker_id=runner.worker_id,
-            report=self.completer.submit,
-            events=self.events,
-            backoff=app.backoff,
-            random=runner.random,
-        )
-        self.async_executor = (
-            AsyncExecutor(capacity=self.capacity, pool=self.pool, outcome_room=lambda: True)
-            if async_tasks
-            else None
-        )
-        spec = QueueSpec(None if queues is None else dict.fromkeys(queues, 1))
-        self.fetcher = Fetcher(
-            runner.connection,
-            app.store,
-            self.capacity,
-            spec,
+        self.path = DataPath(
+            runner.app,
+            settings,
             runner.worker_id,
-            poll_interval=1.0,
+            lambda part: runner.connection,
             random=runner.random,
-            give_back=self.give_back,
+            flush_delay=0.0,
         )
-        self.pool.watchdog.start()  # times out attempts, as in a worker
+        self.claims = self.path.claims
+        self.settled: list[RanJob] = []
+        self.path.events.subscribe(self._record, JobEnded)
+        self.path.executor.watchdog.start()  # times out attempts, as in a worker
 
     def run(self, job: ClaimedJob) -> None:
         """Run one claimed job to its settlement and write its outcome."""
-        self.capacity.add([job], ready=[job.id])
-        if self.async_executor is not None and self.capacity.is_async(job):
-            self.async_executor.run_once()  # the loop runs in this thread until it ends
+        path = self.path
+        path.buffer.add([job], ready=[job.id])
+        if path.async_executor is not None and path.buffer.is_async(job):
+            path.async_executor.run_once()  # the loop runs in this thread until it ends
         else:
-            self.pool.run_once()
-        self.completer.flush()
+            path.executor.run_once()
+        path.completer.flush()
 
     def give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Return claimed jobs unrun, the attempt given back (as a worker's shutdown)."""
         for job in jobs:
-            self.completer.submit(put_back(job))
-        self.completer.flush()
+            self.path.completer.submit(put_back(job))
+        self.path.completer.flush()
 
     def close(self) -> None:
-        self.pool.stop(1.0)
-        self.completer.flush()
-        if self.async_executor is not None:
-            loop = self.async_executor.loop
-            # An asyncio pool that tasks opened with enqueue_async(None, ...) belongs to
-            # this loop, and closes with it.
-            loop.run_until_complete(self.app.async_database.close())
-            loop.close()
+        self.path.executor.stop(1.0)
+        self.path.completer.flush()
+        if self.path.async_executor is not None:
+            # Closes the asyncio pool that tasks opened with enqueue_async(None, ...): it
+            # belongs to this loop.
+            self.path.async_executor.stop(1.0)
 
     def _record(self, event: Event) -> None:
         if isinstance(event, JobEnded) and event.ending is not Ending.LATE:
-            # A timed-out coroutine raised the CancelledError that stopped it: not news.
-            timed_out = event.ending is Ending.TIMED_OUT
-            error = None if timed_out else self.pool.raised.get((event.job.id, event.job.attempt))
-            self.settled.append(RanJob(event.job, event.ending, event.outcome, error))
+            self.settled.append(RanJob(event.job, event.ending, event.outcome, event.error))
 
 
 def _loop_running() -> bool:

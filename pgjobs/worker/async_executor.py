@@ -1,7 +1,7 @@
 """The async executor: runs `async def` tasks as coroutines on one event loop.
 
 It works beside the executor threads. A claimed job of an `async def` task waits in its
-own line of `Capacity` and runs on this loop, in a thread of its own, with at most
+own line of the `ClaimBuffer` and runs on this loop, in a thread of its own, with at most
 `async_slots` running at once. Each attempt goes through the executor pool's registry
 (`ExecutorPool.begin` and `end`). So the same watchdog times it out, the same heartbeat
 keeps it alive and finds it cancelled, and shutdown waits for it and puts it back, as
@@ -27,10 +27,10 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from pgjobs.worker.capacity import Capacity
+from pgjobs.types import ClaimedJob
 from pgjobs.worker.executor import ExecutorPool, call_task
-from pgjobs.worker.jobs import ClaimedJob, completed
-from pgjobs.worker.service import LoopService, Service
+from pgjobs.worker.outcomes import completed
+from pgjobs.worker.service import LoopService, Service, StopPhase
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -41,7 +41,7 @@ _OUTCOME_ROOM_WAIT = 0.005
 
 
 class AsyncExecutor(Service):
-    """Runs the async jobs of `capacity` on an event loop; outcomes go through `pool`.
+    """Runs the async jobs of the pool's buffer on an event loop; outcomes go through `pool`.
 
     `outcome_room()` says whether the completer takes another outcome without blocking:
     the loop must never wait on a lock, so a coroutine that finished while the completer
@@ -50,18 +50,18 @@ class AsyncExecutor(Service):
     """
 
     name = "async-executor"
+    stop_phase = StopPhase.EXECUTION
+    stop_timeout = 1.0  # its coroutines were cancelled by the put-back before
 
     def __init__(
         self,
         *,
-        capacity: Capacity,
         pool: ExecutorPool,
         outcome_room: Callable[[], bool],
         on_close: Callable[[], Awaitable[object]] | None = None,
         block_threshold: float = DEFAULT_BLOCK_THRESHOLD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.capacity = capacity
         self.pool = pool
         self.outcome_room = outcome_room
         self.on_close = on_close
@@ -71,7 +71,6 @@ class AsyncExecutor(Service):
         self._cancelled: set[asyncio.Task[None]] = set()  # by the worker, not by the task
         self._pump_scheduled = False
         self.lag_watchdog = LoopLagWatchdog(self, block_threshold, clock=clock)
-        capacity.on_async_jobs(self.wake)
 
     def start(self) -> None:
         self._thread.start()
@@ -115,11 +114,19 @@ class AsyncExecutor(Service):
             closing = asyncio.run_coroutine_threadsafe(_awaited(self.on_close), self.loop)
             with contextlib.suppress(Exception):
                 closing.result(max(0.0, deadline - time.monotonic()))
+        elif self.on_close is not None and idle and not self.loop.is_closed():
+            # Never started (`pgjobs.testing` runs the loop in its own thread): here.
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(_awaited(self.on_close))
         self.call_soon(self.loop.stop)
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         if idle and not self._thread.is_alive():
             self.loop.close()
         return idle
+
+    def subservices(self) -> list[Service]:
+        return [self.lag_watchdog]
 
     def blocking_job(self) -> tuple[ClaimedJob | None, str | None]:
         """The job whose coroutine is running now, and where; (None, None) when none is.
@@ -154,7 +161,7 @@ class AsyncExecutor(Service):
         """Start waiting async jobs while slots and outcome room last (on the loop)."""
         started = 0
         while self.outcome_room():
-            job = self.capacity.take_async()
+            job = self.pool.buffer.take_async()
             if job is None:
                 return started
             task = self.loop.create_task(self._execute(job))
@@ -186,19 +193,19 @@ class AsyncExecutor(Service):
                 if task is None:  # only jobs of registered async tasks come here
                     raise RuntimeError(f"task {job.task!r} is not registered")
                 await call_task(task, job.payload, attempt.context)
-                outcome = completed(job)
+                outcome, raised = completed(job), None
             except BaseException as error:  # a task's SystemExit is its failure, not ours
-                outcome = self.pool.outcome_of(job, error)
+                outcome, raised = self.pool.policy.of_exception(job, error), error
             if me in self._cancelled:
                 return  # settled by the timeout, cancel or shutdown that cancelled it
             while not self.outcome_room() and not attempt.settled:
                 await asyncio.sleep(_OUTCOME_ROOM_WAIT)
-            self.pool.end(attempt, outcome)
+            self.pool.end(attempt, outcome, raised)
         finally:
             self.pool.release(job)
             self._running.pop(me, None)
             self._cancelled.discard(me)
-            self.capacity.done_async(job, time.monotonic() - started)
+            self.pool.buffer.done_async(job, time.monotonic() - started)
             self._pump()
 
 

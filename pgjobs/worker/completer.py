@@ -6,7 +6,7 @@ arrived (or at once when `BATCH_SIZE` are waiting). Under load that turns thousa
 small transactions into a few large ones; under no load an outcome waits a few
 milliseconds. Unwritten outcomes are bounded (`max_pending`): when the database falls
 behind, `submit` blocks, executor threads stop taking jobs, and the fetcher stops
-claiming. That bound is part of what a worker may hold (see `Capacity`).
+claiming. That bound is part of what a worker may hold (see `ClaimBuffer`).
 
 A batch that fails on a broken connection is kept and written again after reconnecting:
 the statement's guard (same attempt, still running, still ours) makes a repeated write
@@ -25,12 +25,13 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
+from pgjobs.data.claims import ClaimStatements
 from pgjobs.db import first_line
-from pgjobs.store import Store
-from pgjobs.worker.connection import ResilientConnection
+from pgjobs.types import Outcome
+from pgjobs.worker.connection import Connections
 from pgjobs.worker.events import EventBus, OutcomesWritten
-from pgjobs.worker.jobs import Outcome, unstorable
-from pgjobs.worker.service import LoopService
+from pgjobs.worker.outcomes import unstorable
+from pgjobs.worker.service import StatementService, StopPhase
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -40,13 +41,16 @@ FLUSH_DELAY = 0.005  # seconds an outcome may wait for others to join its batch
 DEFAULT_MAX_PENDING = 1000  # unwritten outcomes before executor threads wait
 
 
-class Completer(LoopService):
+class Completer(StatementService[ClaimStatements]):
     """Collects outcomes from executor threads and writes them in batches."""
+
+    stop_phase = StopPhase.OUTCOMES
+    stop_timeout = 10.0  # generous: every outcome not written now costs a rescue later
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
+        connection: Connections,
+        statements: ClaimStatements,
         worker_id: str,
         events: EventBus,
         *,
@@ -54,9 +58,7 @@ class Completer(LoopService):
         flush_delay: float = FLUSH_DELAY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__("completer", interval=0.1)
-        self.connection = connection
-        self.store = store
+        super().__init__("completer", 0.1, connection, statements)
         self.worker_id = worker_id
         self.events = events
         self.max_pending = max_pending
@@ -161,9 +163,6 @@ class Completer(LoopService):
         with self._lock:
             return not self._abandon.is_set() and not self._queued and not self._unwritten
 
-    def close(self) -> None:
-        self.connection.close()
-
     def _take_due(self) -> list[Outcome]:
         with self._lock:
             if self._due_in() != 0.0:
@@ -183,7 +182,7 @@ class Completer(LoopService):
 
     def _write(self, batch: Sequence[Outcome]) -> set[int]:
         return self.connection.run(
-            lambda conn: self.store.record_outcomes(conn, batch, worker_id=self.worker_id),
+            lambda conn: self.statements.record_outcomes(conn, batch, worker_id=self.worker_id),
             give_up=self._abandon,
         )
 

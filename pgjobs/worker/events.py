@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from pgjobs.worker.jobs import ClaimedJob, Outcome
+from pgjobs.types import ClaimedJob, JobState, Outcome
 
 log = logging.getLogger("pgjobs.worker")
 
 
 class Ending(str, Enum):
-    """How an attempt ended, as the executor saw it."""
+    """How an attempt ended, as the executor saw it.
+
+    The job's new state is its outcome's (`Outcome.state`, a `JobState`); an ending says
+    why, and `LABELS` says how each one is counted and logged.
+    """
 
     COMPLETED = "completed"
     RETRIED = "retried"  # failed, another attempt is scheduled
@@ -32,6 +36,54 @@ class Ending(str, Enum):
     PUT_BACK = "put_back"  # shutdown gave the job back
     TAKEN_AWAY = "taken_away"  # cancelled or rescued while it ran
     LATE = "late"  # the task returned after its attempt was already settled
+
+    def label(self, state: str) -> str:
+        """The metrics' `outcome` label of an attempt that ended so and whose outcome
+        writes `state` ("" when the job's attempt had no outcome of its own)."""
+        if self is Ending.TIMED_OUT and state == JobState.FAILED:
+            return LABELS[Ending.FAILED].outcome
+        return LABELS[self].outcome
+
+
+def ending_of(outcome: Outcome) -> Ending:
+    """The ending of an attempt whose task returned or raised, by its outcome."""
+    # Once per job: a dict lookup, not attribute lookups on the enum classes (each costs
+    # as much as the rest of this function on Python 3.11).
+    ending = _ENDING_BY_STATE.get(outcome.state)
+    if ending is None:
+        return _SNOOZED if outcome.error is None else _RETRIED
+    return ending
+
+
+_ENDING_BY_STATE = {JobState.COMPLETED: Ending.COMPLETED, JobState.FAILED: Ending.FAILED}
+_SNOOZED, _RETRIED = Ending.SNOOZED, Ending.RETRIED
+
+
+class Labels(NamedTuple):
+    """How an ending is told: the metrics' `outcome` label, whether its duration is the
+    task's own (it returned, raised or timed out), and its log line."""
+
+    outcome: str
+    timed: bool
+    level: int
+    message: str
+
+
+# The one place that names endings for people. A cancel and a rescue look alike to the
+# executor (`TAKEN_AWAY`); the metrics count both as cancelled. A put-back (shutdown) and
+# a late result are no outcome of the job.
+LABELS: dict[Ending, Labels] = {
+    Ending.COMPLETED: Labels("completed", True, logging.DEBUG, "job completed"),
+    Ending.RETRIED: Labels("retried", True, logging.WARNING, "job attempt failed"),
+    Ending.FAILED: Labels("failed", True, logging.ERROR, "job failed"),
+    Ending.SNOOZED: Labels("snoozed", True, logging.INFO, "job snoozed"),
+    Ending.TIMED_OUT: Labels("retried", True, logging.WARNING, "job timed out"),
+    Ending.PUT_BACK: Labels("", False, logging.INFO, "job put back"),
+    Ending.TAKEN_AWAY: Labels(
+        "cancelled", False, logging.WARNING, "job taken away (cancelled or rescued)"
+    ),
+    Ending.LATE: Labels("", False, logging.INFO, "late result ignored: attempt already settled"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +103,7 @@ class JobStarted(NamedTuple):
 
 class JobEnded(NamedTuple):
     """An attempt was settled; `outcome` is what will be written (None: nothing).
-    `ended_at` is when, in seconds since the epoch."""
+    `ended_at` is when, in seconds since the epoch; `error` what the task raised."""
 
     job: ClaimedJob
     ending: Ending
@@ -59,6 +111,7 @@ class JobEnded(NamedTuple):
     duration: float
     worker_id: str
     ended_at: float
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True)

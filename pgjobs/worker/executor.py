@@ -1,6 +1,6 @@
 """The executor pool: a fixed set of threads that run claimed jobs.
 
-Each thread takes the next claimed job from the `Capacity` buffer, runs it, hands the
+Each thread takes the next claimed job from the `ClaimBuffer`, runs it, hands the
 outcome to the completer and takes the next one at once: writing outcomes is batched
 elsewhere, so a thread never waits on the database. A task that ignores its stop flag
 after a timeout keeps its thread, so the worker never runs more than `concurrency`
@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgjobs.errors import UnknownTaskError
-from pgjobs.retry import Backoff
 from pgjobs.tasks import JobContext, Task
-from pgjobs.worker.capacity import Capacity
-from pgjobs.worker.events import Ending, EventBus, JobEnded, JobStarted
-from pgjobs.worker.jobs import ClaimedJob, Outcome, completed, put_back
-from pgjobs.worker.outcomes import outcome_of_exception, outcome_of_timeout
-from pgjobs.worker.service import LoopService, Service
+from pgjobs.types import ClaimedJob, Outcome
+from pgjobs.worker.claim_buffer import ClaimBuffer
+from pgjobs.worker.events import Ending, EventBus, JobEnded, JobStarted, ending_of
+from pgjobs.worker.outcomes import OutcomePolicy, completed, put_back
+from pgjobs.worker.service import LoopService, Service, StopPhase
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -58,36 +57,33 @@ class Attempt:
 
 
 class ExecutorPool(Service):
-    """Runs jobs from `capacity` on `concurrency` threads; outcomes go to `report`."""
+    """Runs jobs from `buffer` on `concurrency` threads; outcomes go to `report`."""
 
     name = "executor"
+    stop_phase = StopPhase.EXECUTION
+    stop_timeout = 1.0
 
     def __init__(
         self,
         *,
-        capacity: Capacity,
-        tasks: dict[str, Task[Any, Any]],
-        worker_id: str,
+        buffer: ClaimBuffer,
+        policy: OutcomePolicy,
         report: Callable[[Outcome], None],
         events: EventBus,
-        backoff: Backoff,
-        random: Callable[[], float],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.capacity = capacity
-        self.tasks = tasks
-        self.worker_id = worker_id
+        self.buffer = buffer
+        self.policy = policy
         self.report = report
         self.events = events
-        self.backoff = backoff
-        self.random = random
         self.clock = clock
+        self.tasks, self.worker_id = policy.tasks, policy.worker_id  # read once per job
         self._attempts: dict[tuple[int, int], Attempt] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._threads = [
             threading.Thread(target=self._work, name=f"pgjobs-executor-{n}", daemon=True)
-            for n in range(capacity.concurrency)
+            for n in range(buffer.concurrency)
         ]
         self.watchdog = _Watchdog(self)
 
@@ -98,9 +94,9 @@ class ExecutorPool(Service):
 
     def run_once(self) -> bool:
         """Run the next ready job in this thread; False when none was ready."""
-        if not self.capacity.ready():
+        if not self.buffer.ready():
             return False
-        job = self.capacity.take()
+        job = self.buffer.take()
         if job is None:
             return False
         self._run_and_release(job)
@@ -109,6 +105,9 @@ class ExecutorPool(Service):
     def stop(self, timeout: float) -> bool:
         """Stop the watchdog; executor threads end when the buffer is closed."""
         return self.watchdog.stop(timeout)
+
+    def subservices(self) -> list[Service]:
+        return [self.watchdog]
 
     def unsettled_ids(self) -> list[int]:
         """Ids of jobs whose attempt is running here and not yet settled."""
@@ -157,32 +156,32 @@ class ExecutorPool(Service):
         """Settle every attempt that ran past its timeout (the watchdog's pass), and tell
         the claim buffer of attempts running past its window (their task is slow)."""
         now = self.clock()
-        window = self.capacity.window
+        window = self.buffer.window
         for attempt in self._snapshot():
             if attempt.settled:
                 continue
             running_for = now - attempt.started
             if running_for > window:
-                self.capacity.running_for(attempt.job.task, running_for)
+                self.buffer.running_for(attempt.job.task, running_for)
             if attempt.timeout is None:
                 continue
             if now - attempt.started < attempt.timeout:
                 continue
             attempt.stop()
-            outcome = outcome_of_timeout(
-                attempt.job,
-                attempt.timeout,
-                backoff=self._backoff_of(attempt.job.task),
-                random=self.random,
-                worker_id=self.worker_id,
-            )
+            outcome = self.policy.of_timeout(attempt.job, attempt.timeout)
             self._settle(attempt, outcome, Ending.TIMED_OUT)
 
     def _snapshot(self) -> list[Attempt]:
         with self._lock:
             return list(self._attempts.values())
 
-    def _settle(self, attempt: Attempt, outcome: Outcome | None, ending: Ending) -> bool:
+    def _settle(
+        self,
+        attempt: Attempt,
+        outcome: Outcome | None,
+        ending: Ending,
+        error: BaseException | None = None,
+    ) -> bool:
         """Decide the attempt once: report its outcome and announce it. False if late."""
         with self._lock:
             if attempt.settled:
@@ -190,15 +189,24 @@ class ExecutorPool(Service):
             attempt.settled = True
         if outcome is not None:
             self.report(outcome)
-        if self.events.wants(JobEnded):
-            duration = self.clock() - attempt.started
-            self.events.emit(
-                JobEnded(attempt.job, ending, outcome, duration, self.worker_id, time.time())
-            )
+        self._announce(attempt, ending, outcome, error)
         return True
 
+    def _announce(
+        self,
+        attempt: Attempt,
+        ending: Ending,
+        outcome: Outcome | None,
+        error: BaseException | None,
+    ) -> None:
+        if self.events.wants(JobEnded):
+            duration = self.clock() - attempt.started
+            job = attempt.job
+            ended = JobEnded(job, ending, outcome, duration, self.worker_id, time.time(), error)
+            self.events.emit(ended)
+
     def _work(self) -> None:
-        while (job := self.capacity.take()) is not None:
+        while (job := self.buffer.take()) is not None:
             try:
                 self._run_and_release(job)
             except Exception:
@@ -212,7 +220,7 @@ class ExecutorPool(Service):
             self._run(job)
         finally:
             self.release(job)
-            self.capacity.done(job, self.clock() - started)
+            self.buffer.done(job, self.clock() - started)
 
     def _run(self, job: ClaimedJob) -> None:
         task, attempt = self.begin(job)
@@ -222,10 +230,10 @@ class ExecutorPool(Service):
                     f"unknown task {job.task!r}: it is not registered in this worker"
                 )
             call_task(task, job.payload, attempt.context)
-            outcome = completed(job)
         except BaseException as error:  # a task's SystemExit is its failure, not ours
-            outcome = self.outcome_of(job, error)
-        self.end(attempt, outcome)
+            self.end(attempt, self.policy.of_exception(job, error), error)
+        else:
+            self.end(attempt, completed(job))
 
     def begin(
         self, job: ClaimedJob, *, cancel: Callable[[], None] | None = None
@@ -255,44 +263,17 @@ class ExecutorPool(Service):
             self.events.emit(JobStarted(job, self.worker_id))
         return task, attempt
 
-    def outcome_of(self, job: ClaimedJob, error: BaseException) -> Outcome:
-        """The outcome of an attempt whose task raised `error`.
-
-        A retry policy that fails to give a delay (a custom one with a bug) must not
-        cost the attempt its outcome: the default policy decides instead, and says so.
-        """
-        try:
-            return outcome_of_exception(
-                job,
-                error,
-                backoff=self._backoff_of(job.task),
-                random=self.random,
-                worker_id=self.worker_id,
-            )
-        except Exception:
-            log.exception("retry policy failed; using the default backoff", extra=job.log_fields())
-            return outcome_of_exception(
-                job, error, backoff=Backoff(), random=self.random, worker_id=self.worker_id
-            )
-
-    def end(self, attempt: Attempt, outcome: Outcome) -> None:
-        """Settle the attempt with what its task did, unless it was settled already."""
-        if not self._settle(attempt, outcome, _ending_of(outcome)) and self.events.wants(JobEnded):
-            # Settled already by its timeout, shutdown or cancellation.
-            duration = self.clock() - attempt.started
-            self.events.emit(
-                JobEnded(attempt.job, Ending.LATE, None, duration, self.worker_id, time.time())
-            )
+    def end(self, attempt: Attempt, outcome: Outcome, error: BaseException | None = None) -> None:
+        """Settle the attempt with what its task did (returned, or raised `error`), unless
+        it was settled already by its timeout, shutdown or cancellation."""
+        if not self._settle(attempt, outcome, ending_of(outcome), error):
+            self._announce(attempt, Ending.LATE, None, error)
 
     def release(self, job: ClaimedJob) -> None:
         """Forget a finished attempt (after `end`); `wait_idle` returns once none is left."""
         with self._idle:
             self._attempts.pop((job.id, job.attempt), None)
             self._idle.notify_all()
-
-    def _backoff_of(self, task_name: str) -> Backoff:
-        task = self.tasks.get(task_name)
-        return (task.backoff if task is not None else None) or self.backoff
 
 
 class _Watchdog(LoopService):
@@ -304,14 +285,6 @@ class _Watchdog(LoopService):
 
     def run_once(self) -> None:
         self.pool.check_deadlines()
-
-
-def _ending_of(outcome: Outcome) -> Ending:
-    if outcome.state == "completed":
-        return Ending.COMPLETED
-    if outcome.state == "failed":
-        return Ending.FAILED
-    return Ending.SNOOZED if outcome.error is None else Ending.RETRIED
 
 
 def call_task(task: Task[Any, Any], payload: dict[str, Any], context: JobContext | None) -> Any:

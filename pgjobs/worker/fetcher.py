@@ -1,6 +1,6 @@
 """The fetcher: claims jobs in batches, ahead of the executor threads.
 
-It claims when there is room (`Capacity.wants_jobs`) and something suggests there is
+It claims when there is room (`ClaimBuffer.wants_jobs`) and something suggests there is
 work: a NOTIFY, a claim that came back full, a retry that falls due, or the slow poll
 that finds delayed jobs whose time has come and covers missed notifications. One
 statement claims up to all the room there is, so with a prefetch buffer a busy worker
@@ -8,7 +8,7 @@ makes one claim per batch of jobs instead of one per job, and the threads find t
 next job waiting for them. A NOTIFY storm costs nothing while there is no room.
 
 It also hands back to the queue the held jobs that the buffer finds surplus
-(`Capacity.surplus`: they would wait longer than its window), so that idle workers can
+(`ClaimBuffer.surplus`: they would wait longer than its window), so that idle workers can
 run them; they keep their place in line and the attempt is given back.
 """
 
@@ -17,47 +17,97 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from pgjobs.store import Store
-from pgjobs.worker.capacity import Capacity
-from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.jobs import ClaimedJob
+from pgjobs.data.claims import ClaimStatements
+from pgjobs.types import ClaimedJob
+from pgjobs.worker.claim_buffer import ClaimBuffer
+from pgjobs.worker.connection import Connections
 from pgjobs.worker.queues import QueueSpec, allocate
-from pgjobs.worker.service import LoopService
+from pgjobs.worker.service import LoopService, StopPhase
+
+
+@dataclass(frozen=True)
+class Claims:
+    """How this worker claims: from which queues (shared by weight, drawn with `random`),
+    as which worker, and whether a claim waits for the disk (`async_commit`: no).
+
+    The fetcher decides when; `pgjobs.testing` claims through this too.
+    """
+
+    connection: Connections
+    statements: ClaimStatements
+    queues: QueueSpec
+    worker_id: str
+    random: Callable[[], float]
+    async_commit: bool = False
+
+    def claim(self, limit: int, *, begin: int = 0) -> tuple[list[ClaimedJob], set[int]]:
+        """Claim up to `limit` jobs, sharing them between weighted queues, and ready the
+        first `begin` of them for the threads; the jobs, and the ids readied."""
+        if limit <= 0:
+            return [], set()
+        if self.queues.weights is None:
+            return self._claim(limit, None, begin)
+        claimed: list[ClaimedJob] = []
+        ready: set[int] = set()
+        shortfall = 0
+        for queue, share in allocate(self.queues.weights, limit, self.random):
+            want = share + shortfall
+            if want == 0:
+                continue
+            got, readied = self._claim(want, queue, min(begin, want))
+            begin -= len(readied)
+            claimed.extend(got)
+            ready |= readied
+            shortfall = want - len(got)
+        return claimed, ready
+
+    def _claim(
+        self, limit: int, queue: str | None, begin: int
+    ) -> tuple[list[ClaimedJob], set[int]]:
+        # One quick retry covers a connection that went stale while idle. Retrying a claim
+        # is safe: if the first one committed unseen, its jobs are never heart-beaten and
+        # the rescuer returns them.
+        claimed: tuple[list[ClaimedJob], set[int]] = self.connection.run(
+            lambda conn: self.statements.claim(
+                conn,
+                limit=limit,
+                queue=queue,
+                worker_id=self.worker_id,
+                begin=begin,
+                async_commit=self.async_commit,
+            ),
+            attempts=2,
+        )
+        return claimed
 
 
 class Fetcher(LoopService):
-    """Claims jobs into `capacity`."""
+    """Claims jobs into `buffer` through `claims`; woken by the buffer when room opens up,
+    by the listener on a NOTIFY."""
+
+    stop_phase = StopPhase.INTAKE
+    stop_timeout = 5.0  # a claim on its way is let finish, so its jobs are put back
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
-        capacity: Capacity,
-        queues: QueueSpec,
-        worker_id: str,
+        claims: Claims,
+        buffer: ClaimBuffer,
         *,
         poll_interval: float,
-        random: Callable[[], float],
         give_back: Callable[[Sequence[ClaimedJob]], None],
-        async_commit: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__("fetcher", poll_interval)
-        self.connection = connection
-        self.store = store
-        self.capacity = capacity
-        self.queues = queues
-        self.worker_id = worker_id
-        self.random = random
+        self.claims = claims
+        self.buffer = buffer
         self.give_back = give_back
-        self.async_commit = async_commit
         self.clock = clock
         self._next_poll = clock()
         self._maybe_more = True  # the last claim came back full, or nothing claimed yet
         self._job_available = False  # a NOTIFY arrived since the last claim
         self._lock = threading.Lock()
-        capacity.on_room(self.wake)
 
     def notify_job_available(self) -> None:
         """Called by the listener for a NOTIFY on a wanted queue."""
@@ -87,7 +137,7 @@ class Fetcher(LoopService):
         return claimed
 
     def _claim_if_wanted(self) -> int:
-        if not self.capacity.wants_jobs():
+        if not self.buffer.wants_jobs():
             return 0
         now = self.clock()
         with self._lock:
@@ -97,64 +147,22 @@ class Fetcher(LoopService):
             if poll_due:
                 self._next_poll = now + self.interval
             self._job_available = False
-        room = self.capacity.room()
+        room = self.buffer.room()
         self._maybe_more = True  # until a claim says otherwise, also if this one fails
-        jobs, ready = self.claim(room, begin=self.capacity.ready_at_claim())
-        self.capacity.add(jobs, ready)
+        jobs, ready = self.claims.claim(room, begin=self.buffer.ready_at_claim())
+        self.buffer.add(jobs, ready)
         self._maybe_more = len(jobs) == room
         return len(jobs)
 
     def release_surplus(self) -> list[ClaimedJob]:
         """Hand back the held jobs that would wait longer than the buffer's window."""
-        surplus = self.capacity.surplus()
+        surplus = self.buffer.surplus()
         if surplus:
             self.give_back(surplus)
         return surplus
 
     def next_wait(self) -> float:
-        if self.capacity.wants_jobs() and (self._maybe_more or self._job_available):
+        if self.buffer.wants_jobs() and (self._maybe_more or self._job_available):
             return 0.0
         with self._lock:
             return min(max(self._next_poll - self.clock(), 0.0), self.interval)
-
-    def claim(self, limit: int, *, begin: int = 0) -> tuple[list[ClaimedJob], set[int]]:
-        """Claim up to `limit` jobs, sharing them between weighted queues, and ready the
-        first `begin` of them for the threads; the jobs, and the ids readied."""
-        if limit <= 0:
-            return [], set()
-        if self.queues.weights is None:
-            return self._claim(limit, None, begin)
-        claimed: list[ClaimedJob] = []
-        ready: set[int] = set()
-        shortfall = 0
-        for queue, share in allocate(self.queues.weights, limit, self.random):
-            want = share + shortfall
-            if want == 0:
-                continue
-            got, readied = self._claim(want, queue, min(begin, want))
-            begin -= len(readied)
-            claimed.extend(got)
-            ready |= readied
-            shortfall = want - len(got)
-        return claimed, ready
-
-    def _claim(
-        self, limit: int, queue: str | None, begin: int
-    ) -> tuple[list[ClaimedJob], set[int]]:
-        # One quick retry covers a connection that went stale while idle. Retrying a claim
-        # is safe: if the first one committed unseen, its jobs are never heart-beaten and
-        # the rescuer returns them.
-        return self.connection.run(
-            lambda conn: self.store.claim(
-                conn,
-                limit=limit,
-                queue=queue,
-                worker_id=self.worker_id,
-                begin=begin,
-                async_commit=self.async_commit,
-            ),
-            attempts=2,
-        )
-
-    def close(self) -> None:
-        self.connection.close()

@@ -13,27 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from pgjobs.store import Store
-from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.service import LoopService
+from pgjobs.data.claims import ClaimStatements
+from pgjobs.worker.connection import Connections
+from pgjobs.worker.service import StatementService, StopPhase
 
 
-class Heartbeat(LoopService):
+class Heartbeat(StatementService[ClaimStatements]):
     """Refreshes this worker's held jobs every `interval` seconds."""
+
+    stop_phase = StopPhase.UPKEEP  # after the last outcomes are written: it keeps them
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
+        connection: Connections,
+        statements: ClaimStatements,
         worker_id: str,
         *,
         held: Callable[[], Mapping[int, object]],
         on_lost: Callable[[Mapping[int, object]], None],
         interval: float,
     ) -> None:
-        super().__init__("heartbeat", interval)
-        self.connection = connection
-        self.store = store
+        super().__init__("heartbeat", interval, connection, statements)
         self.worker_id = worker_id
         self.held = held
         self.on_lost = on_lost
@@ -47,7 +47,7 @@ class Heartbeat(LoopService):
         ids = list(held)
         try:
             kept = self.connection.run(
-                lambda conn: self.store.heartbeat(conn, ids, worker_id=self.worker_id),
+                lambda conn: self.statements.heartbeat(conn, ids, worker_id=self.worker_id),
                 attempts=1,
             )
         except Exception:
@@ -68,6 +68,3 @@ class Heartbeat(LoopService):
         rescuer must not run on their account before a beat has refreshed them.
         """
         return self._current
-
-    def close(self) -> None:
-        self.connection.close()

@@ -30,7 +30,7 @@ from itertools import accumulate, repeat
 from operator import sub
 from typing import TYPE_CHECKING
 
-from pgjobs.worker.events import Ending, Event
+from pgjobs.worker.events import LABELS, Ending, Event
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -47,27 +47,6 @@ LAG_BUCKETS = (
 # pay, few enough that a fold (mostly C code, which holds the GIL throughout) stalls the
 # worker's other threads for a fraction of a millisecond.
 FOLD_AT = 256
-# The `outcome` label; a timeout is a retry or a failure, as its outcome says. Put-back
-# (shutdown) is no outcome of the job.
-OUTCOMES = {
-    Ending.COMPLETED: "completed",
-    Ending.RETRIED: "retried",
-    Ending.FAILED: "failed",
-    Ending.SNOOZED: "snoozed",
-    Ending.TAKEN_AWAY: "cancelled",
-}
-# Attempts whose duration is the task's own: it returned, raised or timed out.
-TIMED = frozenset(
-    {Ending.COMPLETED, Ending.RETRIED, Ending.FAILED, Ending.SNOOZED, Ending.TIMED_OUT}
-)
-
-
-def _label(ending: Ending, state: str) -> tuple[str, bool]:
-    """The `outcome` label of an attempt ("" for none) and whether its duration counts;
-    `state` is the state its outcome writes."""
-    if ending is Ending.TIMED_OUT:
-        return ("failed" if state == "failed" else "retried"), True
-    return OUTCOMES.get(ending, ""), ending in TIMED  # put back: its lag only
 
 
 class Distribution:
@@ -112,8 +91,9 @@ class JobMetrics:
 
     def job_ended(self, event: Event) -> None:
         """Note the attempt as plain values; everything else waits for the next fold."""
-        job, ending, outcome, duration, _, ended_at = event  # type: ignore[misc]  # JobEnded
-        state = outcome.state if outcome is not None else ""
+        job, ending, outcome, duration, _, ended_at, _ = event  # type: ignore[misc]  # JobEnded
+        # The state as plain text: an enum member would keep the note tracked (see above).
+        state = str(outcome.state) if outcome is not None else ""
         lag = ended_at - duration - job.run_at_epoch
         self._ended.append((job.queue, job.task, ending._value_, state, duration, lag))
         # One thread folds; the others go on with their jobs rather than queue up behind
@@ -139,12 +119,13 @@ class JobMetrics:
         del self._ended[:count]
         queues, tasks, endings, _, durations, lags = zip(*batch, strict=True)
         if (
-            endings.count("completed") == count
+            endings.count(Ending.COMPLETED.value) == count
             and queues.count(queues[0]) == count
             and tasks.count(tasks[0]) == count
         ):
             # A drain's batch: one task, all succeeded. Counted without a Python loop.
-            self._count(queues[0], tasks[0], "completed", list(durations), list(lags))
+            label = LABELS[Ending.COMPLETED].outcome
+            self._count(queues[0], tasks[0], label, list(durations), list(lags))
             return
         # Otherwise group by what the labels depend on, then label each group once.
         groups: dict[tuple[str, str, str, str], tuple[list[float], list[float]]] = {}
@@ -157,8 +138,9 @@ class JobMetrics:
         for (queue, task, ending, state), (group_durations, group_lags) in groups.items():
             if ending == Ending.LATE.value:
                 continue  # the attempt was settled (and counted) already
-            label, timed = _label(Ending(ending), state)
-            self._count(queue, task, label, group_durations if timed else [], group_lags)
+            told = Ending(ending)
+            timed = group_durations if LABELS[told].timed else []
+            self._count(queue, task, told.label(state), timed, group_lags)
 
     def _count(
         self, queue: str, task: str, label: str, durations: list[float], lags: list[float]

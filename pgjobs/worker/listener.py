@@ -10,30 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pgjobs.store import Store
+from pgjobs.data.maintenance import MaintenanceStatements
 from pgjobs.worker.connection import ResilientConnection
 from pgjobs.worker.notify_check import PROBE_PAYLOAD
-from pgjobs.worker.service import LoopService
+from pgjobs.worker.service import StatementService, StopPhase
 
 # How long one pass waits for notifications; also how quickly a stop is noticed.
 WAIT = 0.5
 
 
-class Listener(LoopService):
-    """Runs LISTEN on the schema's channel and calls `wake` for wanted queues."""
+class Listener(StatementService[MaintenanceStatements]):
+    """Runs LISTEN on the schema's channel and calls `wake` for wanted queues.
+
+    Its connection is its own (LISTEN is a session's state), and the only one it closes.
+    """
+
+    stop_phase = StopPhase.UPKEEP  # a cancel's control message may come until the end
+    connection: ResilientConnection
 
     def __init__(
         self,
         connection: ResilientConnection,
-        store: Store,
+        statements: MaintenanceStatements,
         wants: Callable[[str], bool],
         wake: Callable[[], None],
         heard: Callable[[], None] = lambda: None,
         on_control: Callable[[str], None] = lambda payload: None,
     ) -> None:
-        super().__init__("listener", interval=WAIT)
-        self.connection = connection
-        self.store = store
+        super().__init__("listener", WAIT, connection, statements)
         self.wants = wants
         self.wake_fetcher = wake
         self.heard = heard  # every notification, for the notification check
@@ -49,14 +53,14 @@ class Listener(LoopService):
         """LISTEN if not yet, then wait up to `WAIT` s for notifications; how many woke us."""
         try:
             if not self._listening:
-                self.connection.run(self.store.listen, attempts=1)
+                self.connection.run(self.statements.listen, attempts=1)
                 self._listening = True
                 self.wake_fetcher()  # whatever was notified while we were away
             woken = 0
             conn = self.connection.connection()
             for notify in conn.notifies(timeout=WAIT):
                 self.heard()
-                if notify.channel == self.store.queries.control_channel:
+                if notify.channel == self.statements.sql.control_channel:
                     self.on_control(notify.payload)
                 elif notify.payload != PROBE_PAYLOAD and self.wants(notify.payload):
                     woken += 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pgjobs.types import JobState
 from pgjobs.worker.events import (
-    Ending,
+    LABELS,
     Event,
     JobEnded,
     JobStarted,
@@ -20,17 +21,6 @@ from pgjobs.worker.events import (
 )
 
 log = logging.getLogger("pgjobs.worker")
-
-_LEVELS = {
-    Ending.COMPLETED: (logging.DEBUG, "job completed"),
-    Ending.RETRIED: (logging.WARNING, "job attempt failed"),
-    Ending.FAILED: (logging.ERROR, "job failed"),
-    Ending.SNOOZED: (logging.INFO, "job snoozed"),
-    Ending.TIMED_OUT: (logging.WARNING, "job timed out"),
-    Ending.PUT_BACK: (logging.INFO, "job put back"),
-    Ending.TAKEN_AWAY: (logging.WARNING, "job taken away (cancelled or rescued)"),
-    Ending.LATE: (logging.INFO, "late result ignored: attempt already settled"),
-}
 
 
 def logged_event_types() -> tuple[type[Event], ...]:
@@ -42,7 +32,7 @@ def logged_event_types() -> tuple[type[Event], ...]:
 def log_event(event: Event) -> None:
     """Write one structured log line for the events people need to see."""
     if isinstance(event, JobEnded):
-        level, message = _LEVELS[event.ending]
+        _, _, level, message = LABELS[event.ending]
         if log.isEnabledFor(level):
             log.log(level, message, extra=_ended_fields(event))
     elif isinstance(event, JobStarted):
@@ -69,6 +59,6 @@ def _ended_fields(event: JobEnded) -> dict[str, Any]:
     fields["state"] = outcome.state
     if outcome.error is not None:
         fields["error"] = outcome.error["error"]
-    if outcome.state == "available" and outcome.delay is not None:
+    if outcome.state == JobState.AVAILABLE and outcome.delay is not None:
         fields["retry_in"] = round(outcome.delay, 2)
     return fields

@@ -2,10 +2,10 @@
 
 The metrics observe the worker, they do not steer it: job counts, durations and lag come
 from the executor's events (`job_metrics.py`, a subscriber like logging), thread and
-buffer gauges are read from the capacity and the completer when Prometheus scrapes, and
-the queue gauges come from one query every `QUEUE_SAMPLE_INTERVAL` seconds made by the
-maintenance leader alone (see `registry.py`), so a fleet of workers and any number of
-scrapes cost the database one query.
+buffer gauges are read through the callables the assembly passes in when Prometheus
+scrapes, and the queue gauges come from one query every `QUEUE_SAMPLE_INTERVAL` seconds
+made by the maintenance leader alone (`QueueSampler` is part of its maintenance), so a
+fleet of workers and any number of scrapes cost the database one query.
 
 `prometheus-client` is the optional extra `metrics`; it is imported only when
 `--metrics-port` is given, and every name here starts with `pgjobs_`.
@@ -16,19 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgjobs.data.maintenance import MaintenanceStatements
 from pgjobs.errors import ConfigurationError
-from pgjobs.store import Store
-from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.events import JobEnded
+from pgjobs.worker.connection import Connections
 from pgjobs.worker.job_metrics import JobMetrics
-from pgjobs.worker.service import LoopService, Service
+from pgjobs.worker.service import Service, StatementService, StopPhase
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client import CollectorRegistry
-
-    from pgjobs.worker.worker import Worker
 
 QUEUE_SAMPLE_INTERVAL = 5.0
 
@@ -116,41 +113,39 @@ class WorkerMetrics:
             self._queues = set()
 
 
-class QueueSampler(LoopService):
-    """Sets the queue gauges from one query per interval, on the leader only."""
+class QueueSampler(StatementService[MaintenanceStatements]):
+    """Sets the queue gauges from one query per interval (maintenance: on the leader only);
+    stopped, it clears them rather than leave stale ones."""
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
+        connection: Connections,
+        statements: MaintenanceStatements,
         metrics: WorkerMetrics,
         *,
-        leader: Callable[[], bool],
         interval: float = QUEUE_SAMPLE_INTERVAL,
     ) -> None:
-        super().__init__("queue-sampler", interval)
-        self.connection = connection
-        self.store = store
+        super().__init__("queue-sampler", interval, connection, statements)
         self.metrics = metrics
-        self.leader = leader
 
-    def run_once(self) -> bool:
-        """Sample the queues if this worker leads; returns whether it did."""
-        if not self.leader():
-            self.metrics.clear_queues()
-            return False
-        depths = self.connection.run(self.store.queue_depths, attempts=1)
+    def run_once(self) -> list[tuple[str, int, float]]:
+        """Sample the queues; (queue, depth, oldest wait) of each."""
+        depths: list[tuple[str, int, float]] = self.connection.run(
+            self.statements.queue_depths, attempts=1
+        )
         self.metrics.set_queues(depths)
-        return True
+        return depths
 
     def close(self) -> None:
-        self.connection.close()
+        """This worker no longer leads: export no queue gauges rather than stale ones."""
+        self.metrics.clear_queues()
 
 
 class MetricsServer(Service):
     """Serves `/metrics` over HTTP on a thread of prometheus-client's own."""
 
     name = "metrics-server"
+    stop_phase = StopPhase.PRESENCE  # starts first: a port in use fails before any work
 
     def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
         self.registry = registry
@@ -182,25 +177,3 @@ class MetricsServer(Service):
             self._server.server_close()
             self._server = None
         return True
-
-
-def metrics_services(worker: Worker) -> list[Service]:
-    """The server and the queue sampler of `worker`, its events subscribed to."""
-    s = worker.settings
-    assert s.metrics_port is not None
-    metrics = WorkerMetrics(
-        worker.worker_id,
-        concurrency=s.concurrency,
-        busy=worker.capacity.running,
-        prefetched=worker.capacity.waiting,
-        unwritten=worker.completer.pending,
-        leader=worker.registry.is_leader,
-    )
-    worker.events.subscribe(metrics.jobs.job_ended, JobEnded)
-    sampler = QueueSampler(
-        ResilientConnection(worker.app.database.url, "queue-sampler"),
-        worker.app.store,
-        metrics,
-        leader=worker.registry.is_leader,
-    )
-    return [MetricsServer(metrics.registry, s.metrics_host, s.metrics_port), sampler]

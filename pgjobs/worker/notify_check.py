@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from pgjobs.worker.service import LoopService
+from pgjobs.worker.service import LoopService, StopPhase
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -45,6 +45,8 @@ PROBE_FAILED = (
 class NotifyCheck(LoopService):
     """Sends a probe notification and tells the fetcher how often to poll."""
 
+    stop_phase = StopPhase.UPKEEP
+
     def __init__(
         self,
         *,
@@ -61,11 +63,15 @@ class NotifyCheck(LoopService):
         self.listening = listening
         self.poll_every = poll_every
         self.poll_interval = poll_interval
-        self.fast_poll_interval = min(FAST_POLL_INTERVAL, poll_interval)
         self.recheck = recheck
         self.wait = wait
         self.working: bool | None = None  # None until a check has run
         self._heard = threading.Event()
+
+    @property
+    def fast_poll_interval(self) -> float:
+        """The poll while notifications do not arrive (never slower than the usual one)."""
+        return min(FAST_POLL_INTERVAL, self.poll_interval)
 
     def heard(self) -> None:
         """Called by the listener for every notification it receives."""

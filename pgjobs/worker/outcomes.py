@@ -1,18 +1,25 @@
 """Deciding what an attempt's result means: complete, retry with backoff, fail, snooze.
 
 Pure functions of the job, the exception and the retry policy, with randomness passed
-in, so every branch is tested without a database or a clock.
+in, so every branch is tested without a database or a clock; `OutcomePolicy` applies
+them with each task's own retry policy.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pgjobs.errors import FailJob, SnoozeJob
 from pgjobs.retry import Backoff
-from pgjobs.worker.jobs import ClaimedJob, Outcome, failed_attempt, snoozed
+from pgjobs.tasks import Task
+from pgjobs.types import ClaimedJob, JobState, Outcome
+
+log = logging.getLogger("pgjobs.worker")
+
+AVAILABLE, COMPLETED, FAILED = JobState.AVAILABLE, JobState.COMPLETED, JobState.FAILED
 
 
 def error_entry(job: ClaimedJob, worker_id: str, message: str, trace: str | None) -> dict[str, Any]:
@@ -64,3 +71,81 @@ def outcome_of_timeout(
     entry = error_entry(job, worker_id, f"TimeoutError: timed out after {timeout:g}s", None)
     entry["timed_out"] = True
     return failure(job, entry, backoff=backoff, random=random)
+
+
+class OutcomePolicy:
+    """What an attempt's result means in this worker: each task's retry policy (else the
+    App's `backoff`), randomness passed in, and the worker its `errors` entries name."""
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Task[Any, Any]],
+        backoff: Backoff,
+        random: Callable[[], float],
+        worker_id: str,
+    ) -> None:
+        self.tasks = tasks
+        self.backoff = backoff
+        self.random = random
+        self.worker_id = worker_id
+
+    def of_exception(self, job: ClaimedJob, error: BaseException) -> Outcome:
+        """The outcome of an attempt whose task raised `error`.
+
+        A retry policy that fails to give a delay (a custom one with a bug) must not
+        cost the attempt its outcome: the default policy decides instead, and says so.
+        """
+        try:
+            return self._decide(outcome_of_exception, job, error, self.backoff_of(job.task))
+        except Exception:
+            log.exception("retry policy failed; using the default backoff", extra=job.log_fields())
+            return self._decide(outcome_of_exception, job, error, Backoff())
+
+    def of_timeout(self, job: ClaimedJob, timeout: float) -> Outcome:
+        """The outcome of an attempt that ran past its task's `timeout`."""
+        return self._decide(outcome_of_timeout, job, timeout, self.backoff_of(job.task))
+
+    def backoff_of(self, task_name: str) -> Backoff:
+        """The retry policy of `task_name`'s jobs."""
+        task = self.tasks.get(task_name)
+        return (task.backoff if task is not None else None) or self.backoff
+
+    def _decide(
+        self, decide: Callable[..., Outcome], job: ClaimedJob, cause: object, backoff: Backoff
+    ) -> Outcome:
+        return decide(job, cause, backoff=backoff, random=self.random, worker_id=self.worker_id)
+
+
+def completed(job: ClaimedJob) -> Outcome:
+    """The attempt succeeded."""
+    return Outcome(job.id, job.attempt, COMPLETED)
+
+
+def put_back(job: ClaimedJob) -> Outcome:
+    """Shutdown interrupted the attempt, or the worker hands back a job it claimed and
+    will not start soon: waiting again at once, in its place, the attempt given back."""
+    return Outcome(job.id, job.attempt, AVAILABLE, delay=None, attempts_delta=-1)
+
+
+def snoozed(job: ClaimedJob, delay: float) -> Outcome:
+    """The task asked to run later; not a failure, so it costs no attempt."""
+    return Outcome(job.id, job.attempt, AVAILABLE, delay=delay, max_attempts_delta=1)
+
+
+def failed_attempt(job: ClaimedJob, error: dict[str, Any], *, retry_delay: float | None) -> Outcome:
+    """A failed attempt: retried after `retry_delay` seconds, or failed for good if None."""
+    if retry_delay is None:
+        return Outcome(job.id, job.attempt, FAILED, error=error)
+    return Outcome(job.id, job.attempt, AVAILABLE, delay=retry_delay, error=error)
+
+
+def unstorable(outcome: Outcome, reason: str) -> Outcome:
+    """Replaces an outcome the database refused: the attempt failed, saying why."""
+    worker = outcome.error.get("worker") if outcome.error else None
+    error = {
+        "attempt": outcome.attempt,
+        "error": f"outcome could not be stored: {reason}",
+        "traceback": None,
+        "worker": worker,
+    }
+    return Outcome(outcome.job_id, outcome.attempt, FAILED, error=error)

@@ -1,19 +1,20 @@
 """The periodic enqueuer: turns the App's schedules into jobs, one per tick.
 
-Every worker runs one, and they all may try the same tick: the database picks one
-winner (`Store.enqueue_tick` moves the schedule row forward and inserts the job in one
-statement, and a unique index forbids a second job for a tick), so there is no leader to
-elect and a worker that dies hands nothing over. The state lives in the schedule rows,
-so restarts lose nothing. After a gap only the latest due tick is enqueued: a worker
-that comes back after a night away enqueues one nightly job, not a flood.
+It is maintenance: only the leader runs it (`worker/maintenance.py`). The state lives in
+the schedule rows, so a restart or a new leader loses nothing and hands nothing over.
+Enqueueing a tick moves the schedule row forward and inserts the job in one statement,
+under the row's lock, and a unique index forbids a second job for a tick: guards for the
+beat in which two workers may both think they lead. After a gap only the latest due
+tick is enqueued: a fleet that comes back after a night away enqueues one nightly job,
+not a flood.
 
 A rolling deploy may run two versions of an app side by side that give one task
-different schedules. The row's `done_until` is a time, not a position in one schedule:
-each worker enqueues the ticks of its own schedule past it, so while both versions run
-the task gets the ticks of both, and a tick they share gets exactly one job. A worker
-that first finds the row written by another schedule (a new version, or the old one
-still running) enqueues none of its own ticks from before it started, as for a new
-schedule.
+different schedules; the leader's schedules apply meanwhile, whichever version it runs.
+The row's `done_until` is a time, not a position in one schedule: when leadership passes
+to a worker of the other version, it enqueues the ticks of its own schedule past it, so
+a tick the two schedules share gets exactly one job. A leader that first finds the row
+written by another schedule enqueues none of its own ticks from before it started, as
+for a new schedule.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from pgjobs.data.schedules import ScheduleState, ScheduleStatements
 from pgjobs.periodic import Schedule
-from pgjobs.store import ScheduleState, Store
-from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.service import LoopService
+from pgjobs.worker.connection import Connections
+from pgjobs.worker.service import StatementService
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -56,21 +57,19 @@ class Tick(NamedTuple):
     missed: bool
 
 
-class PeriodicEnqueuer(LoopService):
+class PeriodicEnqueuer(StatementService[ScheduleStatements]):
     """Enqueues the due ticks of `schedules`, waking at each next tick."""
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
+        connection: Connections,
+        statements: ScheduleStatements,
         schedules: Sequence[Schedule],
         *,
         interval: float = PERIODIC_INTERVAL,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__("periodic", interval)
-        self.connection = connection
-        self.store = store
+        super().__init__("periodic", interval, connection, statements)
         self.schedules = list(schedules)
         self.clock = clock
         # The `now` of the last pass: every tick up to it has been looked at.
@@ -89,11 +88,11 @@ class PeriodicEnqueuer(LoopService):
         return done
 
     def _pass(self, conn: psycopg.Connection[Any], now: datetime) -> list[Tick]:
-        states = self.store.schedule_states(conn, [s.name for s in self.schedules])
+        states = self.statements.schedule_states(conn, [s.name for s in self.schedules])
         new = [s for s in self.schedules if s.name not in states]
         if new:
             rows = [_key(s) for s in new]
-            self.store.register_schedules(conn, rows, done_until=now)
+            self.statements.register_schedules(conn, rows, done_until=now)
             for schedule in new:
                 log.info("periodic schedule registered", extra=_fields(schedule))
         done = []
@@ -139,11 +138,11 @@ class PeriodicEnqueuer(LoopService):
             return None
         tick = schedule.ticks.latest(now, after=after) or first
         too_late = schedule.too_late(tick, now)
-        moved, job_id = self.store.enqueue_tick(
+        moved, job_id = self.statements.enqueue_tick(
             conn, schedule=_key(schedule), tick=tick, job=schedule.job, enqueue=not too_late
         )
         if not moved:
-            return None  # another worker enqueued it
+            return None  # another worker enqueued it (it led for a beat too)
         fields = {"task": schedule.name, "scheduled_at": tick.isoformat(), "job_id": job_id}
         if first < tick:
             log.info(
@@ -172,9 +171,6 @@ class PeriodicEnqueuer(LoopService):
         if not upcoming:
             return self.interval
         return max(0.0, min(self.interval, (min(upcoming) - now).total_seconds() + _AFTER_TICK))
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 def _key(schedule: Schedule) -> tuple[str, str, str]:

@@ -4,9 +4,10 @@ A job whose heartbeat is older than `rescue_after` belonged to a worker that cra
 lost its host. If its attempt had begun, it goes back to `available` (or `failed` when
 it has no attempt left) with a "worker lost" entry in `errors`; if it only waited in
 that worker's claim buffer, it goes back with the attempt given back and no entry.
-Every worker runs a rescuer, and a transaction-scoped advisory lock inside the statement
-lets one at a time do the work, so there is no leader to elect and nothing to hand over
-when a worker dies.
+It is maintenance: only the leader runs it (`worker/maintenance.py`), so a dead leader's
+own lost jobs wait for the next leader, elected once the dead one counts as lost, which
+is when its jobs become rescuable. The transaction-scoped advisory lock inside the
+statement stays as a guard for the beat in which two workers may both think they lead.
 """
 
 from __future__ import annotations
@@ -14,29 +15,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pgjobs.store import Store
-from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.service import LoopService
+from pgjobs.data.maintenance import MaintenanceStatements
+from pgjobs.worker.connection import Connections
+from pgjobs.worker.service import StatementService
 
 log = logging.getLogger("pgjobs.worker")
 
 
-class Rescuer(LoopService):
+class Rescuer(StatementService[MaintenanceStatements]):
     """Rescues other workers' lost jobs every `interval` seconds."""
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
+        connection: Connections,
+        statements: MaintenanceStatements,
         worker_id: str,
         *,
         rescue_after: float,
         interval: float,
         may_rescue: Callable[[], bool],
     ) -> None:
-        super().__init__("rescuer", interval)
-        self.connection = connection
-        self.store = store
+        super().__init__("rescuer", interval, connection, statements)
         self.worker_id = worker_id
         self.rescue_after = rescue_after
         self.may_rescue = may_rescue
@@ -46,8 +45,8 @@ class Rescuer(LoopService):
         whether its attempt had begun)]."""
         if not self.may_rescue():
             return []
-        rescued = self.connection.run(
-            lambda conn: self.store.rescue(conn, rescue_after=self.rescue_after), attempts=1
+        rescued: list[tuple[int, str, bool]] = self.connection.run(
+            lambda conn: self.statements.rescue(conn, rescue_after=self.rescue_after), attempts=1
         )
         for job_id, state, began in rescued:
             log.warning(
@@ -57,6 +56,3 @@ class Rescuer(LoopService):
                 extra={"job_id": job_id, "state": state, "worker_id": self.worker_id},
             )
         return rescued
-
-    def close(self) -> None:
-        self.connection.close()

@@ -1,29 +1,33 @@
 """Retention: deletes finished jobs once they are past their state's retention.
 
 Without it the jobs table grows forever (`pgjobs prune` by hand or from cron was the only
-way). Every worker runs this service; a session advisory lock lets one at a time make a
-pass, so there is no leader to elect, and a worker that dies mid-pass releases the lock
-with its connection. A pass deletes in batches of `PRUNE_BATCH_SIZE` rows, each its own
-short transaction (the statement `pgjobs prune` uses), and stops between batches when
-the worker shuts down.
+way). It is maintenance: only the leader runs it (`worker/maintenance.py`), once a
+minute. A pass deletes in batches of `PRUNE_BATCH_SIZE` rows, each its own short
+statement (the one `pgjobs prune` uses) on the maintenance connection, so the other
+maintenance services wait for one batch at most, and it stops between batches when
+maintenance stops. A session advisory lock around the pass stays as a guard for the beat
+in which two workers may both think they lead; it goes with the connection if the worker
+dies mid-pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from pgjobs.admin import PRUNE_BATCH_SIZE
+from pgjobs.data.maintenance import MaintenanceStatements
 from pgjobs.errors import ConfigurationError
-from pgjobs.job import FINISHED_STATES
-from pgjobs.store import Store
-from pgjobs.worker.connection import ResilientConnection
-from pgjobs.worker.service import LoopService
+from pgjobs.types import FINISHED_STATES
+from pgjobs.worker.connection import CONNECTION_ERRORS, Connections
+from pgjobs.worker.service import StatementService
 
+T = TypeVar("T")
 log = logging.getLogger("pgjobs.worker")
 
 DAY = 86400.0
@@ -75,45 +79,36 @@ class RetentionPolicy:
         )
 
 
-class Retention(LoopService):
+class Retention(StatementService[MaintenanceStatements]):
     """Deletes finished jobs past `policy` every `interval` seconds; idle when None."""
 
     def __init__(
         self,
-        connection: ResilientConnection,
-        store: Store,
+        connection: Connections,
+        statements: MaintenanceStatements,
         policy: RetentionPolicy | None,
         *,
         interval: float = INTERVAL,
         batch_size: int = PRUNE_BATCH_SIZE,
     ) -> None:
-        super().__init__("retention", interval)
-        self.connection = connection
-        self.store = store
+        super().__init__("retention", interval, connection, statements)
         self.policy = policy
         self.batch_size = batch_size
-
-    def start(self) -> None:
-        if self.policy is not None:  # turned off: no thread, no connection
-            super().start()
 
     def run_once(self) -> dict[str, int] | None:
         """One pass: {state: jobs deleted}, or None when another worker holds the turn."""
         if self.policy is None:
             return {}
-        return self.connection.run(self._pass, attempts=1)
-
-    def _pass(self, conn: psycopg.Connection[Any]) -> dict[str, int] | None:
-        assert self.policy is not None
-        if not self.store.try_maintenance_lock(conn, LOCK_NAME):
+        if not self._run(lambda conn: self.statements.try_maintenance_lock(conn, LOCK_NAME)):
             return None
         try:
             deleted = {
-                state: self._delete(conn, state, seconds)
-                for state, seconds in self.policy.by_state()
+                state: self._delete(state, seconds) for state, seconds in self.policy.by_state()
             }
         finally:
-            self.store.release_maintenance_lock(conn, LOCK_NAME)
+            # On a connection that broke meanwhile the lock went with the session.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                self._run(lambda conn: self.statements.release_maintenance_lock(conn, LOCK_NAME))
         if any(deleted.values()):
             log.info(
                 "deleted finished jobs past their retention",
@@ -121,16 +116,18 @@ class Retention(LoopService):
             )
         return deleted
 
-    def _delete(self, conn: psycopg.Connection[Any], state: str, seconds: float) -> int:
+    def _delete(self, state: str, seconds: float) -> int:
         deleted = 0
         while not self.stopping:
-            batch = self.store.prune_batch(
-                conn, states=[state], older_than_seconds=seconds, batch_size=self.batch_size
+            batch: int = self._run(
+                lambda conn: self.statements.prune_batch(
+                    conn, states=[state], older_than_seconds=seconds, batch_size=self.batch_size
+                )
             )
             deleted += batch
             if batch < self.batch_size:
                 break
         return deleted
 
-    def close(self) -> None:
-        self.connection.close()
+    def _run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+        return self.connection.run(operation, attempts=1)

@@ -1,9 +1,10 @@
 """The life cycle every part of the worker shares: start, run one pass, stop.
 
 Each service owns a thread that calls `run_once()` when woken or when its interval
-passes. Tests call `run_once()` directly, in-process, without timers; the worker only
-starts and stops services, so adding one (periodic enqueuer, registry) is adding a list
-entry.
+passes. Tests call `run_once()` directly, in-process, without timers. Each service also
+declares when it stops (`stop_phase`) and how long it may take (`stop_timeout`): the
+worker derives its start and shutdown order from those declarations, so adding a service
+is adding it to the assembly (`worker/assembly.py`), not editing a shutdown sequence.
 """
 
 from __future__ import annotations
@@ -11,14 +12,21 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import psycopg
 
 from pgjobs.db import first_line
 from pgjobs.errors import SchemaNotMigratedError
 
+if TYPE_CHECKING:
+    from pgjobs.worker.connection import Connections
+
 log = logging.getLogger("pgjobs.worker")
+# The statements a service runs: one of the data layer's groups (data/layer.py).
+S = TypeVar("S")
 
 # A failing pass is retried after its interval, doubling up to this many seconds.
 MAX_RETRY_DELAY = 30.0
@@ -41,10 +49,24 @@ def _report_fatal(service: Service, error: BaseException) -> None:
     )
 
 
+class StopPhase(IntEnum):
+    """When a service stops in a shutdown, earliest first; services start in the reverse
+    order, so that whatever produces work starts after what consumes it, and whatever
+    keeps held jobs alive outlives whatever could still hold one."""
+
+    INTAKE = 1  # stop taking work: claims, readying, maintenance (then jobs are drained)
+    EXECUTION = 2  # the executors, once running jobs finished or were put back
+    OUTCOMES = 3  # write the last outcomes; the worker exits 0 only if these stop cleanly
+    UPKEEP = 4  # heartbeats, LISTEN and its check: held jobs stay alive until written
+    PRESENCE = 5  # what shows the worker to others: the registry row, the metrics server
+
+
 class Service(ABC):
-    """A part of the worker with its own thread."""
+    """A part of the worker with its own thread (or threads)."""
 
     name: str = "service"
+    stop_phase: StopPhase = StopPhase.UPKEEP
+    stop_timeout: float = 2.0  # seconds `stop()` may take in a shutdown
 
     @abstractmethod
     def start(self) -> None:
@@ -57,6 +79,10 @@ class Service(ABC):
     @abstractmethod
     def run_once(self) -> object:
         """One pass of the service's work, in the calling thread."""
+
+    def subservices(self) -> Sequence[Service]:
+        """Services this one starts and stops itself (a watchdog); supervised alike."""
+        return ()
 
 
 class LoopService(Service):
@@ -76,7 +102,7 @@ class LoopService(Service):
         self.interval = interval
         self._stopping = threading.Event()
         self._woken = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"pgjobs-{name}", daemon=True)
+        self._thread: threading.Thread | None = None
 
     @property
     def stopping(self) -> bool:
@@ -84,6 +110,12 @@ class LoopService(Service):
         return self._stopping.is_set()
 
     def start(self) -> None:
+        """Start the loop's thread; again once a previous one has ended (maintenance stops
+        when its worker stops leading and starts again when it leads again)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"pgjobs-{self.name}", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
@@ -103,16 +135,17 @@ class LoopService(Service):
 
     def join(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the loop to end; True if it has."""
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     def keep_running(self) -> bool:
         """Whether the loop should run another pass; until `stop()` by default."""
         return not self._stopping.is_set()
 
     def close(self) -> None:
-        """Release what the service holds (its connection), after its thread ended."""
+        """Release what the service holds, after its thread ended."""
 
     def next_wait(self) -> float:
         """Seconds to sleep before the next pass unless woken; the interval by default."""
@@ -162,3 +195,14 @@ class LoopService(Service):
             extra={"component": self.name, "error": first_line(error)},
             exc_info=None if expected else error,
         )
+
+
+class StatementService(LoopService, Generic[S]):
+    """A loop service whose passes run statements: `statements` says them, `connection`
+    runs them (one of the worker's shared connections, or the caller's in
+    `pgjobs.testing`)."""
+
+    def __init__(self, name: str, interval: float, connection: Connections, statements: S) -> None:
+        super().__init__(name, interval)
+        self.connection = connection
+        self.statements = statements

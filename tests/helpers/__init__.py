@@ -6,7 +6,8 @@
 - `cli`: `run_cli` (in-process) and `pgjobs` (a real process), `the_error_line`.
 - `outages`: statements that survive a restart, backend terminations, fleets of workers.
 - `fixtures`: the `runs_table` and `start_worker` fixtures (registered in conftest).
-- `readme`: the README's sections and code blocks, for tests that run what it shows.
+- `readme`: sections and code blocks of the README and the docs, for tests that run what
+  they show.
 """
 
 from tests.helpers.cli import UNREACHABLE_URL, Result, pgjobs, run_cli, the_error_line

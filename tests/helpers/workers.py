@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from pgjobs.queries import notify_channel
+from pgjobs.data.sql import notify_channel
 from pgjobs.worker.queues import QueueSpec
 from tests.helpers.waiting import wait_until
 

@@ -29,189 +29,26 @@ Claiming ahead keeps the threads busy, and must not bend what pgjobs promises:
 
 from __future__ import annotations
 
-import heapq
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import NamedTuple
 
+from pgjobs.types import ClaimedJob
+from pgjobs.worker.claim_lines import Held, Line, Turns
 from pgjobs.worker.estimates import Estimates
-from pgjobs.worker.jobs import ClaimedJob, start_order
 
 # The default of `window`: claim ahead what the threads should start within this many
 # seconds. The SPEC caps it at one second; a quarter keeps a backlog of millisecond jobs
-# claimed hundreds at a time (README, "Claim-ahead").
+# claimed hundreds at a time (docs/architecture.md, "No hoarding").
 DEFAULT_WINDOW = 0.25
-# Ready jobs (see `_Line`) a line keeps beyond its free slots: what its slots started in
-# the last this many seconds (about the round trip of the write that readies more), at
-# most MAX_READY_AHEAD.
-READY_AHEAD = 0.004
-MAX_READY_AHEAD = 256
 
 
-class _Held(NamedTuple):
-    """A heap entry: the sort key, then the job's estimated duration when it was added.
+class ClaimBuffer:
+    """Claimed jobs waiting for a slot, and the jobs running in the slots: thread jobs and
+    async jobs each in a line of their own, under one claim bound.
 
-    `turn` is the job's place in its queue's share (0 without weighted queues)."""
-
-    negative_priority: int
-    turn: float
-    run_at_epoch: float
-    id: int
-    estimate: float
-    job: ClaimedJob
-
-
-class _Line:
-    """The jobs of one kind (thread or async) held for a slot, and those running.
-
-    Held jobs wait in two heaps: `claimed` (nothing runs them yet: a rescue returns them
-    unrun) and `ready` (readied in the table, `began_at` set: a slot may start them).
-    `waiting_work` and `running_work` are the sums of their estimated durations, kept as
-    jobs come and go so that sizing a claim costs a few additions.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self.claimed: list[_Held] = []
-        self.ready: list[_Held] = []
-        self.readying = 0  # taken from `claimed`, being readied in the table
-        self.waiting_work = 0.0  # of every held job: claimed, readying and ready
-        self.running: dict[int, tuple[str, float]] = {}  # job id -> (task, estimate)
-        self.running_work = 0.0
-        # Jobs ended in the current span of READY_AHEAD seconds, and in the one before.
-        self._ends = self._ends_before = 0
-        self._ends_since = -math.inf
-
-    def held(self) -> int:
-        return len(self.claimed) + self.readying + len(self.ready)
-
-    def push(self, held: _Held, *, ready: bool) -> None:
-        heapq.heappush(self.ready if ready else self.claimed, held)
-        self.waiting_work += held.estimate
-
-    def pop(self) -> _Held:
-        held = heapq.heappop(self.ready)
-        if self.ready or self.claimed or self.readying:
-            self.waiting_work -= held.estimate
-        else:
-            self.waiting_work = 0.0
-        self.running[held.id] = (held.job.task, held.estimate)
-        self.running_work += held.estimate
-        return held
-
-    def take_claimed(self, count: int) -> list[_Held]:
-        """The next `count` claimed jobs in line, to be readied."""
-        taken = [heapq.heappop(self.claimed) for _ in range(min(count, len(self.claimed)))]
-        self.readying += len(taken)
-        return taken
-
-    def readied(self, held: _Held) -> None:
-        self.readying -= 1
-        heapq.heappush(self.ready, held)
-
-    def unready(self, held: _Held) -> None:
-        self.readying -= 1
-        heapq.heappush(self.claimed, held)
-
-    def ended(self, job_id: int, now: float) -> None:
-        _, estimate = self.running.pop(job_id, ("", 0.0))
-        self.running_work = self.running_work - estimate if self.running else 0.0
-        if now - self._ends_since >= READY_AHEAD:
-            recent = now - self._ends_since < 2 * READY_AHEAD
-            self._ends_before = self._ends if recent else 0
-            self._ends, self._ends_since = 0, now
-        self._ends += 1
-
-    def recent_ends(self, now: float) -> int:
-        """Jobs that ended in about the last `READY_AHEAD` seconds."""
-        if now - self._ends_since >= 2 * READY_AHEAD:
-            return 0
-        if now - self._ends_since >= READY_AHEAD:
-            return self._ends
-        return max(self._ends, self._ends_before)
-
-    def free(self) -> int:
-        return self.slots - len(self.running)
-
-    def spare(self, window: float) -> float:
-        """Slot-seconds of the window not yet spoken for; running jobs count half their
-        estimate, being on average half done."""
-        return window * self.slots - self.running_work / 2 - self.waiting_work
-
-    def remove(self, gone: Callable[[_Held], bool]) -> list[ClaimedJob]:
-        removed = [h.job for h in (*self.claimed, *self.ready) if gone(h)]
-        if removed:
-            self._keep(
-                [h for h in self.claimed if not gone(h)],
-                [h for h in self.ready if not gone(h)],
-            )
-        return removed
-
-    def clear(self) -> list[ClaimedJob]:
-        jobs = [held.job for held in sorted([*self.ready, *self.claimed])]
-        self._keep([], [])
-        return jobs
-
-    def beyond(self, window: float, estimates: Estimates) -> list[ClaimedJob]:
-        """Take out the held jobs expected to start later than `window` from now, with
-        fresh estimates; the jobs for the free slots always stay."""
-        self.running = {
-            job_id: (task, estimates.of(task)) for job_id, (task, _) in self.running.items()
-        }
-        self.running_work = sum(estimate for _, estimate in self.running.values())
-        ahead = self.running_work / 2
-        ready_ids = {held.id for held in self.ready}
-        kept: tuple[list[_Held], list[_Held]] = ([], [])
-        released: list[ClaimedJob] = []
-        for index, held in enumerate(sorted([*self.ready, *self.claimed])):
-            if index >= self.free() - self.readying and ahead > window * self.slots:
-                released.append(held.job)
-                continue
-            estimate = estimates.of(held.job.task)
-            kept[held.id in ready_ids].append(held._replace(estimate=estimate))
-            ahead += estimate
-        self._keep(*kept)
-        return released
-
-    def _keep(self, claimed: list[_Held], ready: list[_Held]) -> None:
-        heapq.heapify(claimed)
-        heapq.heapify(ready)
-        self.claimed, self.ready = claimed, ready
-        self.waiting_work = sum(h.estimate for h in (*claimed, *ready))
-
-
-class _Turns:
-    """Places in line for the jobs of weighted queues (stride scheduling).
-
-    Each queue's next job comes `1 / weight` after its last one, and never before the
-    turn of the job started last: a queue that was empty for a while joins the line
-    where it stands now instead of jumping ahead of everyone with its old turns.
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0  # the turn of the job started last
-        self.last: dict[str, float] = {}
-
-    def of(self, jobs: Collection[ClaimedJob], weights: Mapping[str, int] | None) -> list[float]:
-        if weights is None:
-            return [0.0] * len(jobs)
-        turns: dict[int, float] = {}
-        for job in sorted(jobs, key=start_order):
-            turn = max(self.now, self.last.get(job.queue, 0.0)) + 1 / weights.get(job.queue, 1)
-            self.last[job.queue] = turns[job.id] = turn
-        return [turns[job.id] for job in jobs]
-
-    def reached(self, turn: float) -> None:
-        self.now = max(self.now, turn)
-
-
-class Capacity:
-    """The claim buffer plus the count of jobs being run, for thread and async jobs.
-
-    Thread jobs and async jobs have their own line and their own slots, under one claim
-    bound: a job claimed ahead waits for a slot of its kind.
+    It wakes the parts that act on it through the callbacks the assembly gives it
+    (`on_room`, `on_ready_wanted`, `on_async_jobs`), never knowing who they are.
     """
 
     def __init__(
@@ -226,18 +63,18 @@ class Capacity:
         weights: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.concurrency = concurrency
-        self.clock = clock
-        self.async_slots = async_slots
-        self.is_async = is_async
+        self.concurrency = concurrency  # executor threads
+        self.async_slots = async_slots  # 0: the App has no `async def` task
+        self._threads = Line(concurrency)
+        self._async = Line(async_slots)
+        self.estimates = estimates or Estimates()
         self.prefetch = prefetch  # jobs held beyond the free slots, at most
         self.window = window
-        self.estimates = estimates or Estimates()
-        self._threads = _Line(concurrency)
-        self._async = _Line(async_slots)
-        self._readying: list[tuple[_Line, _Held]] = []
+        self.is_async = is_async
+        self.clock = clock
+        self._readying: list[tuple[Line, Held]] = []
         self._weights = weights
-        self._turns = _Turns()
+        self._turns = Turns()
         self._ahead = 0  # jobs the last sizing allowed beyond the free slots
         self._recheck = False  # an estimate rose: some held job may now wait too long
         self._closed = False
@@ -250,20 +87,19 @@ class Capacity:
         self._on_async_jobs: Callable[[], None] = lambda: None
 
     def on_room(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (the fetcher's wake-up) when there is room to claim, or held
-        jobs that may have to be handed back (`surplus`)."""
+        """Call `callback` when there is room to claim, or maybe jobs to hand back."""
         self._on_room = callback
 
     def on_ready_wanted(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (the readier's wake-up) when the ready jobs run low."""
+        """Call `callback` when the ready jobs run low."""
         self._on_ready_wanted = callback
 
     def on_async_jobs(self, callback: Callable[[], None]) -> None:
-        """Call `callback` (the event loop's wake-up) when async jobs became ready."""
+        """Call `callback` when async jobs became ready."""
         self._on_async_jobs = callback
 
     @property
-    def _lines(self) -> tuple[_Line, ...]:
+    def _lines(self) -> tuple[Line, ...]:
         return (self._threads, self._async) if self.async_slots else (self._threads,)
 
     # --- the fetcher's side: claiming -------------------------------------------------
@@ -317,7 +153,8 @@ class Capacity:
         with self._lock:
             if any(line.claimed or line.readying for line in self._lines):
                 return 0
-            return sum(max(0, self._ready_target(line) - len(line.ready)) for line in self._lines)
+            now = self.clock()
+            return sum(max(0, line.ready_target(now) - len(line.ready)) for line in self._lines)
 
     def add(self, jobs: Collection[ClaimedJob], ready: Collection[int] = ()) -> None:
         """Jobs the fetcher claimed (at most `room()` of them); `ready`: the ids the
@@ -328,13 +165,13 @@ class Capacity:
             turns = self._turns.of(jobs, self._weights)
             for job, turn in zip(jobs, turns, strict=True):
                 line = self._async if self.async_slots and self.is_async(job) else self._threads
-                held = _Held(-job.priority, turn, job.run_at_epoch, job.id, of(job.task), job)
+                held = Held(-job.priority, turn, job.run_at_epoch, job.id, of(job.task), job)
                 readied = job.id in ready
                 line.push(held, ready=readied)
                 async_ready = async_ready or (readied and line is self._async)
             self._wake_one()
             # Idle threads asked for ready jobs before these were claimed: ask again.
-            wants_ready = any(self._short_of_ready(line) for line in self._lines)
+            wants_ready = any(line.short_of_ready(self.clock) for line in self._lines)
         if async_ready:
             self._on_async_jobs()
         if wants_ready:
@@ -342,32 +179,20 @@ class Capacity:
 
     # --- the fetcher's side: readying --------------------------------------------------
 
-    def _ready_target(self, line: _Line) -> int:
-        """Ready jobs a line should have: one per free slot, and as many as its slots
-        started in the last `READY_AHEAD` seconds (about what they start while the write
-        that readies more is on its way). Slots busy with long jobs start none: nothing
-        is readied for them, and a worker that dies then is charged nothing it held."""
-        return line.free() + min(MAX_READY_AHEAD, line.recent_ends(self.clock()))
-
-    def _short_of_ready(self, line: _Line) -> bool:
-        if not line.claimed:
-            return False
-        have = len(line.ready) + line.readying
-        return have < (self._ready_target(line) + 1) // 2
-
     def wants_ready(self) -> bool:
         """Claimed jobs should be readied: the ready ones run low."""
         with self._lock:
-            return not self._closed and any(self._short_of_ready(line) for line in self._lines)
+            return not self._closed and any(line.short_of_ready(self.clock) for line in self._lines)
 
     def to_ready(self) -> list[ClaimedJob]:
         """The next claimed jobs in line to ready for the slots (then `readied`)."""
         with self._lock:
             if self._closed:
                 return []
+            now = self.clock()
             for line in self._lines:
-                if self._short_of_ready(line):
-                    want = self._ready_target(line) - len(line.ready) - line.readying
+                if line.short_of_ready(self.clock):
+                    want = line.ready_target(now) - len(line.ready) - line.readying
                     self._readying += [(line, held) for held in line.take_claimed(want)]
             return [held.job for _, held in self._readying]
 
@@ -414,7 +239,7 @@ class Capacity:
             while not self._threads.ready:
                 if self._closed:
                     return None
-                if self._short_of_ready(self._threads):
+                if self._threads.short_of_ready(self.clock):
                     self._on_ready_wanted()
                 self._idle_threads += 1
                 self._job_ready.wait()
@@ -424,7 +249,7 @@ class Capacity:
             if self._weights is not None:
                 self._turns.reached(held.turn)
             self._wake_one()
-            wants_ready = self._short_of_ready(self._threads)
+            wants_ready = self._threads.short_of_ready(self.clock)
         if wants_ready:
             self._on_ready_wanted()
         return held.job
@@ -434,12 +259,12 @@ class Capacity:
         blocks)."""
         with self._lock:
             if not self._async.ready or self._async.free() <= 0:
-                wants_ready = self._short_of_ready(self._async)
+                wants_ready = self._async.short_of_ready(self.clock)
                 held = None
             else:
                 held = self._async.pop()
                 self._turns.reached(held.turn)
-                wants_ready = self._short_of_ready(self._async)
+                wants_ready = self._async.short_of_ready(self.clock)
         if wants_ready:
             self._on_ready_wanted()
         return None if held is None else held.job
@@ -466,7 +291,7 @@ class Capacity:
         """An async job finished and its outcome was handed to the completer."""
         self._ended(self._async, job, duration)
 
-    def _ended(self, line: _Line, job: ClaimedJob, duration: float) -> None:
+    def _ended(self, line: Line, job: ClaimedJob, duration: float) -> None:
         with self._lock:
             line.ended(job.id, self.clock())
             rose = self.estimates.observe(job.task, duration) and self._may_overflow(job.task)
@@ -491,10 +316,6 @@ class Capacity:
             self._on_room()
 
     # --- what the worker holds -----------------------------------------------------------
-
-    def waiting_ids(self) -> list[int]:
-        """Claimed jobs not started yet (the heartbeat keeps them too)."""
-        return [job.id for job in self.waiting_jobs()]
 
     def waiting_jobs(self) -> list[ClaimedJob]:
         """Claimed jobs not started yet."""
@@ -542,7 +363,7 @@ class Capacity:
         later claim of the same job stays."""
         claims = job_ids if isinstance(job_ids, Mapping) else {}
 
-        def gone(held: _Held) -> bool:
+        def gone(held: Held) -> bool:
             if held.id not in job_ids:
                 return False
             return not same_claim or claims.get(held.id) is held.job
@@ -556,8 +377,7 @@ class Capacity:
             return [job for line in self._lines for job in line.remove(gone)]
 
     def close(self) -> list[ClaimedJob]:
-        """Accept no more jobs and return the held ones not started; idle threads get
-        None."""
+        """Accept no more jobs; the held ones not started (idle threads get None)."""
         with self._lock:
             self._closed = True
             for line, held in self._readying:

@@ -1,0 +1,1 @@
+"""What the drivers and scenarios share: setup, subprocesses, tables, timing and report."""

@@ -1,0 +1,282 @@
+"""The worker's hot statements: claim, ready, heartbeat and write outcomes.
+
+They run on the worker's own autocommit connections, each one atomic statement, so
+autocommit gives a transaction's guarantees at a third of the round trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from pgjobs.data.connector import rows
+from pgjobs.data.sql import SchemaSQL, fill, id_ranges, int_array
+from pgjobs.data.steps import Statement
+from pgjobs.types import ClaimedJob, Outcome
+
+# Claims up to `limit` waiting jobs in one statement. SKIP LOCKED makes concurrent
+# claimers pass over each other's rows instead of waiting, and the row lock taken by the
+# subquery is held until the UPDATE commits, so no two workers can claim one row.
+# The attempt is counted and `started_at` set at the claim. `began_at` is set for the
+# first `begin` jobs, which the worker's threads may start at once, and stays NULL for
+# the jobs claimed ahead until the worker readies them for its threads (READY_JOBS):
+# threads start no job whose `began_at` is NULL, so a rescue can tell a job that waited
+# in a lost worker's buffer from one that may have run (RESCUE).
+# The rows come back in no particular order: the worker's buffer orders what it holds.
+# The UPDATE finds the claimed rows by an array of their ids, for the reasons given at
+# HELD_OUTCOMES.
+CLAIM = """
+WITH {async_commit}claimable AS (
+    SELECT id FROM {jobs}
+    WHERE state = 'available' AND run_at <= now() {queue_filter}{async_condition}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {jobs} AS j
+SET state = 'running', attempts = j.attempts + 1, started_at = now(),
+    began_at = CASE WHEN j.id = ANY(ARRAY(SELECT id FROM claimable LIMIT %(begin)s))
+                    THEN now() END,
+    heartbeat_at = now(), worker_id = %(worker_id)s
+WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
+RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
+          date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.began_at IS NOT NULL
+"""
+# A claim commits with the server's durability (`synchronous_commit` as configured), as
+# outcomes and heartbeats do. `pgjobs work --async-claim-commit` lets it commit without
+# waiting for its WAL to reach the disk (for this transaction only), which shortens the
+# time from a job's commit to its start. The price, should the server crash (or fail
+# over) before that WAL is flushed: the claim is undone, the job is `available` again
+# with its attempts unchanged and no entry in `errors`, and it runs again as the same
+# attempt while the first run's outcome no longer matches and is dropped.
+ASYNC_CLAIM_COMMIT = """async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), """
+ASYNC_CLAIM_CONDITION = "\n      AND EXISTS (SELECT FROM async_commit)"
+# Paused queues (queue control, below) are skipped. A claim from one queue checks the
+# setting once, before scanning anything; a claim from every queue filters its rows with
+# a hashed list of the paused queues, read once per claim.
+CLAIM_QUEUE_FILTER = """AND queue = %(queue)s
+      AND NOT EXISTS (SELECT FROM {queues} WHERE name = %(queue)s AND paused)"""
+CLAIM_ANY_QUEUE_FILTER = "AND queue NOT IN (SELECT name FROM {queues} WHERE paused)"
+
+# The rows of `ids` this worker still holds, locked in id order. Outcome writes and
+# heartbeats touch the same rows; locking them in one order means they cannot deadlock.
+HELD_BY_WORKER = """
+    SELECT id FROM {jobs}
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
+    ORDER BY id
+    FOR UPDATE
+"""
+
+# The outcomes in `{outcomes}` (a row source `o` with at least `id` and `attempt`) whose
+# attempt this worker is still running, their rows locked in id order like
+# HELD_BY_WORKER's: the sorted outcomes drive the loop. An outcome whose job was
+# meanwhile cancelled or rescued (no longer this attempt, running and ours) is left out,
+# so a late writer can never overwrite someone else's attempt; FOR UPDATE checks that
+# again on the newest row after a wait, and the lock keeps it true until the write
+# commits, so the UPDATE that follows only has to find the rows by id.
+# Each outcome looks up its own row by id, whatever the plan: one UPDATE joining the
+# outcomes, the locked rows and `jobs` got, as a prepared statement's generic plan, a
+# scan of every running job once per outcome (tests/test_outcome_plans.py).
+#
+# CLAIM, COMPLETE_JOBS and HEARTBEAT then update the locked rows found by one array of
+# their ids, `WHERE j.id = ANY(ARRAY(SELECT id FROM held))`, not by a join: whatever the
+# estimates, that is one pass over the primary key. Joined by id, a batch of 1,000 was
+# hash-joined to a scan of the whole table (60,000 rows: 25 ms a batch instead of 10), and
+# a join by id plus the array went quadratic when the statistics were stale (the array
+# scanned again for each row: 60 ms a claim of 460). A row updated by someone else since
+# the statement began is followed to its newest version as usual, and still matches.
+# RECORD_OUTCOMES sets each row from its own outcome, so it keeps the join by id: the rarer
+# path (failures, retries, snoozes), and at worst one scan of the table per batch.
+HELD_OUTCOMES = """
+    SELECT o.* FROM (SELECT * FROM {outcomes} ORDER BY id) AS o
+    CROSS JOIN LATERAL (
+        SELECT FROM {jobs} AS j
+        WHERE j.id = o.id AND j.attempts = o.attempt
+          AND j.state = 'running' AND j.worker_id = %(worker_id)s
+        FOR UPDATE
+    ) AS held
+"""
+
+# Writes the outcomes of many attempts at once: completion, retry, failure, snooze and
+# put-back are all "set this state, maybe push run_at, maybe append an error".
+# The worker that finished a job stays in `worker_id` (who ran it); a job that goes back
+# to waiting is nobody's. A NULL delay keeps `run_at`: a job handed back unstarted (at
+# shutdown, or surplus to the worker's buffer) keeps its place in line, and other
+# workers are woken for it at once, since only INSERTs fire the wake-up trigger.
+OUTCOMES = """unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
+        %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
+    ) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)"""
+RECORD_OUTCOMES = """
+WITH o AS ({held_outcomes})
+UPDATE {jobs} AS j
+SET state = o.state,
+    attempts = j.attempts + o.attempts_delta,
+    max_attempts = j.max_attempts + o.max_attempts_delta,
+    run_at = CASE WHEN o.state = 'available' AND o.delay IS NOT NULL
+                  THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+    errors = CASE WHEN o.error IS NULL THEN j.errors
+                  ELSE j.errors || jsonb_build_array(
+                      o.error::jsonb || jsonb_build_object('at', now())) END,
+    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
+                       THEN now() END,
+    worker_id = CASE WHEN o.state = 'available' THEN NULL ELSE j.worker_id END,
+    heartbeat_at = NULL
+FROM o
+WHERE j.id = o.id
+RETURNING j.id, CASE WHEN o.state = 'available' AND o.delay IS NULL
+                     THEN pg_notify(%(channel)s, j.queue) END
+"""
+
+# The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
+# attempts that succeeded. Two arrays instead of seven and no per-row CASE make it about
+# twice as cheap for the database and for the worker that sends it.
+ATTEMPTS = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
+COMPLETE_JOBS = """
+WITH o AS ({held_outcomes})
+UPDATE {jobs} AS j
+SET state = 'completed', finished_at = now(), heartbeat_at = NULL
+WHERE j.id = ANY(ARRAY(SELECT id FROM o))
+RETURNING j.id
+"""
+
+# Readies claimed jobs for the worker's threads, just before they need them: from now on
+# their attempt may begin, and a rescue counts it as lost (RESCUE). The worker lists in
+# its own row every job it readied and has not settled yet (ready, running, or with its
+# outcome not written), as ranges of ids (a claim takes ids that mostly follow each
+# other): one small row update per batch instead of one update per job.
+# It commits without waiting for the disk (for this transaction only), since threads
+# wait for it; other sessions see it at once all the same, and it matters only to the
+# rescue of a worker that dies: only if the server crashed and lost it, and the worker
+# then died too before the job ended, would a job that ran be returned as unrun.
+READY_JOBS = """
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
+UPDATE {workers} SET ready_jobs = %(ranges)s::int8multirange
+WHERE id = %(worker_id)s AND EXISTS (SELECT FROM async_commit)
+RETURNING true
+"""
+# The same, one row at a time, for a worker whose row is missing (not registered yet, or
+# forgotten after a long silence): `began_at`, as the claim sets it.
+READY_JOB_ROWS = """
+UPDATE {jobs} SET began_at = now()
+WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
+"""
+
+# One statement per interval keeps all of a worker's jobs alive; ids that do not come
+# back were cancelled or rescued meanwhile, and their tasks are told to stop.
+HEARTBEAT = """
+WITH held AS ({held})
+UPDATE {jobs} AS j SET heartbeat_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM held))
+RETURNING j.id
+"""
+
+
+def _claim_forms() -> dict[tuple[bool, bool], str]:
+    """CLAIM from every queue or from one (any_queue), committing durably or not."""
+    filters = {True: CLAIM_ANY_QUEUE_FILTER, False: CLAIM_QUEUE_FILTER}
+    commits = {True: (ASYNC_CLAIM_COMMIT, ASYNC_CLAIM_CONDITION), False: ("", "")}
+    return {
+        (any_queue, async_commit): fill(
+            CLAIM,
+            queue_filter=filters[any_queue],
+            async_commit=commits[async_commit][0],
+            async_condition=commits[async_commit][1],
+        )
+        for any_queue in filters
+        for async_commit in commits
+    }
+
+
+CLAIM_FORMS = _claim_forms()
+RECORD_OUTCOMES = fill(RECORD_OUTCOMES, held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES))
+COMPLETE_JOBS = fill(COMPLETE_JOBS, held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS))
+HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)
+
+
+class ClaimStatements:
+    """The worker's hot statements for one schema, on a given connection."""
+
+    def __init__(self, sql: SchemaSQL) -> None:
+        self.sql = sql
+        self.schema = sql.schema
+
+    def claim(
+        self,
+        conn: Any,
+        *,
+        limit: int,
+        queue: str | None,
+        worker_id: str,
+        begin: int = 0,
+        async_commit: bool = False,
+    ) -> tuple[list[ClaimedJob], set[int]]:
+        """Claim up to `limit` runnable jobs (of `queue`, or of any queue when None), the
+        first `begin` of them ready for threads (CLAIM); `async_commit`: without waiting
+        for the claim's WAL to reach the disk. Returns the jobs and the ids readied."""
+        query = self.sql.render(CLAIM_FORMS[queue is None, async_commit])
+        params = {"limit": limit, "worker_id": worker_id, "queue": queue, "begin": begin}
+        claimed = rows(conn, self.schema, Statement(query, params, binary=True))
+        jobs = [ClaimedJob._make(row[:-1]) for row in claimed]
+        return jobs, {row[0] for row in claimed if row[-1]}
+
+    def record_outcomes(
+        self, conn: Any, outcomes: Sequence[Outcome], *, worker_id: str
+    ) -> set[int]:
+        """Write finished attempts; the ids whose outcome was applied.
+
+        An outcome is dropped when its job is no longer this attempt, running, and ours
+        (it was cancelled or rescued meanwhile).
+        """
+        applied: set[int] = set()
+        for statement in self.outcome_statements(outcomes, worker_id=worker_id):
+            applied.update(row[0] for row in rows(conn, self.schema, statement))
+        return applied
+
+    def outcome_statements(self, outcomes: Sequence[Outcome], *, worker_id: str) -> list[Statement]:
+        """The statements that write `outcomes`: successes take the cheaper
+        COMPLETE_JOBS, every other outcome RECORD_OUTCOMES."""
+        successes = [o for o in outcomes if o.state == "completed"]
+        others = [o for o in outcomes if o.state != "completed"] if successes else outcomes
+        statements: list[Statement] = []
+        if successes:
+            completions = {
+                "ids": int_array([o.job_id for o in successes]),
+                "attempts": int_array([o.attempt for o in successes]),
+                "worker_id": worker_id,
+            }
+            statements.append(Statement(self.sql.render(COMPLETE_JOBS), completions))
+        if others:
+            params: Mapping[str, Any] = {
+                "ids": [o.job_id for o in others],
+                "attempts": [o.attempt for o in others],
+                "states": [str(o.state) for o in others],
+                "delays": [o.delay for o in others],
+                "errors": [o.error_json for o in others],
+                "attempts_deltas": [o.attempts_delta for o in others],
+                "max_attempts_deltas": [o.max_attempts_delta for o in others],
+                "worker_id": worker_id,
+                "channel": self.sql.channel,
+            }
+            statements.append(Statement(self.sql.render(RECORD_OUTCOMES), params))
+        return statements
+
+    def ready_jobs(self, conn: Any, job_ids: Collection[int], *, worker_id: str) -> None:
+        """Record `job_ids` as every job this worker readied and has not settled
+        (READY_JOBS); row by row when the worker has no row to record them in."""
+        ids = sorted(job_ids)
+        params = {"ranges": id_ranges(ids), "worker_id": worker_id}
+        if not rows(conn, self.schema, Statement(self.sql.render(READY_JOBS), params)):
+            params = {"ids": int_array(ids), "worker_id": worker_id}
+            rows(conn, self.schema, Statement(self.sql.render(READY_JOB_ROWS), params))
+
+    def heartbeat(self, conn: Any, ids: Sequence[int], *, worker_id: str) -> set[int]:
+        """Refresh `heartbeat_at` of the jobs still ours; returns their ids."""
+        params = {"ids": int_array(ids), "worker_id": worker_id}
+        return {
+            row[0] for row in rows(conn, self.schema, Statement(self.sql.render(HEARTBEAT), params))
+        }

@@ -193,6 +193,7 @@ def _claim_forms() -> dict[tuple[bool, bool], str]:
 
 
 CLAIM_FORMS = _claim_forms()
+# The statements as they run: their shared subqueries put in.
 RECORD_OUTCOMES = fill(RECORD_OUTCOMES, held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES))
 COMPLETE_JOBS = fill(COMPLETE_JOBS, held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS))
 HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)

@@ -216,5 +216,6 @@ class MaintenanceStatements:
 def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | None, int]:
     """(address, port, backend pid) of this session's client as the server sees it; the
     address and port are None over a Unix socket."""
+    # Schema-free: no table of pgjobs' is read, so no schema to report missing.
     [(address, port, pid)] = rows(conn, "", Statement(psql.SQL(CLIENT_ENDPOINT)))
     return address, port, pid

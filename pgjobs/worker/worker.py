@@ -38,9 +38,9 @@ class Worker:
     Data path: the fetcher claims jobs in batches into the claim buffer (at most
     `concurrency + prefetch` held), executor threads run them and hand outcomes to the
     completer, which writes them in batches. The heartbeat keeps every held job alive;
-    the listener wakes the fetcher on NOTIFY; on the maintenance leader alone, the
-    maintenance group rescues other workers' lost jobs, enqueues periodic jobs and
-    deletes old ones. `parts` holds them all (`WorkerParts`).
+    the listener wakes the fetcher on NOTIFY; on the leader of each duty alone, the
+    maintenance group rescues lost workers' jobs, enqueues periodic jobs and deletes old
+    ones (`maintenance.py`). `parts` holds them all (`WorkerParts`).
     """
 
     def __init__(

@@ -63,32 +63,51 @@ def test_a_rolling_deploy_that_changes_the_schedule_keeps_enqueuing_every_tick(
     start_worker: StartWorker, runs_table: str, observer: Connection
 ) -> None:
     # given: the old version of the app ticks every second, the new one every two seconds,
-    # and both run side by side (a rolling deploy)
+    # and both run side by side (a rolling deploy), the old one started first
     old = start_worker("--concurrency", "2", app=PERIODIC_APP)
     new = start_worker("--concurrency", "2", app="tests.periodic_app_v2:app")
-    [(both_running,)] = observer.execute("SELECT now()").fetchall()
-
-    def since_both() -> list[datetime]:
-        return [
-            job["scheduled_at"]
-            for job in ticks(observer, runs_table)
-            if job["scheduled_at"] > both_running + timedelta(seconds=1)
-        ]
+    both_running = now(observer)
 
     # when: six ticks pass
     wait_until(
-        lambda: len(since_both()) >= 6,
+        lambda: len(ticks_after(observer, runs_table, both_running)) >= 6,
         timeout=30,
         message=lambda: f"{old.describe()}\n{new.describe()}",
     )
-    # then: both schedules apply meanwhile: every second has its job (the old version's
-    # ticks), so each tick the two share (the even seconds) has exactly one
-    times = since_both()
+    # then: the periodic leader's schedule applies: the old worker, the longest running,
+    # enqueues a job every second, each tick once
+    times = ticks_after(observer, runs_table, both_running)
     assert consecutive_seconds(times), times
     assert len(set(times)) == len(times)
-    assert any(t.second % 2 == 0 for t in times)
-    for worker in (old, new):
-        assert worker.stop() == 0
+    # when: the old worker stops, as the deploy ends
+    assert old.stop() == 0
+    handed_over = now(observer)
+    # then: the new worker takes over at its next beat and enqueues its own ticks, once each
+    wait_until(
+        lambda: len(ticks_after(observer, runs_table, handed_over)) >= 2,
+        timeout=30,
+        message=new.describe,
+    )
+    later = ticks_after(observer, runs_table, handed_over)
+    assert all(t.second % 2 == 0 for t in later), later
+    assert len(set(later)) == len(later)
+    assert new.stop() == 0
+
+
+def now(observer: Connection) -> datetime:
+    """The database's clock, which the ticks are compared with."""
+    [(moment,)] = observer.execute("SELECT now()").fetchall()
+    assert isinstance(moment, datetime)
+    return moment
+
+
+def ticks_after(observer: Connection, runs_table: str, moment: datetime) -> list[datetime]:
+    """The ticks enqueued for times more than a second after `moment`."""
+    return [
+        job["scheduled_at"]
+        for job in ticks(observer, runs_table)
+        if job["scheduled_at"] > moment + timedelta(seconds=1)
+    ]
 
 
 @pytest.mark.slow

@@ -14,11 +14,17 @@ from typing import Any, Literal
 import psycopg
 
 from pgjobs.app import App
-from pgjobs.bounds import BIGINT_MAX, check_bigint, check_seconds
-from pgjobs.data.connector import run
+from pgjobs.bounds import check_bigint, check_seconds
 from pgjobs.data.inspect import QueueStats
-from pgjobs.data.producer import unique_key_holders
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError, PgJobsError
+from pgjobs.job_checks import (
+    distinct,
+    in_bigint_range,
+    in_order,
+    lock_for_change,
+    unique_key_conflicts,
+    wrong_state,
+)
 from pgjobs.types import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
 
 PRUNE_BATCH_SIZE = 10_000
@@ -75,7 +81,7 @@ def list_jobs(
 
 def get_job(app: App, job_id: int) -> Job:
     """One job, with `errors` holding its attempt history."""
-    if _in_bigint_range(job_id):
+    if in_bigint_range(job_id):
         with app.database.transaction() as conn:
             job = app.data.inspect.get_job(conn, job_id)
         if job is not None:
@@ -125,18 +131,18 @@ def _change_by_id(
 ) -> list[int]:
     """Lock the jobs, refuse the whole change if any is unknown or in a state not
     `allowed` (or, when checked, would take a held unique_key), else `change` them all."""
-    wanted = _distinct(ids)
+    wanted = distinct(ids)
     if not wanted:
         return []
     with app.database.transaction() as conn:
-        locked = _lock(conn, app, wanted)
-        problems = _wrong_state(locked, allowed, verb)
+        locked = lock_for_change(conn, app, wanted)
+        problems = wrong_state(locked, allowed, verb)
         if check_unique_keys:
-            problems.update(_unique_key_conflicts(conn, app, locked, problems))
+            problems.update(unique_key_conflicts(conn, app, locked, problems))
         if problems:
             raise JobStateError(problems)
         changed = change(conn, wanted)
-    return _in_order(wanted, changed)
+    return in_order(wanted, changed)
 
 
 def prune_jobs(
@@ -179,79 +185,6 @@ def check_states(states: Iterable[str]) -> None:
         if state not in STATES:
             names = ", ".join(s.value for s in STATES)
             raise ConfigurationError(f"unknown state {state!r}; choose from {names}")
-
-
-def _distinct(ids: Iterable[int]) -> list[int]:
-    return list(dict.fromkeys(ids))
-
-
-def _in_bigint_range(job_id: int) -> bool:
-    return 0 < job_id <= BIGINT_MAX
-
-
-def _lock(
-    conn: psycopg.Connection[Any], app: App, wanted: list[int]
-) -> dict[int, tuple[JobState, str | None]]:
-    """Lock the requested jobs; {id: (state, unique_key)}, or JobNotFoundError."""
-    locked = app.data.admin.lock_jobs(
-        conn, [job_id for job_id in wanted if _in_bigint_range(job_id)]
-    )
-    missing = [job_id for job_id in wanted if job_id not in locked]
-    if len(missing) == 1:
-        raise JobNotFoundError(f"no job with id {missing[0]}")
-    if missing:
-        raise JobNotFoundError(f"no jobs with ids {', '.join(map(str, missing))}")
-    return locked
-
-
-def _wrong_state(
-    locked: dict[int, tuple[JobState, str | None]], allowed: tuple[JobState, ...], done: str
-) -> dict[int, str]:
-    """Refusals for the locked jobs whose state does not allow the change."""
-    names = " or ".join(state.value for state in allowed)
-    return {
-        job_id: f"job {job_id} is {state.value}; only {names} jobs can be {done}"
-        for job_id, (state, _) in locked.items()
-        if state not in allowed
-    }
-
-
-def _unique_key_conflicts(
-    conn: psycopg.Connection[Any],
-    app: App,
-    locked: dict[int, tuple[JobState, str | None]],
-    already_refused: Collection[int],
-) -> dict[int, str]:
-    """Jobs whose retry would give a unique_key a second unfinished holder."""
-    candidates = {
-        job_id: key
-        for job_id, (_, key) in locked.items()
-        if key is not None and job_id not in already_refused
-    }
-    if not candidates:
-        return {}
-    keys = list(candidates.values())
-    holders = run(conn, app.schema, unique_key_holders(app.data.sql, keys))
-    problems = {}
-    first_retried: dict[str, int] = {}
-    for job_id, key in sorted(candidates.items()):
-        if key in holders:
-            problems[job_id] = (
-                f"job {job_id} cannot be retried: job {holders[key]} already holds "
-                f"its unique_key {key!r}"
-            )
-        elif key in first_retried:
-            problems[job_id] = (
-                f"job {job_id} cannot be retried with job {first_retried[key]}: "
-                f"both have unique_key {key!r}"
-            )
-        else:
-            first_retried[key] = job_id
-    return problems
-
-
-def _in_order(wanted: list[int], changed: set[int]) -> list[int]:
-    return [job_id for job_id in wanted if job_id in changed]
 
 
 # --- bulk retry and cancel by filter ---------------------------------------------------
@@ -388,7 +321,7 @@ def _matching(action: BulkAction, job_filter: JobFilter) -> dict[str, Any]:
 def _retry_batch(
     app: App, conn: psycopg.Connection[Any], locked: dict[int, tuple[JobState, str | None]]
 ) -> set[int]:
-    refused = _unique_key_conflicts(conn, app, locked, ())
+    refused = unique_key_conflicts(conn, app, locked, ())
     wanted = [job_id for job_id in locked if job_id not in refused]
     return app.data.admin.retry_jobs(conn, wanted) if wanted else set()
 

@@ -79,15 +79,18 @@ class Maintenance(LoopService):
         return self._stop_members(self.members, timeout) and stopped
 
     def _stop_members(self, members: Sequence[LoopService], timeout: float) -> bool:
-        """Stop `members`; the connection the group shares closes once none runs."""
+        """Stop `members`; the connection the group shares closes once none runs. They
+        count as running until then, so `running` never reads False while they still
+        hold the connection."""
         for member in members:
             member.request_stop()
-            self._running.discard(member)
         deadline = time.monotonic() + timeout
         stopped = True
         for member in members:
             stopped = member.join(max(0.0, deadline - time.monotonic())) and stopped
             member.close()
-        if not self._running:
+        still_running = self._running.difference(members)
+        if not still_running:
             self.connection.close()
+        self._running = still_running
         return stopped

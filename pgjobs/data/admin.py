@@ -11,9 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pgjobs.data.connector import rows
-from pgjobs.data.sql import SchemaSQL, fill
-from pgjobs.data.steps import Statement
+from pgjobs.data.group import StatementGroup
+from pgjobs.data.sql import fill
 from pgjobs.types import JobState
 
 Params = Mapping[str, Any]
@@ -136,15 +135,8 @@ COUNT_MATCHING = fill(COUNT_MATCHING, matching=MATCHING_JOBS.strip())
 LOCK_MATCHING = fill(LOCK_MATCHING, matching=MATCHING_JOBS.strip())
 
 
-class AdminStatements:
+class AdminStatements(StatementGroup):
     """The changes of one schema, on a given connection (in its transaction)."""
-
-    def __init__(self, sql: SchemaSQL) -> None:
-        self.sql = sql
-        self.schema = sql.schema
-
-    def _rows(self, conn: Any, template: str, params: Any) -> Any:
-        return rows(conn, self.schema, Statement(self.sql.render(template), params))
 
     def lock_jobs(self, conn: Any, ids: Sequence[int]) -> dict[int, tuple[JobState, str | None]]:
         """Lock jobs (in id order) for a change: {id: (state, unique_key)} of those found."""

@@ -10,7 +10,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pgjobs.data.connector import rows
-from pgjobs.data.sql import SchemaSQL, fill, id_ranges, int_array
+from pgjobs.data.group import StatementGroup
+from pgjobs.data.sql import fill, id_ranges, int_array
 from pgjobs.data.steps import Statement
 from pgjobs.types import ClaimedJob, Outcome
 
@@ -199,12 +200,8 @@ COMPLETE_JOBS = fill(COMPLETE_JOBS, held_outcomes=fill(HELD_OUTCOMES, outcomes=A
 HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)
 
 
-class ClaimStatements:
+class ClaimStatements(StatementGroup):
     """The worker's hot statements for one schema, on a given connection."""
-
-    def __init__(self, sql: SchemaSQL) -> None:
-        self.sql = sql
-        self.schema = sql.schema
 
     def claim(
         self,
@@ -219,9 +216,8 @@ class ClaimStatements:
         """Claim up to `limit` runnable jobs (of `queue`, or of any queue when None), the
         first `begin` of them ready for threads (CLAIM); `async_commit`: without waiting
         for the claim's WAL to reach the disk. Returns the jobs and the ids readied."""
-        query = self.sql.render(CLAIM_FORMS[queue is None, async_commit])
         params = {"limit": limit, "worker_id": worker_id, "queue": queue, "begin": begin}
-        claimed = rows(conn, self.schema, Statement(query, params, binary=True))
+        claimed = self._rows(conn, CLAIM_FORMS[queue is None, async_commit], params, binary=True)
         jobs = [ClaimedJob._make(row[:-1]) for row in claimed]
         return jobs, {row[0] for row in claimed if row[-1]}
 
@@ -271,13 +267,11 @@ class ClaimStatements:
         (READY_JOBS); row by row when the worker has no row to record them in."""
         ids = sorted(job_ids)
         params = {"ranges": id_ranges(ids), "worker_id": worker_id}
-        if not rows(conn, self.schema, Statement(self.sql.render(READY_JOBS), params)):
+        if not self._rows(conn, READY_JOBS, params):
             params = {"ids": int_array(ids), "worker_id": worker_id}
-            rows(conn, self.schema, Statement(self.sql.render(READY_JOB_ROWS), params))
+            self._rows(conn, READY_JOB_ROWS, params)
 
     def heartbeat(self, conn: Any, ids: Sequence[int], *, worker_id: str) -> set[int]:
         """Refresh `heartbeat_at` of the jobs still ours; returns their ids."""
         params = {"ids": int_array(ids), "worker_id": worker_id}
-        return {
-            row[0] for row in rows(conn, self.schema, Statement(self.sql.render(HEARTBEAT), params))
-        }
+        return {row[0] for row in self._rows(conn, HEARTBEAT, params)}

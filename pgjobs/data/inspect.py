@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pgjobs.data.connector import rows
-from pgjobs.data.sql import SchemaSQL, fill
-from pgjobs.data.steps import Statement
+from pgjobs.data.group import StatementGroup
+from pgjobs.data.sql import fill
 from pgjobs.types import STATES, Job, JobState, RegisteredWorker
 
 
@@ -155,16 +154,8 @@ QUEUE_OVERVIEW = fill(QUEUE_OVERVIEW, queue_stats=QUEUE_STATS)
 _JOB_FIELDS = [field.name for field in dataclasses.fields(Job)]  # JOB_COLUMNS' order
 
 
-class InspectStatements:
+class InspectStatements(StatementGroup):
     """The reads of one schema, on a given connection."""
-
-    def __init__(self, sql: SchemaSQL) -> None:
-        self.sql = sql
-        self.schema = sql.schema
-
-    def _rows(self, conn: Any, template: str, params: Any = None, *, named: bool = False) -> Any:
-        statement = Statement(self.sql.render(template), params, named=named)
-        return rows(conn, self.schema, statement)
 
     def schema_revision(self, conn: Any) -> tuple[bool, str | None]:
         """(whether `pgjobs migrate` created this schema's jobs table, its Alembic

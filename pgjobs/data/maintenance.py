@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql as psql
 
 from pgjobs.data.connector import rows
+from pgjobs.data.group import StatementGroup
 from pgjobs.data.sql import SchemaSQL
 from pgjobs.data.steps import Statement
 from pgjobs.types import WorkerRegistration
@@ -137,19 +138,15 @@ NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 CLIENT_ENDPOINT = "SELECT host(inet_client_addr()), inet_client_port(), pg_backend_pid()"
 
 
-class MaintenanceStatements:
+class MaintenanceStatements(StatementGroup):
     """The worker's maintenance statements for one schema, on a given connection."""
 
     def __init__(self, sql: SchemaSQL) -> None:
-        self.sql = sql
-        self.schema = sql.schema
+        super().__init__(sql)
         listen = psql.SQL("LISTEN {}; LISTEN {}").format(
             psql.Identifier(sql.channel), psql.Identifier(sql.control_channel)
         )
         self.listen_statement = psql.SQL(listen.as_string())
-
-    def _rows(self, conn: Any, template: str, params: Any = None) -> Any:
-        return rows(conn, self.schema, Statement(self.sql.render(template), params))
 
     def rescue(self, conn: Any, *, rescue_after: float) -> list[tuple[int, str, bool]]:
         """Put back (or fail) jobs of workers silent for `rescue_after` s: (id, new state,

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgjobs.data.connector import rows
-from pgjobs.data.sql import SchemaSQL
-from pgjobs.data.steps import Statement
+from pgjobs.data.group import StatementGroup
 from pgjobs.types import JobRow
 
 # A schedule as the statements take it: (name, expression, timezone).
@@ -104,16 +102,8 @@ RETURNING (SELECT id FROM enqueued)
 """
 
 
-class ScheduleStatements:
+class ScheduleStatements(StatementGroup):
     """The schedules' statements of one schema, on a given connection."""
-
-    def __init__(self, sql: SchemaSQL) -> None:
-        self.sql = sql
-        self.schema = sql.schema
-
-    def _rows(self, conn: Any, template: str, params: Any, *, named: bool = False) -> Any:
-        statement = Statement(self.sql.render(template), params, named=named)
-        return rows(conn, self.schema, statement)
 
     def schedule_states(
         self, conn: Any, names: Sequence[str] | None = None

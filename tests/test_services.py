@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -320,20 +320,9 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     app.data.claims.ready_jobs(
         connection.connection(), [job.id for job in claimed], worker_id=WORKER
     )
-    observer.execute(
-        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
-            sql.Identifier(app.schema, "jobs")
-        )
-    )
+    fall_silent(app, observer)
     current = False
-    rescuer = Rescuer(
-        connection,
-        app.data.maintenance,
-        "rescuer",
-        rescue_after=30,
-        interval=1,
-        may_rescue=lambda: current,
-    )
+    rescuer = silent_workers_rescuer(app, connection, may_rescue=lambda: current)
     # when this worker's own heartbeat is not current, it rescues nothing
     assert rescuer.run_once() == []
     assert job(observer, app.schema, job_id)["state"] == "running"
@@ -345,24 +334,35 @@ def test_rescuer_pass_returns_jobs_of_a_silent_worker_unless_its_own_beat_is_sta
     assert "worker lost: test-worker" in rescued["errors"][0]["error"]
 
 
-def rescue_after_silence(
-    app: App, connection: ResilientConnection, observer: Connection
-) -> list[tuple[int, str, bool]]:
-    """Every held job's worker falls silent for a minute; a rescuer's pass, sorted."""
+def fall_silent(app: App, observer: Connection) -> None:
+    """Every held job's worker falls silent for a minute."""
     observer.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(
             sql.Identifier(app.schema, "jobs")
         )
     )
-    rescuer = Rescuer(
+
+
+def silent_workers_rescuer(
+    app: App, connection: ResilientConnection, *, may_rescue: Callable[[], bool]
+) -> Rescuer:
+    """A rescuer of workers silent for 30 s."""
+    return Rescuer(
         connection,
         app.data.maintenance,
         "rescuer",
         rescue_after=30,
         interval=1,
-        may_rescue=lambda: True,
+        may_rescue=may_rescue,
     )
-    return sorted(rescuer.run_once())
+
+
+def rescue_after_silence(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> list[tuple[int, str, bool]]:
+    """Every held job's worker falls silent for a minute; a rescuer's pass, sorted."""
+    fall_silent(app, observer)
+    return sorted(silent_workers_rescuer(app, connection, may_rescue=lambda: True).run_once())
 
 
 def test_rescue_gives_back_the_attempt_of_a_job_that_only_waited_in_a_lost_buffer(

@@ -142,15 +142,8 @@ class DataPath:
 
     def services(self) -> list[Service]:
         """The data path's services (their `stop_phase` orders them)."""
-        executors = (
-            [self.executor]
-            if self.async_executor is None
-            else [
-                self.executor,
-                self.async_executor,
-            ]
-        )
-        return [self.completer, *executors, self.fetcher]
+        async_executor = [] if self.async_executor is None else [self.async_executor]
+        return [self.completer, self.executor, *async_executor, self.fetcher]
 
     def held(self) -> dict[int, object]:
         """Every job this worker holds, with what stands for this claim of it: the

@@ -43,6 +43,15 @@ if TYPE_CHECKING:
         InvalidTaskError as InvalidTaskError,
     )
     from pgjobs.errors import (
+        InvalidWorkflowError as InvalidWorkflowError,
+    )
+    from pgjobs.errors import (
+        JobCancelledError as JobCancelledError,
+    )
+    from pgjobs.errors import (
+        JobFailedError as JobFailedError,
+    )
+    from pgjobs.errors import (
         JobNotFoundError as JobNotFoundError,
     )
     from pgjobs.errors import (
@@ -56,6 +65,9 @@ if TYPE_CHECKING:
     )
     from pgjobs.errors import (
         QueueFull as QueueFull,
+    )
+    from pgjobs.errors import (
+        ResultNotStorableError as ResultNotStorableError,
     )
     from pgjobs.errors import (
         SchemaBehindError as SchemaBehindError,
@@ -84,8 +96,28 @@ if TYPE_CHECKING:
     from pgjobs.types import (
         JobState as JobState,
     )
+    from pgjobs.workflows import (
+        Step as Step,
+    )
+    from pgjobs.workflows import (
+        Workflow as Workflow,
+    )
+    from pgjobs.workflows import (
+        chain as chain,
+    )
+    from pgjobs.workflows import (
+        group as group,
+    )
 
 _HOMES = {
+    "group": "pgjobs.workflows",
+    "chain": "pgjobs.workflows",
+    "Step": "pgjobs.workflows",
+    "Workflow": "pgjobs.workflows",
+    "ResultNotStorableError": "pgjobs.errors",
+    "JobFailedError": "pgjobs.errors",
+    "JobCancelledError": "pgjobs.errors",
+    "InvalidWorkflowError": "pgjobs.errors",
     "App": "pgjobs.app",
     "Backoff": "pgjobs.retry",
     "ConfigurationError": "pgjobs.errors",

@@ -2,7 +2,8 @@
 
 The functions take an App, so applications can call them as the CLI does. Retry and
 cancel are all or nothing: they lock and check every requested job first, and change
-none of them unless all of them can be changed.
+none of them unless all of them can be changed. Workflow steps are settled as a worker
+settles them (see `cancel_jobs`, `retry_jobs`, `prune_jobs`).
 """
 
 from __future__ import annotations
@@ -15,23 +16,28 @@ import psycopg
 
 from pgjobs.app import App
 from pgjobs.bounds import check_bigint, check_seconds
+from pgjobs.data.connector import run
 from pgjobs.data.inspect import QueueStats
+from pgjobs.data.maintenance import PRUNE_START, PruneCursor
+from pgjobs.data.workflows import WorkflowGraph, steps_by_id, workflow_graph
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError, PgJobsError
 from pgjobs.job_checks import (
+    check_states,
+    describe_states,
     distinct,
     in_bigint_range,
     in_order,
     lock_for_change,
+    plan_retry,
     unique_key_conflicts,
     wrong_state,
 )
-from pgjobs.types import FINISHED_STATES, RETRYABLE_STATES, STATES, UNFINISHED_STATES, Job, JobState
+from pgjobs.types import CANCELLABLE_STATES, FINISHED_STATES, RETRYABLE_STATES, Job, JobState
 
 PRUNE_BATCH_SIZE = 10_000
 # Jobs changed per transaction by a bulk retry or cancel: each batch's row locks last
 # milliseconds, however many jobs match.
 BULK_BATCH_SIZE = 1_000
-CANCELLABLE_STATES = UNFINISHED_STATES
 
 __all__ = [
     "BulkChange",
@@ -40,9 +46,12 @@ __all__ = [
     "Selection",
     "cancel_jobs",
     "cancel_matching",
+    "cancel_workflow",
     "change_selected",
     "check_states",
+    "get_dependencies",
     "get_job",
+    "get_workflow",
     "list_jobs",
     "prune_jobs",
     "queue_stats",
@@ -65,10 +74,14 @@ def list_jobs(
     queues: Collection[str] = (),
     tasks: Collection[str] = (),
     limit: int = 50,
+    workflow_id: int | None = None,
 ) -> list[Job]:
-    """The newest `limit` jobs matching every given filter (an empty filter matches all)."""
+    """The newest `limit` jobs matching every given filter (an empty filter matches all;
+    `workflow_id` keeps the steps of one workflow)."""
     check_states(states)
     check_bigint("limit", limit, error=ConfigurationError)
+    if workflow_id is not None and not in_bigint_range(workflow_id):
+        return []
     with app.database.transaction() as conn:
         return app.data.inspect.list_jobs(
             conn,
@@ -76,6 +89,7 @@ def list_jobs(
             queues=list(queues) or None,
             tasks=list(tasks) or None,
             limit=limit,
+            workflow_id=workflow_id,
         )
 
 
@@ -89,17 +103,43 @@ def get_job(app: App, job_id: int) -> Job:
     raise JobNotFoundError(f"no job with id {job_id}")
 
 
+def get_workflow(app: App, workflow_id: int) -> WorkflowGraph:
+    """A workflow with its steps, in the order they were added (JobNotFoundError when
+    there is no such workflow)."""
+    graph = None
+    if in_bigint_range(workflow_id):
+        with app.database.transaction() as conn:
+            graph = run(conn, app.schema, workflow_graph(app.data.sql, workflow_id))
+    if graph is None:
+        raise JobNotFoundError(f"no workflow with id {workflow_id}")
+    return graph
+
+
+def get_dependencies(app: App, job: Job) -> dict[int, tuple[str, str]]:
+    """{id: (step name, state)} of a step's dependencies (those retention left)."""
+    if not job.depends_on:
+        return {}
+    with app.database.transaction() as conn:
+        return run(conn, app.schema, steps_by_id(app.data.sql, job.depends_on))
+
+
 def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
     """Put failed or cancelled jobs back in their queue to run now; returns their ids.
 
-    A job that ran out of attempts gets one more. Waiting workers are woken.
-    Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
-    unknown, in another state, or would take a `unique_key` that an unfinished job holds.
+    A job that ran out of attempts gets one more. Waiting workers are woken. A workflow
+    step waits (`blocked`) for its unfinished dependencies and is refused while one is
+    failed or cancelled (`job_checks.plan_retry`); blocked steps that depend on it wait
+    for it again, cancelled ones stay cancelled. Raises `JobNotFoundError` or
+    `JobStateError` and changes nothing when any id is unknown, in another state, would
+    take a `unique_key` that an unfinished job holds, or is refused so.
     """
 
     def retry(conn: psycopg.Connection[Any], wanted: list[int]) -> set[int]:
+        steps, problems = plan_retry(conn, app, wanted, all_or_nothing=True)
+        if problems:
+            raise JobStateError(problems)
         try:
-            return app.data.admin.retry_jobs(conn, wanted)
+            return app.data.admin.retry_jobs(conn, wanted, steps)
         except psycopg.errors.UniqueViolation:
             # A producer enqueued a job with the same unique_key after the check.
             raise JobStateError(
@@ -110,14 +150,32 @@ def retry_jobs(app: App, ids: Iterable[int]) -> list[int]:
 
 
 def cancel_jobs(app: App, ids: Iterable[int]) -> list[int]:
-    """Cancel waiting or running jobs; returns their ids.
+    """Cancel waiting, blocked or running jobs; returns their ids.
 
     A running job's worker is told at once (a notification on commit, the heartbeat as a
-    backstop): its task's stop flag is set and its result is dropped.
+    backstop): its task's stop flag is set and its result is dropped. A workflow step's
+    dependents are cancelled with it, and theirs, down the graph (those added with
+    `run_if="finished"` are released instead), in the same transaction.
     Raises `JobNotFoundError` or `JobStateError` and changes nothing when any id is
     unknown or already finished.
     """
     return _change_by_id(app, ids, CANCELLABLE_STATES, "cancelled", app.data.admin.cancel_jobs)
+
+
+def cancel_workflow(app: App, workflow_id: int) -> list[int]:
+    """Cancel every unfinished step (available, blocked or running) of a workflow, in
+    one transaction; returns their ids (none when every step had finished).
+
+    Raises `JobNotFoundError` when there is no such workflow.
+    """
+    with app.database.transaction() as conn:
+        locked = None
+        if in_bigint_range(workflow_id):
+            locked = app.data.admin.lock_workflow(conn, workflow_id)
+        if locked is None:
+            raise JobNotFoundError(f"no workflow with id {workflow_id}")
+        changed = app.data.admin.cancel_jobs(conn, locked) if locked else set()
+    return in_order(locked, changed)
 
 
 def _change_by_id(
@@ -155,7 +213,9 @@ def prune_jobs(
     """Delete jobs in `states` that finished more than `older_than_seconds` ago.
 
     Deletes `batch_size` rows per transaction, so a large prune never holds a long lock
-    or one huge transaction. Returns how many jobs were deleted.
+    or one huge transaction. A workflow's steps are kept until all its steps are
+    finished, and the workflow goes with its last step. Returns how many jobs were
+    deleted.
     """
     check_states(states)
     unfinished = [state for state in states if state not in FINISHED_STATES]
@@ -165,26 +225,20 @@ def prune_jobs(
             + ", ".join(s.value for s in FINISHED_STATES)
         )
     older_than = check_seconds("older_than", older_than_seconds, error=ConfigurationError)
+    names = [str(state) for state in states]
     deleted = 0
-    while True:
+    cursor: PruneCursor | None = PRUNE_START
+    while cursor is not None:
         with app.database.transaction() as conn:
-            batch = app.data.maintenance.prune_batch(
+            batch, cursor = app.data.maintenance.prune_next(
                 conn,
-                states=[str(state) for state in states],
+                states=names,
                 older_than_seconds=older_than,
                 batch_size=batch_size,
+                cursor=cursor,
             )
         deleted += batch
-        if batch < batch_size:
-            return deleted
-
-
-def check_states(states: Iterable[str]) -> None:
-    """Raise `ConfigurationError` naming the first value that is not a job state."""
-    for state in states:
-        if state not in STATES:
-            names = ", ".join(s.value for s in STATES)
-            raise ConfigurationError(f"unknown state {state!r}; choose from {names}")
+    return deleted
 
 
 # --- bulk retry and cancel by filter ---------------------------------------------------
@@ -201,7 +255,7 @@ class JobFilter:
     """Which jobs a bulk retry or cancel applies to; an empty field matches any job.
 
     `states` defaults to every state the change applies to (failed and cancelled for a
-    retry, available and running for a cancel); `older_than_seconds` keeps jobs
+    retry, available, running and blocked for a cancel); `older_than_seconds` keeps jobs
     enqueued (`created_at`) longer ago than that.
     """
 
@@ -251,8 +305,9 @@ def change_selected(
     """Retry or cancel the selected jobs, `batch_size` per transaction, in id order.
 
     Each batch locks its rows, checks them again and changes them like `retry_jobs` or
-    `cancel_jobs` (waking workers, telling the workers of cancelled running jobs), so a
-    million jobs never hold one long lock.
+    `cancel_jobs` (waking workers, telling the workers of cancelled running jobs,
+    settling workflow steps), so a million jobs never hold one long lock. A workflow
+    step that `retry_jobs` would refuse is left as it is (skipped).
     """
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
@@ -286,14 +341,16 @@ def change_selected(
 def retry_matching(
     app: App, job_filter: JobFilter, *, batch_size: int = BULK_BATCH_SIZE
 ) -> BulkChange:
-    """Retry every failed or cancelled job that matches `job_filter`, in batches."""
+    """Retry every failed or cancelled job that matches `job_filter`, in batches (a step
+    whose dependency stays failed or cancelled is skipped)."""
     return change_selected(app, select_jobs(app, "retry", job_filter), batch_size=batch_size)
 
 
 def cancel_matching(
     app: App, job_filter: JobFilter, *, batch_size: int = BULK_BATCH_SIZE
 ) -> BulkChange:
-    """Cancel every waiting or running job that matches `job_filter`, in batches."""
+    """Cancel every waiting, blocked or running job that matches `job_filter`, in
+    batches."""
     return change_selected(app, select_jobs(app, "cancel", job_filter), batch_size=batch_size)
 
 
@@ -303,9 +360,9 @@ def _matching(action: BulkAction, job_filter: JobFilter) -> dict[str, Any]:
     check_states(job_filter.states)
     refused = [state for state in job_filter.states if state not in allowed]
     if refused:
-        names = " or ".join(state.value for state in allowed)
         raise ConfigurationError(
-            f"{action} applies to {names} jobs, not {', '.join(map(str, refused))}"
+            f"{action} applies to {describe_states(allowed)} jobs, "
+            f"not {', '.join(map(str, refused))}"
         )
     older_than = job_filter.older_than_seconds
     if older_than is not None:
@@ -323,7 +380,11 @@ def _retry_batch(
 ) -> set[int]:
     refused = unique_key_conflicts(conn, app, locked, ())
     wanted = [job_id for job_id in locked if job_id not in refused]
-    return app.data.admin.retry_jobs(conn, wanted) if wanted else set()
+    if not wanted:
+        return set()
+    steps, broken = plan_retry(conn, app, wanted, all_or_nothing=False)
+    wanted = [job_id for job_id in wanted if job_id not in broken]
+    return app.data.admin.retry_jobs(conn, wanted, steps) if wanted else set()
 
 
 def _cancel_batch(

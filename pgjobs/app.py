@@ -27,6 +27,7 @@ from pgjobs.errors import (
     UnknownTaskError,
 )
 from pgjobs.queue_limits import QueueLimits
+from pgjobs.results import ResultWaiter
 from pgjobs.retry import Backoff, check_backoff
 from pgjobs.tasks import P, R, Task, check_task_function, check_task_name
 from pgjobs.types import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, CallerConnection, JobRow
@@ -36,6 +37,16 @@ if TYPE_CHECKING:
 
     from pgjobs.async_db import AsyncDatabase
     from pgjobs.periodic import Schedule
+
+DEFAULT_RESULT_MAX_BYTES = 1_048_576
+
+
+def check_result_max_bytes(value: object, error: type[Exception]) -> int:
+    """A positive whole number of bytes, else `error`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise error(f"result_max_bytes must be a positive integer, got {value!r}")
+    return value
+
 
 # An item of `enqueue_many`: (task name, arguments) or (task name, arguments, options).
 BulkItem = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
@@ -48,7 +59,8 @@ class App:
     `database_url` and `schema` default to `PGJOBS_DATABASE_URL` (then `DATABASE_URL`)
     and `PGJOBS_SCHEMA`; with no URL at all the embedded local cluster is used.
     `database_wait` is how long an enqueue with `conn=None` waits for a connection
-    before raising `DatabaseUnavailableError`. Nothing
+    before raising `DatabaseUnavailableError`. `result_max_bytes` caps the JSON of a
+    stored result (tasks may set their own). Nothing
     connects until the first enqueue without a caller connection, or a worker starts.
     """
 
@@ -61,11 +73,13 @@ class App:
         default_queue: str = DEFAULT_QUEUE,
         default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         database_wait: float = DEFAULT_WAIT,
+        result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES,
     ) -> None:
         self.schema = resolve_schema(schema)
         self.database = Database(database_url, wait=database_wait)
         self.data = DataLayer(self.schema)
         self.backoff = check_backoff(backoff, ConfigurationError) or Backoff()
+        self.result_max_bytes = check_result_max_bytes(result_max_bytes, ConfigurationError)
         self.defaults = JobOptions(
             queue=default_queue, priority=0, max_attempts=default_max_attempts
         )
@@ -73,6 +87,7 @@ class App:
         self.queue_limits = QueueLimits()  # QueueFull: see pgjobs.queue_limits
         self.schedules: dict[str, Schedule] = {}  # by task name, see `periodic`
         self._async_database: AsyncDatabase | None = None
+        self._results = ResultWaiter(self)  # its thread starts with the first wait
 
     def configure(self, *, database_url: str | None = None, schema: str | None = None) -> None:
         """Point the App at another database or schema (the CLI's options win over code)."""
@@ -97,6 +112,8 @@ class App:
         timeout: float | None = None,
         backoff: Backoff | None = None,
         pass_context: bool = False,
+        store_result: bool = False,
+        result_max_bytes: int | None = None,
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]: ...
 
     def task(
@@ -110,17 +127,25 @@ class App:
         timeout: float | None = None,
         backoff: Backoff | None = None,
         pass_context: bool = False,
+        store_result: bool = False,
+        result_max_bytes: int | None = None,
     ) -> Any:
         """Register a function as a task, as `@app.task` or `@app.task(...)`.
 
         The name defaults to `<module>.<function>`. `timeout` is in seconds; `backoff`
         overrides the app's retry policy; with `pass_context=True` the function receives
-        a `JobContext` as its first argument.
+        a `JobContext` as its first argument. With `store_result=True` its return value
+        is stored as JSON in `jobs.result` (at most `result_max_bytes`, by default the
+        App's) for `App.result` and for the workflow steps that depend on it.
         """
 
         if name is not None:
             check_task_name(name)
         check_backoff(backoff, InvalidTaskError)
+        max_bytes = check_result_max_bytes(
+            self.result_max_bytes if result_max_bytes is None else result_max_bytes,
+            InvalidTaskError,
+        )
 
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{function.__module__}.{function.__name__}"
@@ -141,6 +166,8 @@ class App:
                 timeout=seconds,
                 backoff=backoff,
                 pass_context=pass_context,
+                store_result=store_result,
+                result_max_bytes=max_bytes,
             )
             # Validate the defaults once, at import time, rather than at the first enqueue.
             build_row(task_name, {}, registered.defaults)
@@ -311,8 +338,33 @@ class App:
             return self._row(item[0], item[1], NO_OPTIONS)
         return self._row(*unpack_item(item))
 
+    def result(self, job_id: int, timeout: float | timedelta | None = None) -> Any:
+        """Wait until job `job_id` finishes; its stored result (None if it stores none).
+
+        Raises JobFailedError, JobCancelledError, JobNotFoundError (no such job visible),
+        or TimeoutError after `timeout` seconds (None: no limit). See docs/results.md.
+        """
+        return self._results.results([job_id], timeout)[0]
+
+    async def result_async(self, job_id: int, timeout: float | timedelta | None = None) -> Any:
+        """`result` for asyncio, without blocking the event loop."""
+        return await self._results.result_async(job_id, timeout)
+
+    def results(
+        self,
+        ids: Iterable[int],
+        timeout: float | timedelta | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """`result` of many jobs, in the order of `ids`, within one `timeout`; with
+        `return_exceptions` a job's JobFailedError, JobCancelledError or JobNotFoundError
+        takes its value's place instead of being raised."""
+        return self._results.results(ids, timeout, return_exceptions)
+
     def close(self) -> None:
-        """Close pgjobs' own connection pool (the App can be used again afterwards)."""
+        """Close pgjobs' own connection pool and the results listener (the App can be
+        used again afterwards)."""
+        self._results.close()
         self.database.close()
 
     async def aclose(self) -> None:

@@ -87,6 +87,37 @@ class JobNotFoundError(PgJobsError, LookupError):
     """No job has the requested id."""
 
 
+class ResultNotStorableError(PgJobsError):
+    """A task that stores its result returned a value that is not JSON, or is larger
+    than `result_max_bytes`: the attempt fails with this error and retries by policy."""
+
+
+class JobFailedError(PgJobsError):
+    """`App.result`: the job failed for good. `error` is its last error message and
+    `traceback` that attempt's traceback text (None when the worker was lost)."""
+
+    def __init__(self, job_id: int, error: str | None, traceback: str | None) -> None:
+        super().__init__(f"job {job_id} failed: {error or 'no error recorded'}")
+        self.job_id = job_id
+        self.error = error
+        self.traceback = traceback
+
+
+class JobCancelledError(PgJobsError):
+    """`App.result`: the job was cancelled; `reason` says why when it is known (a
+    workflow step whose dependency failed)."""
+
+    def __init__(self, job_id: int, reason: str | None = None) -> None:
+        super().__init__(f"job {job_id} was cancelled" + (f": {reason}" if reason else ""))
+        self.job_id = job_id
+        self.reason = reason
+
+
+class InvalidWorkflowError(PgJobsError, ValueError):
+    """A workflow's graph or steps are wrong (an unknown step, a step of another
+    workflow, a repeated name, no step at all); nothing was enqueued."""
+
+
 class JobStateError(PgJobsError):
     """Jobs are not in a state that allows the requested change; nothing was changed.
 

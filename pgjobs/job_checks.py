@@ -14,10 +14,22 @@ import psycopg
 
 from pgjobs.app import App
 from pgjobs.bounds import BIGINT_MAX
+from pgjobs.data.admin import StepRetry
 from pgjobs.data.connector import run
 from pgjobs.data.producer import unique_key_holders
-from pgjobs.errors import JobNotFoundError
-from pgjobs.types import JobState
+from pgjobs.errors import ConfigurationError, JobNotFoundError
+from pgjobs.types import CANCELLABLE_STATES, RETRYABLE_STATES, STATES, JobState
+
+# A workflow step's dependency in one of these has not finished: the step waits for it.
+UNFINISHED_STEP_STATES = CANCELLABLE_STATES  # available, running, blocked
+
+
+def check_states(states: Iterable[str]) -> None:
+    """Raise `ConfigurationError` naming the first value that is not a job state."""
+    for state in states:
+        if state not in STATES:
+            names = ", ".join(s.value for s in STATES)
+            raise ConfigurationError(f"unknown state {state!r}; choose from {names}")
 
 
 def distinct(ids: Iterable[int]) -> list[int]:
@@ -49,12 +61,18 @@ def wrong_state(
     locked: dict[int, tuple[JobState, str | None]], allowed: tuple[JobState, ...], done: str
 ) -> dict[int, str]:
     """Refusals for the locked jobs whose state does not allow the change."""
-    names = " or ".join(state.value for state in allowed)
+    names = describe_states(allowed)
     return {
         job_id: f"job {job_id} is {state.value}; only {names} jobs can be {done}"
         for job_id, (state, _) in locked.items()
         if state not in allowed
     }
+
+
+def describe_states(states: Collection[str]) -> str:
+    """E.g. "failed or cancelled", "available, running or blocked"."""
+    names = [str(state) for state in states]
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def unique_key_conflicts(
@@ -89,6 +107,63 @@ def unique_key_conflicts(
         else:
             first_retried[key] = job_id
     return problems
+
+
+def plan_retry(
+    conn: psycopg.Connection[Any], app: App, wanted: list[int], *, all_or_nothing: bool
+) -> tuple[StepRetry, dict[int, str]]:
+    """How the workflow steps among `wanted` (locked, failed or cancelled) are retried,
+    and the refusals: a step whose dependency failed or was cancelled, and is not
+    retried with it, may not run unless it runs whatever its dependencies' outcome
+    (`run_if="finished"`): its dependency must be retried first.
+
+    A retried step waits (`blocked`) for its unfinished dependencies, those retried with
+    it included; a dependency that retention already deleted had finished and counts as
+    such. With `all_or_nothing` the first refusals are returned at once; otherwise a
+    refused step leaves the retry, and the steps that depended on its retry are
+    checked again (a bulk retry's batch).
+    """
+    steps, dependencies = app.data.admin.steps_to_retry(conn, wanted)
+    if not steps:
+        return StepRetry(), {}
+    retried = set(wanted)
+    problems: dict[int, str] = {}
+    while True:
+        refused = {}
+        for step in steps.values():
+            broken = [
+                dependencies[d]
+                for d in step.depends_on
+                if d not in retried
+                and d in dependencies
+                and dependencies[d].state in RETRYABLE_STATES
+            ]
+            if step.id in retried and broken and step.run_if == "completed":
+                first = broken[0]
+                refused[step.id] = (
+                    f"job {step.id} (step {step.step!r}) cannot be retried: its dependency "
+                    f"{first.step!r} (job {first.id}) is {first.state.value}; "
+                    f"retry step {first.step!r} first"
+                )
+        problems.update(refused)
+        retried -= refused.keys()
+        if not refused or all_or_nothing:
+            break
+    retry = StepRetry()
+    for step in steps.values():
+        if step.id not in retried:
+            continue
+        unfinished = [
+            d
+            for d in step.depends_on
+            if d in retried
+            or (d in dependencies and dependencies[d].state in UNFINISHED_STEP_STATES)
+        ]
+        retry.waiting[step.id] = len(unfinished)
+        retry.links.extend((d, step.id) for d in unfinished)
+        if step.workflow_id not in retry.workflows:
+            retry.workflows.append(step.workflow_id)
+    return retry, problems
 
 
 def in_order(wanted: list[int], changed: set[int]) -> list[int]:

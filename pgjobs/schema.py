@@ -71,7 +71,17 @@ def build_metadata(schema: str) -> sa.MetaData:
         # When the running attempt was readied for a worker's thread; NULL while the job
         # waits, claimed, in a worker's buffer (migration 0007).
         sa.Column("began_at", tz, nullable=True),
+        # A task's stored return value (migration 0009).
+        sa.Column("result", JSONB, nullable=True),
+        # Workflows (migration 0009): the step graph, kept on the steps' own rows.
+        sa.Column("workflow_id", sa.BigInteger, nullable=True),
+        sa.Column("step", sa.Text, nullable=True),
+        sa.Column("run_if", sa.Text, nullable=True),
+        sa.Column("depends_on", ARRAY(sa.BigInteger), nullable=True),
+        sa.Column("dependents", ARRAY(sa.BigInteger), nullable=True),
+        sa.Column("waiting_for", sa.Integer, nullable=True),
         sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
+        sa.CheckConstraint("run_if IN ('completed', 'finished')", name="jobs_run_if_check"),
         sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
     )
     # The claim query: waiting jobs of a queue in the order they are served.
@@ -123,6 +133,22 @@ def build_metadata(schema: str) -> sa.MetaData:
         jobs.c.scheduled_at,
         unique=True,
         postgresql_where=sa.text("scheduled_at IS NOT NULL"),
+    )
+    # A workflow's steps by name, each name once per workflow.
+    sa.Index(
+        "jobs_workflow_step_idx",
+        jobs.c.workflow_id,
+        jobs.c.step,
+        unique=True,
+        postgresql_where=sa.text("workflow_id IS NOT NULL"),
+    )
+    # Workflows: a name for each graph of steps (migration 0009).
+    sa.Table(
+        "workflows",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("created_at", tz, nullable=False, server_default=sa.func.now()),
     )
     # Periodic jobs: each schedule's state (see migration 0003).
     sa.Table(

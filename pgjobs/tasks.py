@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -40,9 +40,51 @@ class JobContext:
     worker_id: str
     stop: threading.Event = field(default_factory=threading.Event)
     scheduled_at: datetime | None = None  # a periodic job's tick (aware, UTC)
+    workflow_id: int | None = None  # a workflow step's workflow
+    # How a workflow's step reaches its workflow (set by the worker for steps only).
+    step_access: StepAccess | None = field(default=None, repr=False, compare=False)
     # Bound by the first `wait_stop`, to the loop it runs on.
     _stopped: asyncio.Event | None = field(default=None, repr=False, compare=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """A workflow step's dependencies' stored results, by step name (None for a
+        dependency that stores none, or that failed under `run_if="finished"`)."""
+        return self._steps().results()
+
+    def add_step(
+        self,
+        task: Any,
+        /,
+        *,
+        after: Iterable[str | int] = (),
+        name: str | None = None,
+        run_if: str = "completed",
+        options: Mapping[str, Any] | None = None,
+        **arguments: Any,
+    ) -> int:
+        """Add a step to this step's workflow, committed at once; its job id.
+
+        `task` is a task or a task name; `after` names existing steps of the workflow
+        (by step name or job id; this step's own name, `ctx.step`, makes the new step
+        wait until this one completes). Adding is idempotent by step name, so a retried
+        attempt that adds the same steps again gets the ids of the first ones. A step
+        added without a `name` is named after this step and its task.
+        """
+        return self._steps().add(
+            task, after=after, name=name, run_if=run_if, options=options, arguments=arguments
+        )
+
+    @property
+    def step(self) -> str:
+        """This workflow step's name."""
+        return self._steps().name()
+
+    def _steps(self) -> StepAccess:
+        if self.step_access is None:
+            raise RuntimeError(f"job {self.job_id} is not a workflow step")
+        return self.step_access
 
     def should_stop(self) -> bool:
         """True once the worker wants this attempt to end."""
@@ -72,6 +114,28 @@ class JobContext:
         return True
 
 
+class StepAccess(Protocol):
+    """What a workflow step's context reads and adds through (pgjobs.workflow_steps)."""
+
+    def results(self) -> dict[str, Any]:
+        """The dependencies' results by step name."""
+
+    def name(self) -> str:
+        """The step's name."""
+
+    def add(
+        self,
+        task: Any,
+        *,
+        after: Iterable[str | int],
+        name: str | None,
+        run_if: str,
+        options: Mapping[str, Any] | None,
+        arguments: Mapping[str, Any],
+    ) -> int:
+        """Add a step to the workflow; its job id."""
+
+
 class Enqueuer(Protocol):
     """What a task enqueues through: its App (typed by what it does, so that this module
     need not import the App that imports it). See `App.enqueue` for the arguments."""
@@ -98,6 +162,8 @@ class Task(Generic[P, R]):
         timeout: float | None,
         backoff: Backoff | None,
         pass_context: bool,
+        store_result: bool = False,
+        result_max_bytes: int = 1_048_576,
     ) -> None:
         self.app = app
         self.func = func
@@ -106,6 +172,8 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.backoff = backoff
         self.pass_context = pass_context
+        self.store_result = store_result
+        self.result_max_bytes = result_max_bytes
         self.signature = inspect.signature(func)
         self._keywords = _keyword_shape(self.signature, pass_context)
         self.is_async = inspect.iscoroutinefunction(func)

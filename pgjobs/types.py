@@ -25,6 +25,7 @@ class JobState(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # a workflow step waiting for its dependencies
 
     def __str__(self) -> str:
         return self.value
@@ -41,7 +42,10 @@ class JobState(str, Enum):
 CallerConnection: TypeAlias = Any
 
 STATES: tuple[JobState, ...] = tuple(JobState)
+# The states a unique_key is held in (a workflow step, which may be blocked, has none).
 UNFINISHED_STATES = (JobState.AVAILABLE, JobState.RUNNING)
+# The states `cancel` stops: waiting, blocked or running.
+CANCELLABLE_STATES = (JobState.AVAILABLE, JobState.RUNNING, JobState.BLOCKED)
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 RETRYABLE_STATES = (JobState.FAILED, JobState.CANCELLED)
 
@@ -78,10 +82,17 @@ class Job:
     # When the running attempt was readied for a worker's thread; None while the job
     # waits, claimed, in a worker's buffer (migration 0007).
     began_at: datetime | None = None
+    # The return value of a task that stores results (migration 0009).
+    result: Any = None
+    # A workflow step's workflow, step name, dependencies (job ids) and `run_if`.
+    workflow_id: int | None = None
+    step: str | None = None
+    depends_on: list[int] | None = None
+    run_if: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
-        """Build from a row that has every column (see `data/admin.py`'s JOB_COLUMNS)."""
+        """Build from a row that has every column (see `data/inspect.py`'s JOB_COLUMNS)."""
         return cls(**{**row, "state": JobState(row["state"])})
 
     @property
@@ -187,6 +198,7 @@ class ClaimedJob(NamedTuple):
     `time.time() - run_at_epoch` is how long it has waited (a float is read from the
     claim at less than half the cost of a timestamptz, and needs no conversion).
     `scheduled_at` is the tick a periodic job was enqueued for (None for other jobs).
+    `workflow_id` is set for a workflow's step, whose outcome releases its dependents.
     `priority` orders the jobs a worker holds, with `run_at_epoch` and `id`.
     """
 
@@ -199,6 +211,7 @@ class ClaimedJob(NamedTuple):
     run_at_epoch: float
     scheduled_at: datetime | None = None
     priority: int = 0
+    workflow_id: int | None = None  # a workflow step's workflow
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -223,6 +236,11 @@ class Outcome(NamedTuple):
 
     `state` is the job's new state; why the attempt ended so is its `Ending` (events.py).
     `delay` None keeps the job's `run_at` (a job handed back keeps its place in line).
+    `result_json` is a completed attempt's return value, for a task that stores results;
+    `watched` marks the outcome of a job that stores a result or is a workflow's step:
+    someone may wait for it or depend on it, so its completion is written by the
+    statement that wakes result waiters and releases dependents. `releases` marks a
+    workflow step's completion: its dependents wait for it, so it is written at once.
     """
 
     job_id: int
@@ -232,6 +250,9 @@ class Outcome(NamedTuple):
     error: dict[str, Any] | None = None
     attempts_delta: int = 0
     max_attempts_delta: int = 0
+    result_json: str | None = None
+    watched: bool = False
+    releases: bool = False
 
     @property
     def error_json(self) -> str | None:

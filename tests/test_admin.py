@@ -175,7 +175,8 @@ def test_cancel_of_a_finished_job_refuses_and_changes_nothing(
 
     assert result.code == 1
     assert result.err.splitlines()[0] == (
-        f"pgjobs: error: job {done} is completed; only available or running jobs can be cancelled"
+        f"pgjobs: error: job {done} is completed; "
+        "only available, running or blocked jobs can be cancelled"
     )
     still_waiting = job(observer, schema, waiting)
     assert still_waiting is not None and still_waiting["state"] == "available"

@@ -159,7 +159,7 @@ def test_no_match_changes_nothing_and_says_so(
         (("retry",), "give the ids of the jobs to retry, or filters"),
         (("cancel", "1", "--queue", "q"), "give job ids or filters to cancel, not both"),
         (("retry", "--state", "completed"), "retry applies to failed or cancelled jobs"),
-        (("cancel", "--state", "failed"), "cancel applies to available or running jobs"),
+        (("cancel", "--state", "failed"), "cancel applies to available, running or blocked jobs"),
         (("cancel", "--state", "bogus"), "unknown state 'bogus'"),
         (("cancel", "--queue", "q", "--older-than", "soon"), "--older-than takes seconds"),
     ],
@@ -188,7 +188,7 @@ def test_a_terminal_is_asked_to_confirm_and_no_changes_nothing(
         answer="n\n",
     )
 
-    assert "cancel 1 available or running job in queue 'mail'? [y/N]" in output
+    assert "cancel 1 available, running or blocked job in queue 'mail'? [y/N]" in output
     assert code == 130
     assert job(observer, schema, job_id)["state"] == "available"
 

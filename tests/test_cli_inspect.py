@@ -63,6 +63,7 @@ def test_stats_json_counts_jobs_by_queue_and_state(cli: Any, mixed_jobs: dict[st
         "completed": 2,
         "failed": 0,
         "cancelled": 0,
+        "blocked": 0,
     }
     assert by_queue["mail"]["counts"] == {
         "available": 1,
@@ -70,6 +71,7 @@ def test_stats_json_counts_jobs_by_queue_and_state(cli: Any, mixed_jobs: dict[st
         "completed": 0,
         "failed": 1,
         "cancelled": 1,
+        "blocked": 0,
     }
     assert stats["totals"]["total"] == 8
 
@@ -220,7 +222,7 @@ def test_list_rejects_an_unknown_state_in_one_line(cli: Any) -> None:
     assert result.code == 1
     assert result.err == (
         "pgjobs: error: unknown state 'done'; "
-        "choose from available, running, completed, failed, cancelled\n"
+        "choose from available, running, completed, failed, cancelled, blocked\n"
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgjobs import App
+from pgjobs import App, Workflow
 from pgjobs.data.producer import COPY_THRESHOLD
 from pgjobs.migrate import upgrade
 from tests.helpers import WorkerProcess, create_runs_table, run_cli, runs, state_counts, wait_until
@@ -29,7 +29,8 @@ from tests.poison_app import ODD_TASK_NAME
 # inserting needs no grant on its sequence; LISTEN, NOTIFY and advisory locks need none.
 GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.workers TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.workers, {schema}.workflows
+    TO {role};
 GRANT SELECT, INSERT, UPDATE ON {schema}.queues, {schema}.schedules TO {role};
 GRANT SELECT ON {schema}.queue_summary, {schema}.failing_tasks TO {role};
 """
@@ -37,7 +38,7 @@ GRANT SELECT ON {schema}.queue_summary, {schema}.failing_tasks TO {role};
 # holds the limits that enqueue checks.
 PRODUCER_GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT, INSERT ON {schema}.jobs TO {role};
+GRANT SELECT, INSERT ON {schema}.jobs, {schema}.workflows TO {role};
 GRANT SELECT ON {schema}.queues TO {role};
 """
 PASSWORD = "pgjobs-test"  # trust auth ignores it; password auth (a container) needs it
@@ -123,6 +124,11 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
     ok_id, flaky_id, orphan_id = app.enqueue_many(
         None, [("record", {"label": "ok"}), ("flaky", {"failures": 1}), ("record", {})]
     )
+    # and a workflow of two steps, the second released by the first one's completion
+    workflow = Workflow("as the worker role", app=app)
+    first = workflow.add("record", label="first")
+    second = workflow.add("record", after=[first], label="second")
+    workflow.enqueue(None)
     app.close()
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(
@@ -140,7 +146,7 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
 
         # then claim, retry, rescue, heartbeat and completion all work
         wait_until(
-            lambda: state_counts(url, roles.schema) == {"completed": 3},
+            lambda: state_counts(url, roles.schema) == {"completed": 5},
             timeout=20,
             message=worker.describe,
         )
@@ -148,7 +154,14 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
         assert worker.stop() == 0
     with psycopg.connect(database_url) as conn:
         ran = {(r["job_id"], r["attempt"]) for r in runs(conn, roles.schema)}
-    assert ran == {(ok_id, 1), (flaky_id, 1), (flaky_id, 2), (orphan_id, 2)}
+    assert ran == {
+        (ok_id, 1),
+        (flaky_id, 1),
+        (flaky_id, 2),
+        (orphan_id, 2),
+        (first.job_id, 1),
+        (second.job_id, 1),
+    }
 
 
 def test_admin_commands_work_as_the_worker_role(
@@ -159,6 +172,12 @@ def test_admin_commands_work_as_the_worker_role(
     enqueued = run_cli(capsys, url, schema, "enqueue", "noop", "--payload", "{}", "--delay", "60")
     assert enqueued.code == 0, enqueued.err
     job_id = enqueued.out.strip()
+    workflow = Workflow("admin", app=App(url, schema=schema))
+    workflow.add("noop", after=[workflow.add("noop")])
+    workflow.enqueue(None)
+    workflow_id = workflow.id
+    assert workflow.app is not None
+    workflow.app.close()
     for command in (
         ("stats",),
         ("list",),
@@ -166,6 +185,8 @@ def test_admin_commands_work_as_the_worker_role(
         ("cancel", job_id),
         ("retry", job_id),
         ("prune",),
+        ("workflow", str(workflow_id)),
+        ("cancel", "--workflow", str(workflow_id)),
     ):
         result = run_cli(capsys, url, schema, *command)
         assert result.code == 0, (command, result.err)
@@ -203,6 +224,10 @@ def test_producer_role_can_enqueue_but_not_touch_jobs(migrated_by_owner: Roles) 
         # a large batch COPYs straight into jobs, its ids drawn by reserve_job_ids
         batch = app.enqueue_many(conn, [("noop", {"n": n}) for n in range(COPY_THRESHOLD)])
         assert len(set(batch)) == COPY_THRESHOLD and min(batch) > job_id
+        # a workflow: its row, and its steps' ids drawn by reserve_job_ids
+        workflow = Workflow("least privilege", app=app)
+        workflow.add("noop", after=[workflow.add("noop")])
+        assert len(workflow.enqueue(conn)) == 2
         conn.commit()
     app.close()
     jobs = sql.Identifier(roles.schema, "jobs")

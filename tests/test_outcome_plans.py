@@ -85,6 +85,8 @@ def running_jobs(app: App, observer: Connection) -> list[ClaimedJob]:
 def outcomes_of(kind: str, jobs: list[ClaimedJob]) -> list[Outcome]:
     if kind == "completed":
         return [completed(job) for job in jobs]
+    if kind == "completed with a result":
+        return [completed(job, result_json=f'{{"n": {job.id}}}') for job in jobs]
     error = {"error": "boom", "traceback": None}
     return [
         snoozed(job, 60.0) if n % 2 else failed_attempt(job, error, retry_delay=1.0)
@@ -92,7 +94,7 @@ def outcomes_of(kind: str, jobs: list[ClaimedJob]) -> list[Outcome]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["completed", "retried or snoozed"])
+@pytest.mark.parametrize("kind", ["completed", "completed with a result", "retried or snoozed"])
 def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
     app: App, running_jobs: list[ClaimedJob], conn: Connection, kind: str
 ) -> None:
@@ -131,7 +133,7 @@ def custom_plan(conn: Connection, query: sql.SQL, params: dict[str, Any]) -> dic
     return plan
 
 
-@pytest.mark.parametrize("kind", ["completed", "heartbeat", "claim"])
+@pytest.mark.parametrize("kind", ["completed", "completed with a result", "heartbeat", "claim"])
 def test_a_batch_reads_its_own_rows_not_the_table(
     app: App, observer: Connection, conn: Connection, kind: str
 ) -> None:

@@ -125,10 +125,10 @@ def test_queues_lists_every_queue_with_its_settings(
     lines = table.out.splitlines()
     assert lines[0].split() == [
         "queue", "paused", "limit", "available", "running", "completed", "failed",
-        "cancelled", "oldest", "waiting",
+        "cancelled", "blocked", "oldest", "waiting",
     ]  # fmt: skip
-    assert lines[2].split() == ["default", "-", "-", "0", "0", "1", "0", "0", "-"]
-    assert lines[3].split() == ["empty", "paused", "-", "0", "0", "0", "0", "0", "-"]
+    assert lines[2].split() == ["default", "-", "-", "0", "0", "1", "0", "0", "0", "-"]
+    assert lines[3].split() == ["empty", "paused", "-", "0", "0", "0", "0", "0", "0", "-"]
     assert lines[4].split()[:8] == ["mail", "paused", "100", "1", "0", "0", "1", "0"]
     found = {queue["queue"]: queue for queue in json.loads(as_json.out)}
     assert list(found) == ["default", "empty", "mail"]

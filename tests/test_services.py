@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgjobs import App
+from pgjobs import App, Workflow
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker import Worker, WorkerSettings
 from pgjobs.worker.claim_buffer import ClaimBuffer
@@ -205,6 +205,30 @@ def test_completer_pass_writes_every_queued_outcome_in_one_batch(
     [batch] = [e for e in seen if isinstance(e, OutcomesWritten)]
     assert batch.applied == frozenset(ids)
     assert completer.pending_ids() == []
+
+
+def test_completer_writes_a_workflow_steps_completion_without_the_batching_delay(
+    app: App, connection: ResilientConnection, observer: Connection
+) -> None:
+    # given: a long batching delay, a plain outcome and a stored result queued
+    plain_id, result_id = app.enqueue_many(None, [("noop", {})] * 2)
+    workflow = Workflow("w", app=app)
+    workflow.add("noop", after=[workflow.add("noop")])
+    dependent_id = workflow.enqueue(None)[1]
+    plain, with_result, step = sorted(claim(app, connection), key=lambda claimed: claimed.id)
+    completer = Completer(connection, app.data.claims, WORKER, EventBus(), flush_delay=60)
+    completer.submit(completed(plain))
+    completer.submit(completed(with_result, result_json='{"ok": true}'))
+    assert completer.run_once() == 0  # they wait for others to join them
+    # when
+    completer.submit(completed(step))
+    # then: all are due at once, written in one batch, and the dependent is released
+    assert completer.run_once() == 3
+    assert job(observer, app.schema, result_id)["result"] == {"ok": True}
+    assert job(observer, app.schema, plain_id)["state"] == "completed"
+    assert job(observer, app.schema, dependent_id)["state"] == "available"
+    completer.submit(completed(plain._replace(attempt=2)))
+    assert completer.run_once() == 0  # and the delay applies again to what follows
 
 
 def test_completer_stores_error_text_jsonb_cannot_hold_by_replacing_it(

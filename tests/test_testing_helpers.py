@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from unittest import mock
@@ -21,20 +20,6 @@ from pgjobs.testing import Jobs, RunawayJobsError
 from tests.helpers import jobs as committed_jobs
 
 Connection = psycopg.Connection[Any]
-
-
-@pytest.fixture
-def test_conn(database_url: str) -> Iterator[Connection]:
-    """The test's connection, in a transaction rolled back at the end."""
-    with psycopg.connect(database_url) as connection:
-        yield connection
-        connection.rollback()
-
-
-@pytest.fixture
-def helper(app: App, test_conn: Connection) -> Iterator[Jobs]:
-    with Jobs(app, test_conn) as jobs:
-        yield jobs
 
 
 # --- asserting what was enqueued ------------------------------------------------------------

@@ -3,6 +3,7 @@
 - `work`     run a worker
 - `enqueue`  one job by task name
 - `inspect`  stats, list, show
+- `workflow` one workflow's steps
 - `manage`   retry, cancel, prune
 - `queues`   queues, and queue pause|resume|limit
 - `workers`  the worker fleet
@@ -24,7 +25,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from pgjobs.cli import demo, enqueue, inspect, manage, migrate, work
+from pgjobs.cli import demo, enqueue, inspect, manage, migrate, work, workflow
 from pgjobs.cli.common import Command, debug_enabled
 from pgjobs.cli.embedded import embedded_cli, url
 from pgjobs.cli.queues import queue_cli, queues
@@ -70,6 +71,7 @@ cli.command(cls=Command)(enqueue.enqueue)
 cli.command(cls=Command)(inspect.stats)
 cli.command("list", cls=Command)(inspect.list_jobs)
 cli.command(cls=Command)(inspect.show)
+cli.command(cls=Command)(workflow.workflow)
 cli.command(cls=Command)(queues)
 cli.command(cls=Command)(manage.retry)
 cli.command(cls=Command)(manage.cancel)

@@ -1,8 +1,9 @@
 """`pgjobs stats`, `pgjobs list` and `pgjobs show ID`: reading the queue.
 
 JSON output (`--json`) is the jobs table's own shape: `list` prints an array and `show`
-one object, each a job with every column of `<schema>.jobs` (`Job.as_dict()`), timestamps
-in ISO 8601.
+one object, each a job with every column of `<schema>.jobs` (`Job.as_dict()`: `result`
+and a workflow step's `workflow_id`, `step`, `depends_on`, `run_if` too), timestamps in
+ISO 8601.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ _STATE_STYLES = {
     JobState.COMPLETED: "green",
     JobState.FAILED: "red",
     JobState.CANCELLED: "dim",
+    JobState.BLOCKED: "cyan",
 }
+# Columns `show` prints only when set: a result, and what makes a job a workflow's step.
+_WHEN_SET = ("result", "workflow_id", "step", "depends_on", "run_if")
 
 
 def stats(
@@ -173,6 +177,10 @@ def list_jobs(
         list[str] | None,
         typer.Option("--task", metavar="TASK", help="Only jobs of this task name. Repeatable."),
     ] = None,
+    workflow: Annotated[
+        int | None,
+        typer.Option("--workflow", metavar="ID", help="Only the steps of this workflow."),
+    ] = None,
     limit: Annotated[
         int, typer.Option(metavar="N", min=1, max=BIGINT_MAX, help="Show at most this many jobs.")
     ] = 50,
@@ -192,15 +200,21 @@ def list_jobs(
     """List jobs, newest first.
 
     Filters combine: `--state failed --state cancelled --queue mail` lists the failed
-    and cancelled jobs of queue mail. `when` is the time of the job's latest step: when
-    it finished, started running, or may run (`in 5m` for a delayed job or a retry).
+    and cancelled jobs of queue mail; `--workflow 7` the steps of workflow 7. `when` is
+    the time of the job's latest step: when it finished, started running, or may run
+    (`in 5m` for a delayed job or a retry).
     """
     from pgjobs import admin
 
     admin.check_states(state or ())
     with closing(open_app(database_url, schema)) as app:
         jobs = admin.list_jobs(
-            app, states=state or (), queues=queue or (), tasks=task or (), limit=limit
+            app,
+            states=state or (),
+            queues=queue or (),
+            tasks=task or (),
+            limit=limit,
+            workflow_id=workflow,
         )
     if as_json:
         print_json([job.as_dict() for job in jobs])
@@ -209,7 +223,7 @@ def list_jobs(
         print_rich("no matching jobs")
         return
     drawn = console()
-    table = _jobs_table(jobs, wide=wide or drawn.width >= WIDE_TERMINAL)
+    table = _jobs_table(jobs, wide=wide or drawn.width >= WIDE_TERMINAL, steps=bool(workflow))
     if wide:
         # Nothing shortened: the lines may be wider than the terminal (`less -S` helps).
         unbounded = drawn.options.update_width(_UNBOUNDED)
@@ -217,15 +231,17 @@ def list_jobs(
     print_rich(table, on=drawn)
 
 
-def _jobs_table(jobs: list[Job], *, wide: bool) -> Table:
-    """One line per job. Only task, worker and last error give way to a narrow terminal,
-    ending in an ellipsis; the short columns (id, state, attempts, when) keep their width."""
+def _jobs_table(jobs: list[Job], *, wide: bool, steps: bool = False) -> Table:
+    """One line per job (with its step name when `steps`). Only task, worker and last
+    error give way to a narrow terminal, ending in an ellipsis; the short columns (id,
+    state, attempts, when) keep their width."""
     from rich.text import Text
 
     now = datetime.now(timezone.utc)
     layout: list[tuple[Column, Callable[[Job], RenderableType], bool]] = [
         (_fixed("id", "right"), lambda job: str(job.id), True),
         (_fixed("queue"), lambda job: job.queue, wide),
+        (_shrinking("step"), lambda job: _cut(job.step), steps),
         (_shrinking("task"), lambda job: _cut(job.task), True),
         (
             _fixed("state"),
@@ -270,6 +286,8 @@ def _cut(value: str | None) -> Text:
 
 def _when(job: Job, now: datetime) -> str:
     """How long ago the job finished, started, or became runnable; or how soon it may run."""
+    if job.state is JobState.BLOCKED:
+        return "-"  # until its dependencies complete
     if job.state.finished:
         moment = job.finished_at
     elif job.state is JobState.RUNNING:
@@ -289,44 +307,58 @@ def show(
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one job: every column, then its attempt history with tracebacks."""
+    """Show one job: every column, then its attempt history with tracebacks.
+
+    The result is printed as JSON when the task stores one. A workflow step also shows
+    its workflow id, step name, run_if and its dependencies (id, step and state); a
+    step cancelled because of a dependency says which in its history.
+    """
     from rich.text import Text
 
     from pgjobs import admin
 
     with closing(open_app(database_url, schema)) as app:
         job = admin.get_job(app, job_id)
+        dependencies = admin.get_dependencies(app, job)
     if as_json:
         print_json(job.as_dict())
         return
+    fields = _job_fields(job, dependencies)
     if not job.errors:
-        print_rich(_job_fields(job), "", "no failed attempts")
+        print_rich(fields, "", "no failed attempts")
         return
     print_rich(
-        _job_fields(job),
+        fields,
         "",
         Text(f"attempt history ({len(job.errors)})", style="bold"),
         *_attempts(job.errors),
     )
 
 
-def _job_fields(job: Job) -> Table:
+def _job_fields(job: Job, dependencies: dict[int, tuple[str, str]]) -> Table:
     fields = table_class().grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
     for name, value in job.as_dict().items():
-        if name in ("errors", "max_attempts"):
+        if name in ("errors", "max_attempts") or (name in _WHEN_SET and value is None):
             continue
         if name == "attempts":
             shown = f"{value} of {job.max_attempts}"
-        elif name == "payload":
+        elif name in ("payload", "result"):
             shown = json.dumps(value, ensure_ascii=False)
+        elif name == "depends_on":
+            shown = ", ".join(_dependency(d, dependencies.get(d)) for d in value)
         elif isinstance(value, datetime):
             shown = format_time(value)
         else:
             shown = "-" if value is None else str(value)
         fields.add_row(name, shown)
     return fields
+
+
+def _dependency(job_id: int, found: tuple[str, str] | None) -> str:
+    """E.g. "12 fetch (completed)", or "12 (deleted)" once retention deleted it."""
+    return f"{job_id} {found[0]} ({found[1]})" if found else f"{job_id} (deleted)"
 
 
 def _entry_time(value: Any) -> str:

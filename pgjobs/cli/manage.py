@@ -1,4 +1,5 @@
-"""`pgjobs retry`, `pgjobs cancel` (by id or by filter) and `pgjobs prune`: changing jobs."""
+"""`pgjobs retry`, `pgjobs cancel` (by id, by filter, or a whole workflow) and `pgjobs
+prune`: changing jobs."""
 
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ OlderThanFilter = Annotated[
         help="Jobs enqueued longer ago than this: seconds, or 30m, 12h, 7d, 2w.",
     ),
 ]
+WorkflowOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workflow",
+        metavar="ID",
+        help="Cancel every unfinished step (available, blocked or running) of this workflow.",
+    ),
+]
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")
 ]
@@ -61,6 +70,11 @@ def retry(
     changed and the exit status is 1. By filter (--task, --queue, --state failed or
     cancelled, --older-than; they combine): every matching job, in batches, after
     confirmation on a terminal; a job whose unique_key an unfinished job holds is left.
+
+    A workflow step goes back blocked until its unfinished dependencies complete; one
+    whose dependency failed or was cancelled is refused until that dependency is
+    retried too (unless it was added with run_if="finished"). Its cancelled dependents
+    stay cancelled: retry them as well (`pgjobs retry A B C` retries a chain at once).
     """
     from pgjobs.admin import retry_jobs
 
@@ -78,26 +92,48 @@ def cancel(
     queue: QueueFilter = None,
     state: StateFilter = None,
     older_than: OlderThanFilter = None,
+    workflow: WorkflowOption = None,
     yes: YesOption = False,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
-    """Cancel waiting or running jobs.
+    """Cancel waiting, blocked or running jobs.
 
     A running job's worker is told at once: the task's stop flag is set and its result
     discarded. By id: all or nothing; if any id is unknown or already finished, no job is
-    changed and the exit status is 1. By filter (--task, --queue, --state available or
-    running, --older-than; they combine): every matching job, in batches, after
-    confirmation on a terminal.
+    changed and the exit status is 1. By filter (--task, --queue, --state available,
+    blocked or running, --older-than; they combine): every matching job, in batches,
+    after confirmation on a terminal. --workflow ID: every unfinished step of that
+    workflow, at once.
+
+    Cancelling a workflow step cancels the steps that depend on it, and theirs, down the
+    graph; a step added with run_if="finished" runs instead.
     """
     from pgjobs.admin import cancel_jobs
 
+    if workflow is not None:
+        if ids or task or queue or state or older_than is not None:
+            raise ConfigurationError("give --workflow alone, without job ids or filters")
+        _cancel_workflow(workflow, database_url, schema)
+        return
     job_filter = _filter(ids, task, queue, state, older_than, action="cancel")
     if job_filter is not None:
         _change_matching("cancel", job_filter, yes, database_url, schema)
         return
     changed = _change(cancel_jobs, database_url, schema, ids or [], verb="cancelled")
     print(_summary("cancelled", changed))
+
+
+def _cancel_workflow(workflow_id: int, database_url: str | None, schema: str | None) -> None:
+    from pgjobs.admin import cancel_workflow
+
+    with closing(open_app(database_url, schema)) as app:
+        cancelled = cancel_workflow(app, workflow_id)
+    if not cancelled:
+        print(f"workflow {workflow_id} has no unfinished step: nothing cancelled")
+        return
+    steps = f"{len(cancelled)} {'step' if len(cancelled) == 1 else 'steps'}"
+    print(f"cancelled {steps} of workflow {workflow_id}: {', '.join(map(str, cancelled))}")
 
 
 def _filter(
@@ -119,6 +155,7 @@ def _filter(
         raise ConfigurationError(
             f"give the ids of the jobs to {action}, or filters "
             "(--task, --queue, --state, --older-than) that select them"
+            + (", or --workflow ID" if action == "cancel" else "")
         )
     if not filtered:
         return None
@@ -153,7 +190,8 @@ def _change_matching(
     line = f"{verb} {_jobs(result.changed)}"
     if result.skipped:
         reason = (
-            "their unique_key is held by an unfinished job, or they changed meanwhile"
+            "their unique_key is held by an unfinished job, a step's dependency stays "
+            "failed or cancelled, or they changed meanwhile"
             if action == "retry"
             else "they changed meanwhile"
         )
@@ -163,7 +201,9 @@ def _change_matching(
 
 def _describe(count: int, states: list[str], job_filter: JobFilter) -> str:
     """E.g. "3 failed or cancelled jobs of task 'a' in queue 'mail'"."""
-    kinds = " or ".join(states)
+    from pgjobs.job_checks import describe_states
+
+    kinds = describe_states(states)
     text = _jobs(count, kinds) if count else f"no {kinds} jobs"
     if job_filter.tasks:
         text += f" of task {' or '.join(map(repr, job_filter.tasks))}"

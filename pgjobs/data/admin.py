@@ -8,14 +8,46 @@ a change is all or nothing and no worker moves a row in between. `make_due` is
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pgjobs.data.group import StatementGroup
 from pgjobs.data.sql import fill
 from pgjobs.types import JobState
 
 Params = Mapping[str, Any]
+
+
+class RetriedStep(NamedTuple):
+    """A workflow step about to be retried: what decides whether it may run."""
+
+    id: int
+    workflow_id: int
+    step: str
+    run_if: str
+    depends_on: tuple[int, ...]
+
+
+class Dependency(NamedTuple):
+    """A dependency of a step about to be retried, locked: its step name and state."""
+
+    id: int
+    step: str
+    state: JobState
+
+
+@dataclass
+class StepRetry:
+    """How a retry writes workflow steps: each step's unfinished dependencies
+    (`waiting`: 0 runs it now), the workflows they belong to, and the (parent, child)
+    pairs of a step and an unfinished job it waits for, which the parent's `dependents`
+    must list."""
+
+    waiting: dict[int, int] = field(default_factory=dict)
+    workflows: list[int] = field(default_factory=list)
+    links: list[tuple[int, int]] = field(default_factory=list)
+
 
 # Retry and cancel lock their rows first (in id order, so two admins cannot deadlock),
 # check them, then change them all in one statement: a change is all or nothing, and no
@@ -27,42 +59,122 @@ ORDER BY id
 FOR UPDATE
 """
 
-# A retried job gets at least one more attempt, so one that ran out can run again.
-# Only INSERTs fire the wake-up trigger, so this statement notifies the workers itself;
+# A retried job gets at least one more attempt, so one that ran out can run again. A
+# workflow's step goes back `blocked` while `waiting` (its unfinished dependencies) is
+# above 0, else `available`; a plain job's `waiting` is 0. Only INSERTs fire the wake-up
+# trigger, so this statement notifies the workers of the available ones itself;
 # PostgreSQL folds the duplicate notifications of a transaction into one per queue.
 RETRY_JOBS = """
-WITH retried AS (
+WITH o AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(waiting)s::int[]) AS o(id, waiting)
+), retried AS (
     UPDATE {jobs} AS j
-    SET state = 'available',
+    SET state = CASE WHEN o.waiting > 0 THEN 'blocked' ELSE 'available' END,
+        waiting_for = CASE WHEN j.workflow_id IS NULL THEN j.waiting_for ELSE o.waiting END,
         run_at = now(),
         finished_at = NULL,
         max_attempts = greatest(j.max_attempts, j.attempts + 1),
         worker_id = NULL,
         heartbeat_at = NULL
-    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state IN ('failed', 'cancelled')
-    RETURNING j.id, j.queue
+    FROM o
+    WHERE j.id = o.id AND j.state IN ('failed', 'cancelled')
+    RETURNING j.id, j.queue, j.state
 )
-SELECT id, pg_notify(%(channel)s, queue) FROM retried
+SELECT id, CASE WHEN state = 'available' THEN pg_notify(%(channel)s, queue) END FROM retried
 """
 
 # The worker that held a running job is told on the control channel (delivered on
 # commit), so its task sees the stop flag at once; its next heartbeat would find out
 # too, should the notification be lost. Its outcome write is dropped by the
-# guard of HELD_OUTCOMES (still running). The caller has locked the rows.
+# guard of HELD_OUTCOMES (still running). The caller has locked the rows. Cancelled
+# workflow steps are settled in this statement (migration 0009's settle_steps): their
+# blocked dependents are cancelled in turn, down the graph, unless they run if their
+# dependencies merely finished, which releases them. `App.result` waiters are woken.
 CANCEL_JOBS = """
 WITH target AS (
     SELECT id, state, worker_id FROM {jobs}
-    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('available', 'running')
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('available', 'running', 'blocked')
 ), cancelled AS (
     UPDATE {jobs} AS j
     SET state = 'cancelled', finished_at = now(), worker_id = NULL, heartbeat_at = NULL
     FROM target
     WHERE j.id = target.id
-    RETURNING j.id, target.state AS was, target.worker_id
+    RETURNING j.id, j.workflow_id, target.state AS was, target.worker_id
 )
 SELECT id, CASE WHEN was = 'running' AND worker_id IS NOT NULL THEN pg_notify(
-    %(control_channel)s, json_build_object('cancel', id, 'worker', worker_id)::text) END
+    %(control_channel)s, json_build_object('cancel', id, 'worker', worker_id)::text) END,
+    (SELECT {settle_steps}(array_agg(id), array_agg('cancelled'::text))
+     FROM cancelled WHERE workflow_id IS NOT NULL) AS released,
+    (SELECT pg_notify(%(results_channel)s, '') FROM cancelled LIMIT 1) AS woken
 FROM cancelled
+"""
+
+# Retrying workflow steps (admin.py decides, job_checks.py's `plan_retry`). The steps
+# among the locked jobs, with what decides their new state:
+STEPS_TO_RETRY = """
+SELECT id, workflow_id, step, run_if, depends_on FROM {jobs}
+WHERE id = ANY(%(ids)s::bigint[]) AND workflow_id IS NOT NULL
+ORDER BY id
+"""
+# Their dependencies, locked (in id order, after the retried jobs) so that none finishes
+# unseen before the retry commits: one that finishes after waits for the retry, and its
+# settle_steps then finds the retried step blocked and counts it off.
+LOCK_DEPENDENCIES = """
+SELECT id, step, state FROM {jobs}
+WHERE id = ANY(%(ids)s::bigint[])
+ORDER BY id
+FOR UPDATE
+"""
+# A retried step is unfinished again: each blocked step that depends on it (found by
+# `depends_on`, one scan of each workflow's steps) waits for it once more. Those steps
+# are locked in id order, as settle_steps locks them; one released or cancelled
+# meanwhile is left alone. The retried steps themselves are excluded: RETRY_JOBS counted
+# their dependencies. Returns the (parent, child) edges counted, for LINK_DEPENDENTS.
+COUNT_RETRIED_DEPENDENCIES = """
+WITH edges AS (
+    SELECT c.id AS child, p.id AS parent
+    FROM {jobs} AS c CROSS JOIN LATERAL unnest(c.depends_on) AS p(id)
+    WHERE c.workflow_id = ANY(%(workflows)s::bigint[]) AND c.state = 'blocked'
+      AND p.id = ANY(%(ids)s::bigint[]) AND c.id <> ALL(%(ids)s::bigint[])
+), locked AS (
+    SELECT id FROM {jobs}
+    WHERE id IN (SELECT child FROM edges) AND state = 'blocked'
+    ORDER BY id
+    FOR UPDATE
+), counted AS (
+    UPDATE {jobs} AS j
+    SET waiting_for = j.waiting_for + e.n
+    FROM (SELECT child, count(*)::int AS n FROM edges GROUP BY child) AS e
+    WHERE j.id = e.child AND j.id IN (SELECT id FROM locked)
+    RETURNING j.id
+)
+SELECT parent, child FROM edges WHERE child IN (SELECT id FROM counted)
+"""
+# The unfinished jobs a step waits for must list it in `dependents`, or finishing them
+# would never count it off. A step added at run time after a dependency had finished is
+# not listed there; retrying that dependency, or the step, lists it.
+LINK_DEPENDENTS = """
+WITH wanted AS (
+    SELECT e.parent, array_agg(e.child ORDER BY e.child) AS children
+    FROM unnest(%(parents)s::bigint[], %(children)s::bigint[]) AS e(parent, child)
+    JOIN {jobs} AS p ON p.id = e.parent
+    WHERE e.child <> ALL(coalesce(p.dependents, '{{}}'))
+    GROUP BY e.parent
+)
+UPDATE {jobs} AS j
+SET dependents = coalesce(j.dependents, '{{}}') || w.children
+FROM wanted AS w
+WHERE j.id = w.parent
+"""
+
+# `pgjobs cancel --workflow ID`: whether the workflow exists, then its unfinished steps,
+# locked in id order (by the partial jobs_workflow_step_idx) for CANCEL_JOBS.
+WORKFLOW_EXISTS = "SELECT EXISTS (SELECT FROM {workflows} WHERE id = %(workflow_id)s)"
+LOCK_WORKFLOW_STEPS = """
+SELECT id FROM {jobs}
+WHERE workflow_id = %(workflow_id)s AND state IN ('available', 'running', 'blocked')
+ORDER BY id
+FOR UPDATE
 """
 
 # Every job of one queue, whatever its state (the demo starts each run afresh with it).
@@ -143,18 +255,80 @@ class AdminStatements(StatementGroup):
         locked = self._rows(conn, LOCK_JOBS_FOR_CHANGE, {"ids": list(ids)})
         return {job_id: (JobState(state), key) for job_id, state, key in locked}
 
-    def retry_jobs(self, conn: Any, ids: Sequence[int]) -> set[int]:
-        """Make failed or cancelled jobs available now and wake workers; the ids changed."""
-        params = {"ids": list(ids), "channel": self.sql.channel}
-        return {row[0] for row in self._rows(conn, RETRY_JOBS, params)}
+    def retry_jobs(
+        self,
+        conn: Any,
+        ids: Sequence[int],
+        retry: StepRetry | None = None,
+    ) -> set[int]:
+        """Make failed or cancelled jobs runnable again and wake workers; the ids changed.
+
+        Plain jobs become available now. Workflow steps follow `retry` (job_checks.py's
+        `plan_retry`): `blocked` while they have unfinished dependencies, and each step
+        retried counts again in the blocked steps that depend on it.
+        """
+        retry = retry or StepRetry()
+        params = {
+            "ids": list(ids),
+            "waiting": [retry.waiting.get(job_id, 0) for job_id in ids],
+            "channel": self.sql.channel,
+        }
+        changed = {row[0] for row in self._rows(conn, RETRY_JOBS, params)}
+        steps = [job_id for job_id in ids if job_id in changed and job_id in retry.waiting]
+        if not steps:
+            return changed
+        counted = self._rows(
+            conn,
+            COUNT_RETRIED_DEPENDENCIES,
+            {"ids": steps, "workflows": sorted(set(retry.workflows))},
+        )
+        links = [(p, c) for p, c in retry.links if c in changed] + [(p, c) for p, c in counted]
+        if links:
+            self._rows(
+                conn,
+                LINK_DEPENDENTS,
+                {"parents": [p for p, _ in links], "children": [c for _, c in links]},
+            )
+        return changed
+
+    def steps_to_retry(
+        self, conn: Any, ids: Sequence[int]
+    ) -> tuple[dict[int, RetriedStep], dict[int, Dependency]]:
+        """The workflow steps among `ids` (locked by the caller), and their dependencies,
+        locked now: what decides whether each may be retried and how long it waits."""
+        steps = {
+            row[0]: RetriedStep(row[0], row[1], row[2], row[3], tuple(row[4] or ()))
+            for row in self._rows(conn, STEPS_TO_RETRY, {"ids": list(ids)})
+        }
+        wanted = sorted({dependency for step in steps.values() for dependency in step.depends_on})
+        if not wanted:
+            return steps, {}
+        locked = self._rows(conn, LOCK_DEPENDENCIES, {"ids": wanted})
+        return steps, {row[0]: Dependency(row[0], row[1], JobState(row[2])) for row in locked}
 
     def cancel_jobs(self, conn: Any, ids: Sequence[int]) -> set[int]:
-        """Cancel waiting or running jobs (locked by the caller); the ids changed.
+        """Cancel waiting, blocked or running jobs (locked by the caller); the ids changed.
 
-        The workers holding the running ones are told on the control channel.
+        The workers holding the running ones are told on the control channel; cancelled
+        workflow steps settle their dependents (cancelling them in turn unless they run
+        whatever their dependencies' outcome); `App.result` waiters are woken.
         """
-        params = {"ids": list(ids), "control_channel": self.sql.control_channel}
+        params = {
+            "ids": list(ids),
+            "control_channel": self.sql.control_channel,
+            "results_channel": self.sql.results_channel,
+        }
         return {row[0] for row in self._rows(conn, CANCEL_JOBS, params)}
+
+    def lock_workflow(self, conn: Any, workflow_id: int) -> list[int] | None:
+        """Lock the unfinished steps of a workflow (in id order); their ids, or None when
+        there is no such workflow."""
+        [(exists,)] = self._rows(conn, WORKFLOW_EXISTS, {"workflow_id": workflow_id})
+        if not exists:
+            return None
+        return [
+            row[0] for row in self._rows(conn, LOCK_WORKFLOW_STEPS, {"workflow_id": workflow_id})
+        ]
 
     def delete_queue(self, conn: Any, queue: str) -> int:
         """Delete every job of `queue`, whatever its state; how many."""

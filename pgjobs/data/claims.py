@@ -41,7 +41,8 @@ SET state = 'running', attempts = j.attempts + 1, started_at = now(),
     heartbeat_at = now(), worker_id = %(worker_id)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
 RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
-          date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.began_at IS NOT NULL
+          date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.workflow_id,
+          j.began_at IS NOT NULL
 """
 # A claim commits with the server's durability (`synchronous_commit` as configured), as
 # outcomes and heartbeats do. `pgjobs work --async-claim-commit` lets it commit without
@@ -111,24 +112,28 @@ OUTCOMES = """unnest(
         %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
     ) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)"""
 RECORD_OUTCOMES = """
-WITH o AS ({held_outcomes})
-UPDATE {jobs} AS j
-SET state = o.state,
-    attempts = j.attempts + o.attempts_delta,
-    max_attempts = j.max_attempts + o.max_attempts_delta,
-    run_at = CASE WHEN o.state = 'available' AND o.delay IS NOT NULL
-                  THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
-    errors = CASE WHEN o.error IS NULL THEN j.errors
-                  ELSE j.errors || jsonb_build_array(
-                      o.error::jsonb || jsonb_build_object('at', now())) END,
-    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
-                       THEN now() END,
-    worker_id = CASE WHEN o.state = 'available' THEN NULL ELSE j.worker_id END,
-    heartbeat_at = NULL
-FROM o
-WHERE j.id = o.id
-RETURNING j.id, CASE WHEN o.state = 'available' AND o.delay IS NULL
-                     THEN pg_notify(%(channel)s, j.queue) END
+WITH o AS ({held_outcomes}), recorded AS (
+    UPDATE {jobs} AS j
+    SET state = o.state,
+        attempts = j.attempts + o.attempts_delta,
+        max_attempts = j.max_attempts + o.max_attempts_delta,
+        run_at = CASE WHEN o.state = 'available' AND o.delay IS NOT NULL
+                      THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+        errors = CASE WHEN o.error IS NULL THEN j.errors
+                      ELSE j.errors || jsonb_build_array(
+                          o.error::jsonb || jsonb_build_object('at', now())) END,
+        finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
+                           THEN now() END,
+        worker_id = CASE WHEN o.state = 'available' THEN NULL ELSE j.worker_id END,
+        heartbeat_at = NULL
+    FROM o
+    WHERE j.id = o.id
+    RETURNING j.id, j.queue, j.state, j.workflow_id, o.delay
+)
+SELECT id, CASE WHEN state = 'available' AND delay IS NULL
+                THEN pg_notify(%(channel)s, queue) END,
+       {settle_finished}
+FROM recorded
 """
 
 # The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
@@ -142,6 +147,39 @@ SET state = 'completed', finished_at = now(), heartbeat_at = NULL
 WHERE j.id = ANY(ARRAY(SELECT id FROM o))
 RETURNING j.id
 """
+
+# COMPLETE_JOBS for the jobs someone may wait for or depend on: those of tasks that store
+# their result (written here, in the same row update) and workflows' steps. It wakes
+# `App.result` waiters and, through SETTLED_STEPS, releases the steps that waited for
+# these in this very statement's transaction. Plain jobs never take it, so they pay for
+# none of this. The rows are found by one array of ids, as COMPLETE_JOBS finds them; the
+# results travel as one JSON object keyed by job id, parsed once (the InitPlan of
+# `results`) and looked up per row, so that no join by id can turn into a scan.
+COMPLETE_WATCHED = """
+WITH o AS ({held_outcomes}), results AS MATERIALIZED (
+    SELECT %(results)s::jsonb AS by_id
+), recorded AS (
+    UPDATE {jobs} AS j
+    SET state = 'completed', finished_at = now(), heartbeat_at = NULL,
+        result = (SELECT by_id FROM results) -> j.id::text
+    WHERE j.id = ANY(ARRAY(SELECT id FROM o))
+    RETURNING j.id, j.state, j.workflow_id
+)
+SELECT id, {settle_finished}
+FROM recorded
+"""
+
+# Appended to the statements that finish jobs: the workflow steps among `recorded` that
+# finished are settled (their dependents released or cancelled, migration 0009's
+# settle_steps), and `App.result` waiters are woken, once per statement (an uncorrelated
+# subquery runs once). For plain jobs it is an aggregate over no row and an empty call.
+SETTLED_STEPS = """(
+        SELECT {settle_steps}(array_agg(id), array_agg(state))
+        FROM recorded
+        WHERE workflow_id IS NOT NULL AND state IN ('completed', 'failed', 'cancelled')
+    ) AS released,
+    (SELECT pg_notify(%(results_channel)s, '')
+     FROM recorded WHERE state IN ('completed', 'failed', 'cancelled') LIMIT 1) AS woken"""
 
 # Readies claimed jobs for the worker's threads, just before they need them: from now on
 # their attempt may begin, and a rescue counts it as lost (RESCUE). The worker lists in
@@ -195,7 +233,16 @@ def _claim_forms() -> dict[tuple[bool, bool], str]:
 
 CLAIM_FORMS = _claim_forms()
 # The statements as they run: their shared subqueries put in.
-RECORD_OUTCOMES = fill(RECORD_OUTCOMES, held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES))
+RECORD_OUTCOMES = fill(
+    RECORD_OUTCOMES,
+    held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES),
+    settle_finished=SETTLED_STEPS,
+)
+COMPLETE_WATCHED = fill(
+    COMPLETE_WATCHED,
+    held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS),
+    settle_finished=SETTLED_STEPS,
+)
 COMPLETE_JOBS = fill(COMPLETE_JOBS, held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS))
 HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)
 
@@ -235,11 +282,23 @@ class ClaimStatements(StatementGroup):
         return applied
 
     def outcome_statements(self, outcomes: Sequence[Outcome], *, worker_id: str) -> list[Statement]:
-        """The statements that write `outcomes`: successes take the cheaper
-        COMPLETE_JOBS, every other outcome RECORD_OUTCOMES."""
+        """The statements that write `outcomes`: plain successes take the cheaper
+        COMPLETE_JOBS, watched ones (results, workflow steps) COMPLETE_WATCHED, every
+        other outcome RECORD_OUTCOMES."""
         successes = [o for o in outcomes if o.state == "completed"]
         others = [o for o in outcomes if o.state != "completed"] if successes else outcomes
         statements: list[Statement] = []
+        watched = [o for o in successes if o.watched]
+        if watched:
+            successes = [o for o in successes if not o.watched]
+            results: Mapping[str, Any] = {
+                "ids": int_array([o.job_id for o in watched]),
+                "attempts": int_array([o.attempt for o in watched]),
+                "results": results_by_id(watched),
+                "worker_id": worker_id,
+                "results_channel": self.sql.results_channel,
+            }
+            statements.append(Statement(self.sql.render(COMPLETE_WATCHED), results))
         if successes:
             completions = {
                 "ids": int_array([o.job_id for o in successes]),
@@ -258,6 +317,7 @@ class ClaimStatements(StatementGroup):
                 "max_attempts_deltas": [o.max_attempts_delta for o in others],
                 "worker_id": worker_id,
                 "channel": self.sql.channel,
+                "results_channel": self.sql.results_channel,
             }
             statements.append(Statement(self.sql.render(RECORD_OUTCOMES), params))
         return statements
@@ -275,3 +335,10 @@ class ClaimStatements(StatementGroup):
         """Refresh `heartbeat_at` of the jobs still ours; returns their ids."""
         params = {"ids": int_array(ids), "worker_id": worker_id}
         return {row[0] for row in self._rows(conn, HEARTBEAT, params)}
+
+
+def results_by_id(outcomes: Sequence[Outcome]) -> str:
+    """The stored results of `outcomes` as one JSON object text: `{"12": <result>, ...}`
+    (each result is JSON already; outcomes without one are left out)."""
+    entries = [f'"{o.job_id}":{o.result_json}' for o in outcomes if o.result_json is not None]
+    return "{" + ",".join(entries) + "}"

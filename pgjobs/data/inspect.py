@@ -68,6 +68,7 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'completed') AS completed,
        count(*) FILTER (WHERE state = 'failed') AS failed,
        count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE state = 'blocked') AS blocked,
        now() - min(run_at) FILTER (WHERE state = 'available' AND run_at <= now())
            AS oldest_waiting,
        count(*) FILTER (WHERE state IN ('completed', 'failed')
@@ -85,7 +86,7 @@ ORDER BY queue
 JOB_COLUMNS = """
 id, queue, task, payload, state, priority, attempts, max_attempts, run_at, created_at,
 started_at, finished_at, heartbeat_at, worker_id, unique_key, errors, scheduled_at,
-began_at
+began_at, result, workflow_id, step, depends_on, run_if
 """
 
 # A NULL filter means "any"; newest first by id, which the primary key serves backwards.
@@ -95,6 +96,7 @@ FROM {jobs}
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
   AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s::text[]))
+  AND (%(workflow_id)s::bigint IS NULL OR workflow_id = %(workflow_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s
 """
@@ -190,10 +192,17 @@ class InspectStatements(StatementGroup):
         queues: Sequence[str] | None,
         tasks: Sequence[str] | None,
         limit: int,
+        workflow_id: int | None = None,
     ) -> list[Job]:
         """The newest `limit` jobs matching every filter given (None matches all), in
         the caller's transaction (a test sees the jobs it has not committed)."""
-        params = {"states": states, "queues": queues, "tasks": tasks, "limit": limit}
+        params = {
+            "states": states,
+            "queues": queues,
+            "tasks": tasks,
+            "limit": limit,
+            "workflow_id": workflow_id,
+        }
         return [_job(row) for row in self._rows(conn, LIST_JOBS, params)]
 
     def get_job(self, conn: Any, job_id: int) -> Job | None:

@@ -9,16 +9,19 @@ both think they lead for a beat.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import sql as psql
 
-from pgjobs.data.connector import rows
+from pgjobs.data.connector import rows, run
 from pgjobs.data.group import StatementGroup
 from pgjobs.data.sql import SchemaSQL
-from pgjobs.data.steps import Statement
+from pgjobs.data.steps import Atomic, Plan, Statement
 from pgjobs.types import WorkerRegistration
+
+T = TypeVar("T")
 
 # Returns running jobs whose worker stopped heart-beating. A job whose attempt may have
 # begun (readied: `began_at` set by the claim, or listed in its worker's
@@ -27,7 +30,9 @@ from pgjobs.types import WorkerRegistration
 # `errors`. A job that only waited, claimed, in the lost worker's buffer never ran: it
 # goes back with its attempt given back, its place in line kept, and nothing in `errors`.
 # The maintenance leader runs it; the transaction-scoped advisory lock is a guard, so
-# that two workers that both think they lead for a beat do not rescue in parallel.
+# that two workers that both think they lead for a beat do not rescue in parallel. A
+# workflow step that fails for good here settles its dependents in this statement
+# (migration 0009's settle_steps), and `App.result` waiters are woken.
 RESCUE = """
 WITH leader AS (
     SELECT pg_try_advisory_xact_lock(hashtext(%(lock_name)s)) AS held
@@ -56,19 +61,26 @@ WITH leader AS (
         heartbeat_at = NULL
     FROM stale
     WHERE j.id = stale.id
-    RETURNING j.id, j.queue, j.state, stale.began
+    RETURNING j.id, j.queue, j.state, j.workflow_id, stale.began
 )
-SELECT id, state, began, pg_notify(%(channel)s, queue) FROM rescued
+SELECT id, state, began, pg_notify(%(channel)s, queue),
+       (SELECT {settle_steps}(array_agg(id), array_agg(state))
+        FROM rescued WHERE workflow_id IS NOT NULL AND state = 'failed') AS released,
+       (SELECT pg_notify(%(results_channel)s, '')
+        FROM rescued WHERE state = 'failed' LIMIT 1) AS woken
+FROM rescued
 """
 
-# Deletes one batch, so a large prune is many short transactions rather than one long
-# lock. The literal state list lets the planner use the partial jobs_finished_idx.
+# Deletes one batch of plain jobs (workflows' steps go by PRUNE_STEPS), so a large
+# prune is many short transactions rather than one long lock. The literal state list
+# lets the planner use the partial jobs_finished_idx.
 PRUNE_FINISHED = """
 WITH batch AS (
     SELECT id FROM {jobs}
     WHERE state IN ('completed', 'failed', 'cancelled')
       AND state = ANY(%(states)s::text[])
       AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND workflow_id IS NULL
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 )
@@ -76,6 +88,85 @@ DELETE FROM {jobs} AS j
 USING batch
 WHERE j.id = batch.id
 """
+
+# Workflows' steps past their retention, kept while any step of their workflow is
+# unfinished: a step released later reads its dependencies' results, and a retried one
+# waits for them. A batch looks at the next `batch_size` such steps after `after` (by
+# finished_at, then id: a cursor through the pass, so the steps kept never hide the ones
+# behind them), asks once per workflow whether it is finished (a lookup by the partial
+# jobs_workflow_step_idx that stops at the first unfinished step: LIMIT 1 keeps the
+# planner from hashing every unfinished job of the table instead), and deletes the
+# steps of finished ones. It returns how many steps it looked at and deleted, the
+# cursor, and the workflows it deleted steps of. The rows are checked again as they are
+# locked: one retried meanwhile is left.
+PRUNE_STEPS = """
+WITH candidates AS MATERIALIZED (
+    SELECT id, workflow_id, finished_at FROM {jobs}
+    WHERE state IN ('completed', 'failed', 'cancelled')
+      AND state = ANY(%(states)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+      AND workflow_id IS NOT NULL
+      AND finished_at >= %(after_at)s::timestamptz
+      AND (finished_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+    ORDER BY finished_at, id
+    LIMIT %(batch_size)s
+), workflows AS MATERIALIZED (
+    SELECT DISTINCT workflow_id FROM candidates
+), finished AS (
+    SELECT w.workflow_id FROM workflows AS w
+    LEFT JOIN LATERAL (
+        SELECT true AS found FROM {jobs} AS s
+        WHERE s.workflow_id = w.workflow_id AND s.state IN ('available', 'running', 'blocked')
+        LIMIT 1
+    ) AS unfinished ON true
+    WHERE unfinished.found IS NULL
+), batch AS (
+    SELECT j.id FROM {jobs} AS j
+    WHERE j.id IN (SELECT id FROM candidates
+                   WHERE workflow_id IN (SELECT workflow_id FROM finished))
+      AND j.state IN ('completed', 'failed', 'cancelled')
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM {jobs} AS j
+    USING batch
+    WHERE j.id = batch.id
+    RETURNING j.workflow_id
+), last AS (
+    SELECT finished_at, id FROM candidates ORDER BY finished_at DESC, id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM candidates), (SELECT count(*) FROM deleted),
+       (SELECT finished_at FROM last), (SELECT id FROM last),
+       ARRAY(SELECT DISTINCT workflow_id FROM deleted)
+"""
+# The workflows whose last steps were just deleted: their rows go too. A separate
+# statement, run only when steps were deleted, so a role may prune plain jobs without
+# a grant on the workflows table.
+DELETE_EMPTY_WORKFLOWS = """
+DELETE FROM {workflows} AS w
+WHERE w.id = ANY(%(ids)s::bigint[])
+  AND NOT EXISTS (SELECT FROM {jobs} AS j WHERE j.workflow_id = w.id)
+"""
+
+
+class PrunedSteps(NamedTuple):
+    """One batch of PRUNE_STEPS: steps looked at and deleted, and where the next
+    batch starts."""
+
+    scanned: int
+    deleted: int
+    after: tuple[datetime, int]
+
+
+class PruneCursor(NamedTuple):
+    """Where a prune pass is: deleting plain jobs, then (`steps`) workflows' steps
+    finished after `after` (finished_at, id)."""
+
+    steps: bool = False
+    after: tuple[datetime, int] = (datetime(1, 1, 1, tzinfo=timezone.utc), 0)
+
+
+PRUNE_START = PruneCursor()
+
 
 # A guard around retention's pass on the leader (a session lock, released at the end of
 # the pass or when the connection drops with its worker): two workers that both lead
@@ -155,19 +246,82 @@ class MaintenanceStatements(StatementGroup):
             "rescue_after": rescue_after,
             "lock_name": f"pgjobs.rescue:{self.schema}",
             "channel": self.sql.channel,
+            "results_channel": self.sql.results_channel,
         }
         return [(row[0], row[1], row[2]) for row in self._rows(conn, RESCUE, params)]
 
     def prune_batch(
         self, conn: Any, *, states: Sequence[str], older_than_seconds: float, batch_size: int
     ) -> int:
-        """Delete up to `batch_size` jobs finished in `states` long enough ago; how many."""
+        """Delete up to `batch_size` plain jobs finished in `states` long enough ago; how
+        many (workflows' steps: `prune_steps`)."""
         params = {
             "states": list(states),
             "older_than": older_than_seconds,
             "batch_size": batch_size,
         }
         return int(self._rows(conn, PRUNE_FINISHED, params).rowcount)
+
+    def prune_steps(
+        self,
+        conn: Any,
+        *,
+        states: Sequence[str],
+        older_than_seconds: float,
+        batch_size: int,
+        after: tuple[datetime, int] = PRUNE_START.after,
+    ) -> PrunedSteps:
+        """Delete the steps of finished workflows among the next `batch_size` steps
+        finished in `states` long enough ago, after `after`, and the workflows left
+        with no step, in one transaction. A pass continues at each batch's `after`
+        until a batch looks at fewer than `batch_size` steps."""
+        params = {
+            "states": list(states),
+            "older_than": older_than_seconds,
+            "batch_size": batch_size,
+            "after_at": after[0],
+            "after_id": after[1],
+        }
+        return run(conn, self.schema, _atomic(self._prune_steps(params, after)))
+
+    def _prune_steps(
+        self, params: dict[str, Any], after: tuple[datetime, int]
+    ) -> Plan[PrunedSteps]:
+        [(scanned, deleted, last_at, last_id, emptied)] = yield Statement(
+            self.sql.render(PRUNE_STEPS), params
+        )
+        if emptied:
+            yield Statement(self.sql.render(DELETE_EMPTY_WORKFLOWS), {"ids": emptied})
+        if last_at is not None:
+            after = (last_at, last_id)
+        return PrunedSteps(int(scanned), int(deleted), after)
+
+    def prune_next(
+        self,
+        conn: Any,
+        *,
+        states: Sequence[str],
+        older_than_seconds: float,
+        batch_size: int,
+        cursor: PruneCursor = PRUNE_START,
+    ) -> tuple[int, PruneCursor | None]:
+        """One batch of a prune pass (`pgjobs prune`, retention) from `cursor`: plain
+        jobs until they are done, then workflows' steps. Jobs deleted, and where the
+        next batch starts (None: the pass is over)."""
+        if not cursor.steps:
+            deleted = self.prune_batch(
+                conn, states=states, older_than_seconds=older_than_seconds, batch_size=batch_size
+            )
+            return deleted, cursor if deleted >= batch_size else PruneCursor(steps=True)
+        pruned = self.prune_steps(
+            conn,
+            states=states,
+            older_than_seconds=older_than_seconds,
+            batch_size=batch_size,
+            after=cursor.after,
+        )
+        more = pruned.scanned >= batch_size
+        return pruned.deleted, PruneCursor(True, pruned.after) if more else None
 
     def try_maintenance_lock(self, conn: Any, name: str) -> bool:
         """Take the session lock of maintenance task `name` if no other worker holds it."""
@@ -208,6 +362,12 @@ class MaintenanceStatements(StatementGroup):
     def notify(self, conn: Any, payload: str) -> None:
         """NOTIFY the schema's channel with `payload` when `conn`'s transaction commits."""
         self._rows(conn, NOTIFY, {"channel": self.sql.channel, "payload": payload})
+
+
+def _atomic(plan: Plan[T]) -> Plan[T]:
+    """`plan` as one transaction (a savepoint inside the caller's)."""
+    result: T = yield Atomic(plan)
+    return result
 
 
 def client_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | None, int]:

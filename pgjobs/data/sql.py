@@ -40,6 +40,11 @@ def control_channel(schema: str) -> str:
     return "pgjobs_control_" + hashlib.md5(schema.encode()).hexdigest()
 
 
+def results_channel(schema: str) -> str:
+    """The channel that wakes `App.result` waiters when jobs they may wait for finish."""
+    return "pgjobs_results_" + hashlib.md5(schema.encode()).hexdigest()
+
+
 class SchemaSQL:
     """pgjobs' statements for one schema, rendered once each."""
 
@@ -47,6 +52,7 @@ class SchemaSQL:
         self.schema = schema
         self.channel = notify_channel(schema)
         self.control_channel = control_channel(schema)
+        self.results_channel = results_channel(schema)
         self.jobs = sql.Identifier(schema, "jobs")
         # Alembic's version table lives in the schema too (migrations/env.py).
         self.version_table = sql.Identifier(schema, "alembic_version")
@@ -57,6 +63,8 @@ class SchemaSQL:
             "schedules": sql.Identifier(schema, "schedules"),
             "alembic_version": self.version_table,
             "reserve_job_ids": sql.Identifier(schema, "reserve_job_ids"),
+            "settle_steps": sql.Identifier(schema, "settle_steps"),
+            "workflows": sql.Identifier(schema, "workflows"),
             "staging": sql.Identifier("pg_temp", STAGING_TABLE),
         }
         self._rendered: dict[str, sql.SQL] = {}

@@ -18,13 +18,21 @@ from pgjobs.testing.connections import enqueues_into
 from pgjobs.testing.matching import JobFilters, JobPattern, describe_job
 from pgjobs.testing.periodic import enqueue_periodic
 from pgjobs.testing.runner import Clock, InlineRunner, RunResult
+from pgjobs.testing.workflows import (
+    WorkflowRef,
+    assertion_message,
+    differences,
+    expected_states,
+    read_workflow,
+)
 from pgjobs.types import CallerConnection as Caller
-from pgjobs.types import Job
+from pgjobs.types import Job, JobState
 from pgjobs.worker.periodic import Tick
 from pgjobs.worker.settings import new_worker_id
 
 if TYPE_CHECKING:
     from pgjobs.enqueue import Unpack
+    from pgjobs.testing.matching import State
 
 # Jobs a query reads for one assertion at most; a test's queue holds far fewer.
 _SCAN_LIMIT = 10_000
@@ -145,6 +153,67 @@ class Jobs:
         """
         clock = Clock.of(until, advance, delayed)
         return self._runner.run(queues=queues, clock=clock, drain=drain, max_jobs=max_jobs)
+
+    def run_workflow(
+        self,
+        workflow: WorkflowRef,
+        *,
+        queues: Sequence[str] | None = None,
+        until: datetime | None = None,
+        advance: float | timedelta | None = None,
+        delayed: bool = False,
+        max_jobs: int | None = None,
+    ) -> RunResult:
+        """Run a workflow (a `Workflow` enqueued on this connection, or its id) to its
+        end: `run(drain=True)`, so each step runs once the statement that records its
+        last dependency has released it, and steps that steps add run too.
+
+        Like a worker, it runs every job due, not only the workflow's steps (a step's
+        own enqueues included): `queues` narrows it. `max_jobs` defaults to 100 plus the
+        workflow's steps. Time options as for `run`. Check the outcome with
+        `assert_workflow`; a step still waiting afterwards (delayed, in another queue,
+        or blocked behind one) is left as it is.
+        """
+        view = read_workflow(self.app, self.conn, workflow)
+        budget = 100 + len(view.steps) if max_jobs is None else max_jobs
+        return self.run(
+            queues=queues,
+            until=until,
+            advance=advance,
+            delayed=delayed,
+            drain=True,
+            max_jobs=budget,
+        )
+
+    def workflow_states(self, workflow: WorkflowRef) -> dict[str, JobState]:
+        """{step name: state} of a workflow's steps now, in the order they were added
+        (steps added at run time included). States compare equal to their text."""
+        return read_workflow(self.app, self.conn, workflow).states
+
+    def workflow_steps(self, workflow: WorkflowRef) -> dict[str, Job]:
+        """{step name: `Job`} of a workflow's steps now, in the order they were added:
+        each with its `state`, `result`, `errors`, `attempts`, `depends_on`."""
+        view = read_workflow(self.app, self.conn, workflow)
+        return {step.name: self.get(step.id) for step in view.steps}
+
+    def workflow_results(self, workflow: WorkflowRef) -> dict[str, Any]:
+        """{step name: stored result} (None for a step that stores none or has not
+        completed)."""
+        return {name: job.result for name, job in self.workflow_steps(workflow).items()}
+
+    def assert_workflow(
+        self, workflow: WorkflowRef, states: Mapping[str, State] | None = None
+    ) -> dict[str, JobState]:
+        """Fail unless the workflow's steps are in exactly these states: `states` maps
+        every step name (steps added at run time too) to its state; None means every
+        step `completed`. The message lists each step that differs, then the whole graph
+        with each step's state, what it still waits for and its last error. Returns the
+        states."""
+        view = read_workflow(self.app, self.conn, workflow)
+        problems = differences(view, expected_states(view, states))
+        if problems:
+            raise AssertionError(assertion_message(view, problems))
+        return view.states
 
     def enqueue_periodic(self, at: datetime | None = None) -> list[Tick]:
         """Enqueue what the App's periodic schedules have due at `at` (default now), as a

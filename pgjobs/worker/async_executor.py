@@ -29,7 +29,6 @@ from typing import Any
 
 from pgjobs.types import ClaimedJob
 from pgjobs.worker.executor import ExecutorPool, call_task
-from pgjobs.worker.outcomes import completed
 from pgjobs.worker.service import LoopService, Service, StopPhase
 
 log = logging.getLogger("pgjobs.worker")
@@ -192,8 +191,8 @@ class AsyncExecutor(Service):
             try:
                 if task is None:  # only jobs of registered async tasks come here
                     raise RuntimeError(f"task {job.task!r} is not registered")
-                await call_task(task, job.payload, attempt.context)
-                outcome, raised = completed(job), None
+                value = await call_task(task, job.payload, attempt.context)
+                outcome, raised = self.pool.policy.of_return(job, task, value), None
             except BaseException as error:  # a task's SystemExit is its failure, not ours
                 outcome, raised = self.pool.policy.of_exception(job, error), error
             if me in self._cancelled:

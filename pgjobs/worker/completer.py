@@ -69,6 +69,7 @@ class Completer(StatementService[ClaimStatements]):
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._abandon = threading.Event()
+        self._urgent = 0  # queued outcomes that release workflow steps (Outcome.releases)
         self._unwritten = 0  # outcomes given up on (database gone at shutdown)
 
     def submit(self, outcome: Outcome) -> None:
@@ -80,7 +81,8 @@ class Completer(StatementService[ClaimStatements]):
             self._pending[outcome.job_id] = self._pending.get(outcome.job_id, 0) + 1
             first = len(self._queued) == 1
             full = len(self._queued) >= BATCH_SIZE
-        if first or full:
+            self._urgent += outcome.releases
+        if first or full or outcome.releases:
             self.wake()
 
     def pending_ids(self) -> list[int]:
@@ -106,11 +108,16 @@ class Completer(StatementService[ClaimStatements]):
     def _due_in(self) -> float | None:
         """Seconds until the queued outcomes are due (0: now); None when none are queued.
 
-        Due when stopping, when a batch is full, or once the oldest waited `flush_delay`.
+        Due when stopping, when a batch is full, when it holds a workflow step's
+        completion (its dependents wait for it: written at once, so that a chain of steps
+        pays no batching delay per step; under load the completer is busy writing and
+        batches form all the same), or once the oldest waited `flush_delay`. A stored
+        result alone waits like any outcome: a few milliseconds more for `App.result`
+        buys whole batches when result-storing jobs stream through.
         """
         if not self._queued:
             return None
-        if self.stopping or len(self._queued) >= BATCH_SIZE:
+        if self.stopping or self._urgent or len(self._queued) >= BATCH_SIZE:
             return 0.0
         return max(0.0, self._queued[0][0] + self.flush_delay - self.clock())
 
@@ -168,7 +175,9 @@ class Completer(StatementService[ClaimStatements]):
             if self._due_in() != 0.0:
                 return []
             count = min(len(self._queued), MAX_BATCH)
-            return [self._queued.popleft()[1] for _ in range(count)]
+            batch = [self._queued.popleft()[1] for _ in range(count)]
+            self._urgent -= sum(outcome.releases for outcome in batch)
+            return batch
 
     def _forget(self, batch: Sequence[Outcome]) -> None:
         with self._changed:

@@ -25,8 +25,9 @@ from pgjobs.tasks import JobContext, Task
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.claim_buffer import ClaimBuffer
 from pgjobs.worker.events import Ending, EventBus, JobEnded, JobStarted, ending_of
-from pgjobs.worker.outcomes import OutcomePolicy, completed, put_back
+from pgjobs.worker.outcomes import OutcomePolicy, put_back
 from pgjobs.worker.service import LoopService, Service, StopPhase
+from pgjobs.workflow_steps import RunningStep
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -229,11 +230,11 @@ class ExecutorPool(Service):
                 raise UnknownTaskError(
                     f"unknown task {job.task!r}: it is not registered in this worker"
                 )
-            call_task(task, job.payload, attempt.context)
+            value = call_task(task, job.payload, attempt.context)
         except BaseException as error:  # a task's SystemExit is its failure, not ours
             self.end(attempt, self.policy.of_exception(job, error), error)
         else:
-            self.end(attempt, completed(job))
+            self.end(attempt, self.policy.of_return(job, task, value))
 
     def begin(
         self, job: ClaimedJob, *, cancel: Callable[[], None] | None = None
@@ -255,6 +256,8 @@ class ExecutorPool(Service):
                 deadline=None if timeout is None else started + timeout,
                 worker_id=self.worker_id,
                 scheduled_at=job.scheduled_at,
+                workflow_id=job.workflow_id,
+                step_access=None if job.workflow_id is None else RunningStep(task.app, job),
             )
         attempt = Attempt(job, context, timeout, started, cancel=cancel)
         with self._lock:

@@ -7,13 +7,15 @@ them with each task's own retry policy.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pgjobs.errors import FailJob, SnoozeJob
+from pgjobs.errors import FailJob, ResultNotStorableError, SnoozeJob
 from pgjobs.retry import Backoff
+from pgjobs.storable import json_is_storable
 from pgjobs.tasks import Task
 from pgjobs.types import ClaimedJob, JobState, Outcome
 
@@ -101,6 +103,18 @@ class OutcomePolicy:
             log.exception("retry policy failed; using the default backoff", extra=job.log_fields())
             return self._decide(outcome_of_exception, job, error, Backoff())
 
+    def of_return(self, job: ClaimedJob, task: Task[Any, Any], value: Any) -> Outcome:
+        """The outcome of an attempt whose task returned `value`: completed, with the
+        value as JSON for a task that stores its result; a value that cannot be stored
+        fails the attempt, which retries by policy."""
+        if not task.store_result:
+            return completed(job)
+        try:
+            result_json = result_as_json(task, value)
+        except ResultNotStorableError as error:
+            return self.of_exception(job, error)
+        return completed(job, result_json)
+
     def of_timeout(self, job: ClaimedJob, timeout: float) -> Outcome:
         """The outcome of an attempt that ran past its task's `timeout`."""
         return self._decide(outcome_of_timeout, job, timeout, self.backoff_of(job.task))
@@ -116,9 +130,40 @@ class OutcomePolicy:
         return decide(job, cause, backoff=backoff, random=self.random, worker_id=self.worker_id)
 
 
-def completed(job: ClaimedJob) -> Outcome:
-    """The attempt succeeded."""
-    return Outcome(job.id, job.attempt, COMPLETED)
+def completed(job: ClaimedJob, result_json: str | None = None) -> Outcome:
+    """The attempt succeeded (and returned `result_json`, for a task that stores it).
+
+    Watched (written by the statement that wakes waiters and releases dependents) when
+    it stores a result or is a workflow's step.
+    """
+    if result_json is None and job.workflow_id is None:
+        return Outcome(job.id, job.attempt, COMPLETED)
+    step = job.workflow_id is not None
+    return Outcome(
+        job.id, job.attempt, COMPLETED, result_json=result_json, watched=True, releases=step
+    )
+
+
+def result_as_json(task: Task[Any, Any], value: Any) -> str:
+    """A task's return value as JSON text jsonb accepts, within its `result_max_bytes`."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ResultNotStorableError(
+            f"result of task {task.name!r} is not JSON-serialisable: {error}"
+        ) from None
+    if not json_is_storable(text):
+        raise ResultNotStorableError(
+            f"result of task {task.name!r} holds a NUL character or a lone surrogate, "
+            "which PostgreSQL cannot store"
+        )
+    size = len(text.encode())
+    if size > task.result_max_bytes:
+        raise ResultNotStorableError(
+            f"result of task {task.name!r} is {size} bytes of JSON, over its "
+            f"result_max_bytes of {task.result_max_bytes}"
+        )
+    return text
 
 
 def put_back(job: ClaimedJob) -> Outcome:

@@ -3,7 +3,8 @@
 Without it the jobs table grows forever (`pgjobs prune` by hand or from cron was the only
 way). It is maintenance: only the leader runs it (`worker/maintenance.py`), once a
 minute. A pass deletes in batches of `PRUNE_BATCH_SIZE` rows, each its own short
-statement (the one `pgjobs prune` uses) on the maintenance connection, so the other
+statement (the ones `pgjobs prune` uses: plain jobs, then workflows' steps, which stay
+until their whole workflow has finished) on the maintenance connection, so the other
 maintenance services wait for one batch at most, and it stops between batches when
 maintenance stops. A session advisory lock around the pass stays as a guard for the beat
 in which two workers may both think they lead; it goes with the connection if the worker
@@ -16,12 +17,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
 
 from pgjobs.admin import PRUNE_BATCH_SIZE
-from pgjobs.data.maintenance import MaintenanceStatements
+from pgjobs.data.maintenance import PRUNE_START, MaintenanceStatements, PruneCursor
 from pgjobs.errors import ConfigurationError
 from pgjobs.types import FINISHED_STATES
 from pgjobs.worker.connection import CONNECTION_ERRORS, Connections
@@ -118,15 +120,18 @@ class Retention(StatementService[MaintenanceStatements]):
 
     def _delete(self, state: str, seconds: float) -> int:
         deleted = 0
-        while not self.stopping:
-            batch: int = self._run(
-                lambda conn: self.statements.prune_batch(
-                    conn, states=[state], older_than_seconds=seconds, batch_size=self.batch_size
+        cursor: PruneCursor | None = PRUNE_START
+        while cursor is not None and not self.stopping:
+            batch, cursor = self._run(
+                partial(
+                    self.statements.prune_next,
+                    states=[state],
+                    older_than_seconds=seconds,
+                    batch_size=self.batch_size,
+                    cursor=cursor,
                 )
             )
             deleted += batch
-            if batch < self.batch_size:
-                break
         return deleted
 
     def _run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:

@@ -1,4 +1,5 @@
-"""Fixtures for tests that run `pgjobs work` processes; `tests/conftest.py` registers them."""
+"""Fixtures for tests that run `pgjobs work` processes, and for tests of `pgjobs.testing`;
+`tests/conftest.py` registers them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgjobs import App
+from pgjobs.testing import Jobs
 from tests.helpers.rows import create_runs_table
 from tests.helpers.workers import WORKER_APP, StartWorker, WorkerProcess
 
@@ -43,3 +46,18 @@ def start_worker(database_url: str, schema: str) -> Iterator[StartWorker]:
         worker.close()
         print(f"--- {worker.describe()}")
         worker.remove_log()
+
+
+@pytest.fixture
+def test_conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The test's connection, in a transaction rolled back at the end."""
+    with psycopg.connect(database_url) as connection:
+        yield connection
+        connection.rollback()
+
+
+@pytest.fixture
+def helper(app: App, test_conn: psycopg.Connection[Any]) -> Iterator[Jobs]:
+    """`pgjobs.testing.Jobs` on the test's connection."""
+    with Jobs(app, test_conn) as jobs:
+        yield jobs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from pgjobs.bounds import DEFAULT_RESULT_MAX_BYTES, check_result_max_bytes
 from pgjobs.config import resolve_schema
 from pgjobs.data.connector import run, run_async
 from pgjobs.data.layer import DataLayer
@@ -26,6 +27,7 @@ from pgjobs.errors import (
     InvalidTaskError,
     UnknownTaskError,
 )
+from pgjobs.limits import declare_limits
 from pgjobs.queue_limits import QueueLimits
 from pgjobs.results import ResultWaiter
 from pgjobs.retry import Backoff, check_backoff
@@ -37,16 +39,6 @@ if TYPE_CHECKING:
 
     from pgjobs.async_db import AsyncDatabase
     from pgjobs.periodic import Schedule
-
-DEFAULT_RESULT_MAX_BYTES = 1_048_576
-
-
-def check_result_max_bytes(value: object, error: type[Exception]) -> int:
-    """A positive whole number of bytes, else `error`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise error(f"result_max_bytes must be a positive integer, got {value!r}")
-    return value
-
 
 # An item of `enqueue_many`: (task name, arguments) or (task name, arguments, options).
 BulkItem = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
@@ -114,6 +106,10 @@ class App:
         pass_context: bool = False,
         store_result: bool = False,
         result_max_bytes: int | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: str | None = None,
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]: ...
 
     def task(
@@ -129,6 +125,10 @@ class App:
         pass_context: bool = False,
         store_result: bool = False,
         result_max_bytes: int | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: str | None = None,
     ) -> Any:
         """Register a function as a task, as `@app.task` or `@app.task(...)`.
 
@@ -137,6 +137,8 @@ class App:
         a `JobContext` as its first argument. With `store_result=True` its return value
         is stored as JSON in `jobs.result` (at most `result_max_bytes`, by default the
         App's) for `App.result` and for the workflow steps that depend on it.
+        `concurrency`, `rate_limit` ("N/s", "N/m", "N/h") and their `_key` arguments
+        limit its jobs across every worker (see pgjobs.limits).
         """
 
         if name is not None:
@@ -150,6 +152,14 @@ class App:
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{function.__module__}.{function.__name__}"
             seconds = check_task_function(task_name, function, timeout)
+            limits = declare_limits(
+                task_name,
+                function,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
+                rate_limit=rate_limit,
+                rate_limit_key=rate_limit_key,
+            )
             if task_name in self.tasks:
                 other = self.tasks[task_name].func
                 raise InvalidTaskError(
@@ -168,6 +178,7 @@ class App:
                 pass_context=pass_context,
                 store_result=store_result,
                 result_max_bytes=max_bytes,
+                limits=limits,
             )
             # Validate the defaults once, at import time, rather than at the first enqueue.
             build_row(task_name, {}, registered.defaults)

@@ -101,3 +101,13 @@ def _span(seconds: float) -> str:
     if years >= 1:
         return f"about {years:,.0f} years"
     return f"about {seconds / 86400:,.0f} days"
+
+
+DEFAULT_RESULT_MAX_BYTES = 1_048_576  # a stored result's JSON, unless App or task says
+
+
+def check_result_max_bytes(value: object, error: type[Exception]) -> int:
+    """A positive whole number of bytes, else `error`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise error(f"result_max_bytes must be a positive integer, got {value!r}")
+    return value

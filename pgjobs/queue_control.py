@@ -1,21 +1,71 @@
-"""Queue control: what `pgjobs queues` and `pgjobs queue pause|resume|limit` do.
+"""Queue control: what `pgjobs queues`, `pgjobs queue pause|resume|limit` and `pgjobs
+limits` do.
 
 A queue's settings live in `<schema>.queues`, one row per queue that has any; a queue
 without a row is running and unlimited, so a new queue needs no declaration. Every
 claim reads the paused flag itself, so a pause applies to every worker from its next
 claim and survives restarts; a resume also wakes the workers that serve the queue.
-Limits are enforced at enqueue (`pgjobs.queue_limits`).
+`max_waiting` is enforced at enqueue (`pgjobs.queue_limits`), `max_running` at claim,
+like the tasks' concurrency and rate limits (`<schema>.task_limits`).
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+from typing import Final, Literal
+
 from pgjobs.app import App
-from pgjobs.bounds import INT_MAX  # max_waiting is an integer column
-from pgjobs.data.inspect import QueueOverview
+from pgjobs.bounds import INT_MAX  # the limits are integer columns
+from pgjobs.data.inspect import (
+    BucketUse,
+    LimitUse,
+    QueueOverview,
+    QueueRunningLimit,
+    TaskLimit,
+)
 from pgjobs.enqueue import MAX_QUEUE_NAME_LENGTH, _check_text
 from pgjobs.errors import ConfigurationError
 
-__all__ = ["QueueOverview", "pause_queue", "queue_overview", "resume_queue", "set_queue_limit"]
+__all__ = [
+    "UNCHANGED",
+    "BucketUse",
+    "LimitUse",
+    "Limits",
+    "QueueOverview",
+    "QueueRunningLimit",
+    "TaskLimit",
+    "list_limits",
+    "pause_queue",
+    "queue_overview",
+    "resume_queue",
+    "set_queue_limit",
+]
+
+# The buckets of each task limit `list_limits` shows by default, the most used first.
+TOP_BUCKETS = 20
+
+
+class _Unchanged(enum.Enum):
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+# `set_queue_limit`'s default: leave that limit as it is.
+UNCHANGED: Final = _Unchanged.UNCHANGED
+# A limit given to `set_queue_limit`: a number, None (no limit) or UNCHANGED.
+Setting = int | Literal[_Unchanged.UNCHANGED] | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What `pgjobs limits` shows: every task's limits and every queue's max_running,
+    each with its current use."""
+
+    tasks: list[TaskLimit]
+    queues: list[QueueRunningLimit]
 
 
 def queue_overview(app: App) -> list[QueueOverview]:
@@ -43,20 +93,51 @@ def resume_queue(app: App, queue: str) -> bool:
         return app.data.admin.resume_queue(conn, queue)
 
 
-def set_queue_limit(app: App, queue: str, max_waiting: int | None) -> None:
-    """Refuse enqueues (`QueueFull`) while `queue` holds `max_waiting` waiting jobs or more;
-    None removes the limit. Producers see the change within a second."""
+def set_queue_limit(
+    app: App,
+    queue: str,
+    max_waiting: Setting = UNCHANGED,
+    *,
+    max_running: Setting = UNCHANGED,
+) -> None:
+    """Set the limits of `queue` that are given; None removes one, and one not given
+    (`UNCHANGED`) stays as it is.
+
+    `max_waiting`: refuse enqueues (`QueueFull`) while the queue holds that many waiting
+    jobs or more; producers see the change within a second. `max_running`: workers claim
+    none of its jobs while that many run, across the fleet; they see the change within a
+    second, and it wakes them.
+    """
     _check_queue(queue)
-    if max_waiting is not None and (
-        isinstance(max_waiting, bool)
-        or not isinstance(max_waiting, int)
-        or not 0 <= max_waiting <= INT_MAX
+    limits: dict[str, int | None] = {}
+    for name, value, minimum in (
+        ("max_waiting", max_waiting, 0),
+        ("max_running", max_running, 1),
     ):
-        raise ConfigurationError(
-            f"max_waiting must be an integer from 0 to {INT_MAX}, got {max_waiting!r}"
-        )
+        if value is UNCHANGED:
+            continue
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= INT_MAX
+        ):
+            raise ConfigurationError(
+                f"{name} must be an integer from {minimum} to {INT_MAX}, got {value!r}"
+            )
+        limits[name] = value
+    if not limits:
+        raise ConfigurationError("give max_waiting, max_running or both")
     with app.database.transaction() as conn:
-        app.data.admin.set_queue_limit(conn, queue, max_waiting)
+        app.data.admin.set_queue_limit(conn, queue, limits)
+
+
+def list_limits(app: App, *, top: int = TOP_BUCKETS) -> Limits:
+    """Every task's concurrency and rate limits (`task_limits`) and every queue's
+    max_running, with their use now: the running jobs of each concurrency bucket, the
+    starts of each rate bucket in its current window (the `top` most used buckets of
+    each limit, and how many are in use), the running jobs of each limited queue."""
+    with app.database.transaction() as conn:
+        tasks = app.data.inspect.task_limits(conn, top=top)
+        queues = app.data.inspect.queue_running_limits(conn)
+    return Limits(tasks, queues)
 
 
 def _check_queue(queue: str) -> None:

@@ -80,6 +80,8 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("depends_on", ARRAY(sa.BigInteger), nullable=True),
         sa.Column("dependents", ARRAY(sa.BigInteger), nullable=True),
         sa.Column("waiting_for", sa.Integer, nullable=True),
+        # The limit buckets a running job holds (migration 0010).
+        sa.Column("limit_buckets", ARRAY(sa.Text), nullable=True),
         sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
         sa.CheckConstraint("run_if IN ('completed', 'finished')", name="jobs_run_if_check"),
         sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
@@ -142,6 +144,43 @@ def build_metadata(schema: str) -> sa.MetaData:
         unique=True,
         postgresql_where=sa.text("workflow_id IS NOT NULL"),
     )
+    # A limit bucket's use: the running jobs holding it (migration 0010).
+    sa.Index(
+        "jobs_limit_buckets_idx",
+        jobs.c.limit_buckets,
+        postgresql_using="gin",
+        postgresql_where=sa.text("state = 'running' AND limit_buckets IS NOT NULL"),
+    )
+    # Concurrency and rate limits of tasks, as the workers declare them (migration 0010).
+    sa.Table(
+        "task_limits",
+        metadata,
+        sa.Column("task", sa.Text, primary_key=True),
+        sa.Column("concurrency", sa.Integer, nullable=True),
+        sa.Column("concurrency_key", sa.Text, nullable=True),
+        sa.Column("rate_count", sa.Integer, nullable=True),
+        sa.Column("rate_period", sa.Float, nullable=True),
+        sa.Column("rate_key", sa.Text, nullable=True),
+        sa.Column("updated_at", tz, nullable=False, server_default=sa.func.now()),
+        sa.CheckConstraint(
+            "concurrency IS NULL OR concurrency >= 1", name="task_limits_concurrency_check"
+        ),
+        sa.CheckConstraint(
+            "(rate_count IS NULL) = (rate_period IS NULL)"
+            " AND (rate_count IS NULL OR (rate_count >= 1 AND rate_period > 0))",
+            name="task_limits_rate_check",
+        ),
+    )
+    # Starts of rate-limited jobs, by bucket, for the sliding window (migration 0010).
+    rate_starts = sa.Table(
+        "rate_starts",
+        metadata,
+        sa.Column("bucket", sa.Text, nullable=False),
+        sa.Column("at", tz, nullable=False),
+        sa.Column("until", tz, nullable=False),
+    )
+    sa.Index("rate_starts_bucket_at_idx", rate_starts.c.bucket, rate_starts.c.at)
+    sa.Index("rate_starts_until_idx", rate_starts.c.until)
     # Workflows: a name for each graph of steps (migration 0009).
     sa.Table(
         "workflows",
@@ -170,9 +209,13 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("name", sa.Text, primary_key=True),
         sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("max_waiting", sa.Integer, nullable=True),
+        sa.Column("max_running", sa.Integer, nullable=True),
         sa.Column("updated_at", tz, nullable=False, server_default=sa.func.now()),
         sa.CheckConstraint(
             "max_waiting IS NULL OR max_waiting >= 0", name="queues_max_waiting_check"
+        ),
+        sa.CheckConstraint(
+            "max_running IS NULL OR max_running >= 1", name="queues_max_running_check"
         ),
     )
     # The worker registry (see migration 0005): one row per running worker.

@@ -14,6 +14,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from pgjobs.bounds import check_seconds
 from pgjobs.enqueue import NO_OPTIONS, EnqueueOptions, JobOptions, Unpack
 from pgjobs.errors import InvalidJobError, InvalidTaskError
+from pgjobs.limits import TaskLimits
 from pgjobs.retry import Backoff
 from pgjobs.storable import text_is_storable
 from pgjobs.types import CallerConnection
@@ -164,6 +165,7 @@ class Task(Generic[P, R]):
         pass_context: bool,
         store_result: bool = False,
         result_max_bytes: int = 1_048_576,
+        limits: TaskLimits | None = None,
     ) -> None:
         self.app = app
         self.func = func
@@ -174,6 +176,8 @@ class Task(Generic[P, R]):
         self.pass_context = pass_context
         self.store_result = store_result
         self.result_max_bytes = result_max_bytes
+        self.limits = limits  # concurrency and rate limits (pgjobs.limits)
+        self.limit_keys = limits.keys if limits is not None else ()
         self.signature = inspect.signature(func)
         self._keywords = _keyword_shape(self.signature, pass_context)
         self.is_async = inspect.iscoroutinefunction(func)
@@ -205,6 +209,12 @@ class Task(Generic[P, R]):
         Checked at enqueue, so a job that could never run is refused rather than
         retried for hours.
         """
+        for key in self.limit_keys:
+            if key not in payload:
+                raise InvalidJobError(
+                    f"task {self.name} is limited per value of its argument {key!r}, "
+                    f"which these arguments {sorted(payload)} do not give"
+                )
         if self._keywords is not None:
             required, accepted = self._keywords
             names = payload.keys()

@@ -29,7 +29,9 @@ from tests.poison_app import ODD_TASK_NAME
 # inserting needs no grant on its sequence; LISTEN, NOTIFY and advisory locks need none.
 GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobs, {schema}.workers, {schema}.workflows
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON {schema}.jobs, {schema}.workers, {schema}.workflows, {schema}.task_limits,
+       {schema}.rate_starts
     TO {role};
 GRANT SELECT, INSERT, UPDATE ON {schema}.queues, {schema}.schedules TO {role};
 GRANT SELECT ON {schema}.queue_summary, {schema}.failing_tasks TO {role};
@@ -131,6 +133,12 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
     workflow.enqueue(None)
     app.close()
     with psycopg.connect(database_url, autocommit=True) as admin:
+        # the queue is capped, so its jobs are claimed within limits (data/limits.py)
+        admin.execute(
+            sql.SQL("INSERT INTO {} (name, max_running) VALUES ('default', 10)").format(
+                sql.Identifier(roles.schema, "queues")
+            )
+        )
         admin.execute(
             sql.SQL(
                 "UPDATE {} SET state = 'running', attempts = 1, worker_id = 'gone:1:x',"

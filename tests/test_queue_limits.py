@@ -263,7 +263,9 @@ def test_limit_takes_either_a_number_or_none(
 
     for result in (neither, both):
         assert result.code == 1
-        assert result.err == "pgjobs: error: give either --max-waiting N or --none\n"
+        assert result.err == (
+            "pgjobs: error: give --max-waiting N, --max-running N (or both), or --none\n"
+        )
     assert negative.code == 1
     assert "max_waiting must be an integer from 0" in negative.err
 

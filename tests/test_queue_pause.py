@@ -124,12 +124,12 @@ def test_queues_lists_every_queue_with_its_settings(
     assert table.code == 0, table.err
     lines = table.out.splitlines()
     assert lines[0].split() == [
-        "queue", "paused", "limit", "available", "running", "completed", "failed",
-        "cancelled", "blocked", "oldest", "waiting",
+        "queue", "paused", "max", "waiting", "max", "running", "available", "running",
+        "completed", "failed", "cancelled", "blocked", "oldest", "waiting",
     ]  # fmt: skip
-    assert lines[2].split() == ["default", "-", "-", "0", "0", "1", "0", "0", "0", "-"]
-    assert lines[3].split() == ["empty", "paused", "-", "0", "0", "0", "0", "0", "0", "-"]
-    assert lines[4].split()[:8] == ["mail", "paused", "100", "1", "0", "0", "1", "0"]
+    assert lines[2].split() == ["default", "-", "-", "-", "0", "0", "1", "0", "0", "0", "-"]
+    assert lines[3].split() == ["empty", "paused", "-", "-", "0", "0", "0", "0", "0", "0", "-"]
+    assert lines[4].split()[:9] == ["mail", "paused", "100", "-", "1", "0", "0", "1", "0"]
     found = {queue["queue"]: queue for queue in json.loads(as_json.out)}
     assert list(found) == ["default", "empty", "mail"]
     assert found["mail"]["paused"] is True
@@ -138,6 +138,7 @@ def test_queues_lists_every_queue_with_its_settings(
     assert found["mail"]["total"] == 2
     assert found["default"]["paused"] is False
     assert found["default"]["max_waiting"] is None
+    assert found["mail"]["max_running"] is None
 
 
 def test_pause_and_resume_print_what_they_did(

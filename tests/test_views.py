@@ -62,6 +62,7 @@ def test_queue_summary_counts_each_queue_and_shows_its_settings(
         "cancelled_last_hour": 1,
         "paused": True,
         "max_waiting": 100,
+        "max_running": None,
     }
     assert summary["idle"] == {
         "available": 0,
@@ -73,6 +74,7 @@ def test_queue_summary_counts_each_queue_and_shows_its_settings(
         "oldest_waiting": None,
         "paused": False,
         "max_waiting": 5,
+        "max_running": None,
     }
     assert (summary["default"]["available"], summary["default"]["paused"]) == (1, False)
     assert list(summary) == ["default", "idle", "mail"]

@@ -6,6 +6,7 @@
 - `workflow` one workflow's steps
 - `manage`   retry, cancel, prune
 - `queues`   queues, and queue pause|resume|limit
+- `limits`   task and queue limits, and their use
 - `workers`  the worker fleet
 - `schedules` periodic tasks, their last and next runs
 - `migrate`  create or upgrade the schema
@@ -28,6 +29,7 @@ import typer
 from pgjobs.cli import demo, enqueue, inspect, manage, migrate, work, workflow
 from pgjobs.cli.common import Command, debug_enabled
 from pgjobs.cli.embedded import embedded_cli, url
+from pgjobs.cli.limits import limits
 from pgjobs.cli.queues import queue_cli, queues
 from pgjobs.cli.schedules import schedules
 from pgjobs.cli.workers import workers
@@ -73,6 +75,7 @@ cli.command("list", cls=Command)(inspect.list_jobs)
 cli.command(cls=Command)(inspect.show)
 cli.command(cls=Command)(workflow.workflow)
 cli.command(cls=Command)(queues)
+cli.command(cls=Command)(limits)
 cli.command(cls=Command)(manage.retry)
 cli.command(cls=Command)(manage.cancel)
 cli.command(cls=Command)(manage.prune)

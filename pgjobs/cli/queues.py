@@ -35,11 +35,12 @@ def queues(
     schema: SchemaOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Every queue: jobs by state, oldest waiting age, paused or not, and its limit.
+    """Every queue: jobs by state, oldest waiting age, paused or not, and its limits.
 
     A queue is listed once it has jobs or a setting. "Oldest waiting" is how long the
-    longest-overdue available job has been runnable; "limit" is the most waiting
-    (available) jobs it accepts before an enqueue raises QueueFull.
+    longest-overdue available job has been runnable; "max waiting" is the most waiting
+    (available) jobs it accepts before an enqueue raises QueueFull, "max running" the
+    most of its jobs that run at once.
     """
     from pgjobs.queue_control import queue_overview
 
@@ -53,18 +54,24 @@ def queues(
         print_rich(f"no queues in schema {schema_name!r}")
         return
     names = [state.value for state in STATES]
+    limits = ("max waiting", "max running")
     table = make_table(
-        "queue", "paused", "limit", *names, "oldest waiting", right=("limit", *names)
+        "queue", "paused", *limits, *names, "oldest waiting", right=(*limits, *names)
     )
     for queue in found:
         table.add_row(
             queue.stats.queue,
             "paused" if queue.paused else "-",
-            "-" if queue.max_waiting is None else str(queue.max_waiting),
+            _limit(queue.max_waiting),
+            _limit(queue.max_running),
             *(str(queue.stats.counts[state]) for state in STATES),
             format_age(queue.stats.oldest_waiting),
         )
     print_rich(table)
+
+
+def _limit(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _queue_json(queue: QueueOverview) -> dict[str, Any]:
@@ -72,6 +79,7 @@ def _queue_json(queue: QueueOverview) -> dict[str, Any]:
         "queue": queue.stats.queue,
         "paused": queue.paused,
         "max_waiting": queue.max_waiting,
+        "max_running": queue.max_running,
         "counts": {state.value: count for state, count in queue.stats.counts.items()},
         "total": queue.stats.total,
         "oldest_waiting_seconds": queue.stats.oldest_waiting,
@@ -124,22 +132,36 @@ def limit(
             help="Refuse enqueues (QueueFull) while N or more jobs wait in the queue.",
         ),
     ] = None,
-    none: Annotated[bool, typer.Option("--none", help="Remove the limit.")] = False,
+    max_running: Annotated[
+        int | None,
+        typer.Option(
+            "--max-running",
+            metavar="N",
+            help="Let workers run at most N jobs of the queue at once, all workers together.",
+        ),
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="Remove both limits.")] = False,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
-    """Limit how many jobs may wait in a queue, or remove the limit with --none.
+    """Limit how many jobs may wait in a queue, or run at once; --none removes both.
 
-    Producers apply a new limit within a second; the count they check may be up to a
-    second old (docs/queues.md, Back-pressure).
+    Each option changes only its own limit. Producers apply a new --max-waiting within a
+    second; the count they check may be up to a second old (docs/queues.md,
+    Back-pressure). Workers apply --max-running within a second.
     """
     from pgjobs.queue_control import set_queue_limit
 
-    if (max_waiting is None) == (not none):
-        raise ConfigurationError("give either --max-waiting N or --none")
+    given = {"max_waiting": max_waiting, "max_running": max_running}
+    if none == any(value is not None for value in given.values()):
+        raise ConfigurationError("give --max-waiting N, --max-running N (or both), or --none")
+    # A limit left out is left as it is; --none removes both.
+    limits = dict.fromkeys(given) if none else {k: v for k, v in given.items() if v is not None}
     with closing(open_app(database_url, schema)) as app:
-        set_queue_limit(app, name, max_waiting)
-    if max_waiting is None:
+        set_queue_limit(app, name, **limits)
+    if none:
         print(f"queue {name!r} has no limit")
-    else:
+    if max_waiting is not None:
         print(f"queue {name!r} accepts jobs while fewer than {max_waiting} wait")
+    if max_running is not None:
+        print(f"queue {name!r} runs at most {max_running} jobs at once")

@@ -194,9 +194,16 @@ WHERE name = %(queue)s AND paused
 RETURNING pg_notify(%(channel)s, name)
 """
 
+# Each limit is changed only when asked (`set_*`). A changed max_running wakes the
+# queue's workers, as a resume does: jobs a lower limit held back may run now.
 SET_QUEUE_LIMIT = """
-INSERT INTO {queues} AS q (name, max_waiting) VALUES (%(queue)s, %(max_waiting)s)
-ON CONFLICT (name) DO UPDATE SET max_waiting = excluded.max_waiting, updated_at = now()
+INSERT INTO {queues} AS q (name, max_waiting, max_running)
+VALUES (%(queue)s, %(max_waiting)s, %(max_running)s)
+ON CONFLICT (name) DO UPDATE SET
+    max_waiting = CASE WHEN %(set_waiting)s THEN excluded.max_waiting ELSE q.max_waiting END,
+    max_running = CASE WHEN %(set_running)s THEN excluded.max_running ELSE q.max_running END,
+    updated_at = now()
+RETURNING CASE WHEN %(set_running)s THEN pg_notify(%(channel)s, name) END
 """
 
 # Bulk retry and cancel by filter. A NULL filter matches everything; `states` is always
@@ -343,9 +350,18 @@ class AdminStatements(StatementGroup):
         it was not paused."""
         return bool(self._rows(conn, RESUME_QUEUE, {"queue": queue, "channel": self.sql.channel}))
 
-    def set_queue_limit(self, conn: Any, queue: str, max_waiting: int | None) -> None:
-        """Set (or with None remove) the waiting-jobs limit of `queue`."""
-        self._rows(conn, SET_QUEUE_LIMIT, {"queue": queue, "max_waiting": max_waiting})
+    def set_queue_limit(self, conn: Any, queue: str, limits: Mapping[str, int | None]) -> None:
+        """Set (None: remove) the limits of `queue` named in `limits` (`max_waiting`,
+        `max_running`), leaving the other as it is."""
+        params = {
+            "queue": queue,
+            "max_waiting": limits.get("max_waiting"),
+            "max_running": limits.get("max_running"),
+            "set_waiting": "max_waiting" in limits,
+            "set_running": "max_running" in limits,
+            "channel": self.sql.channel,
+        }
+        self._rows(conn, SET_QUEUE_LIMIT, params)
 
     def count_matching(self, conn: Any, matching: Params) -> tuple[int, int]:
         """(how many jobs match, the highest matching id) for a bulk change's filter.

@@ -29,7 +29,7 @@ from pgjobs.types import ClaimedJob, Outcome
 CLAIM = """
 WITH {async_commit}claimable AS (
     SELECT id FROM {jobs}
-    WHERE state = 'available' AND run_at <= now() {queue_filter}{async_condition}
+    WHERE state = 'available' AND run_at <= now() {queue_filter}{async_condition}{limited}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -61,6 +61,13 @@ ASYNC_CLAIM_CONDITION = "\n      AND EXISTS (SELECT FROM async_commit)"
 CLAIM_QUEUE_FILTER = """AND queue = %(queue)s
       AND NOT EXISTS (SELECT FROM {queues} WHERE name = %(queue)s AND paused)"""
 CLAIM_ANY_QUEUE_FILTER = "AND queue NOT IN (SELECT name FROM {queues} WHERE paused)"
+# The jobs of limited tasks and queues are claimed within their limits by data/limits.py,
+# and this claim passes them over (two hashed lists, read once per claim, like the paused
+# queues; empty while no limit exists). Always, not only once the worker has seen that a
+# limit exists: a limit set a moment ago must not let this claim take its jobs.
+CLAIM_UNLIMITED_FILTER = """
+      AND task NOT IN (SELECT task FROM {task_limits})
+      AND queue NOT IN (SELECT name FROM {queues} WHERE max_running IS NOT NULL)"""
 
 # The rows of `ids` this worker still holds, locked in id order. Outcome writes and
 # heartbeats touch the same rows; locking them in one order means they cannot deadlock.
@@ -225,6 +232,7 @@ def _claim_forms() -> dict[tuple[bool, bool], str]:
             queue_filter=filters[any_queue],
             async_commit=commits[async_commit][0],
             async_condition=commits[async_commit][1],
+            limited=CLAIM_UNLIMITED_FILTER,
         )
         for any_queue in filters
         for async_commit in commits
@@ -262,9 +270,11 @@ class ClaimStatements(StatementGroup):
     ) -> tuple[list[ClaimedJob], set[int]]:
         """Claim up to `limit` runnable jobs (of `queue`, or of any queue when None), the
         first `begin` of them ready for threads (CLAIM); `async_commit`: without waiting
-        for the claim's WAL to reach the disk. Returns the jobs and the ids readied."""
+        for the claim's WAL to reach the disk. Jobs of limited tasks and queues are
+        passed over (data/limits.py claims them). Returns the jobs and the ids readied."""
         params = {"limit": limit, "worker_id": worker_id, "queue": queue, "begin": begin}
-        claimed = self._rows(conn, CLAIM_FORMS[queue is None, async_commit], params, binary=True)
+        form = CLAIM_FORMS[queue is None, async_commit]
+        claimed = self._rows(conn, form, params, binary=True)
         jobs = [ClaimedJob._make(row[:-1]) for row in claimed]
         return jobs, {row[0] for row in claimed if row[-1]}
 

@@ -1,4 +1,4 @@
-"""Reading the queue: statistics, jobs, queues, workers and the schema's revision.
+"""Reading the queue: statistics, jobs, queues, limits, workers and the schema's revision.
 
 Every read returns typed values; none changes anything, so each runs in whatever
 transaction the caller has (the CLI's, a test's).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pgjobs.data.group import StatementGroup
@@ -51,11 +51,59 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class QueueOverview:
-    """A queue's statistics and its settings: paused, and its waiting-jobs limit."""
+    """A queue's statistics and its settings: paused, and its limits of waiting jobs (at
+    enqueue) and of running jobs (at claim)."""
 
     stats: QueueStats
     paused: bool
     max_waiting: int | None
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class BucketUse:
+    """One bucket of a limit in use: its name (`c:email.send:42`), its key's value (None
+    for a limit without key) and its use (running jobs, or starts in the window)."""
+
+    bucket: str
+    key: str | None
+    used: int
+
+
+@dataclass(frozen=True)
+class LimitUse:
+    """The use of one limit of a task: its most used buckets (most first, at most the
+    `top` asked for), how many buckets are in use and their total use."""
+
+    top: tuple[BucketUse, ...] = ()
+    buckets: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class TaskLimit:
+    """A row of `task_limits` and the use of its limits: `running` (None without a
+    concurrency limit) and `starts` in the current window (None without a rate limit)."""
+
+    task: str
+    concurrency: int | None
+    concurrency_key: str | None
+    rate_count: int | None
+    rate_period: float | None
+    rate_key: str | None
+    updated_at: datetime
+    running: LimitUse | None
+    starts: LimitUse | None
+
+
+@dataclass(frozen=True)
+class QueueRunningLimit:
+    """A queue's `max_running`, and the running jobs that count against it."""
+
+    queue: str
+    max_running: int
+    running: int
+    updated_at: datetime
 
 
 # Counts by queue and state, the oldest overdue waiting job and recent throughput, in one
@@ -120,7 +168,7 @@ SCHEMA_REVISION = "SELECT version_num FROM {alembic_version}"
 # with settings and no jobs, or jobs and no settings, has a row too.
 QUEUE_OVERVIEW = """
 SELECT coalesce(s.queue, q.name) AS name, s.*, coalesce(q.paused, false) AS paused,
-       q.max_waiting
+       q.max_waiting, q.max_running
 FROM ({queue_stats}) AS s
 FULL JOIN {queues} AS q ON q.name = s.queue
 ORDER BY 1
@@ -149,10 +197,82 @@ LEFT JOIN ids ON ids.worker_id = w.id
 ORDER BY lost, w.started_at, w.id
 """
 
+# `pgjobs limits` (migration 0010). A bucket is `<kind>:<task>` for a limit without key,
+# `<kind>:<task>:<key value>` for one with a key: a task's bucket `b` of the limit whose
+# key column is `key`, and the key's value in it.
+LIMITED_TASKS = """
+SELECT task, concurrency, concurrency_key, rate_count, rate_period, rate_key, updated_at
+FROM {task_limits}
+ORDER BY task
+"""
+BUCKET_OF_TASK = """CASE WHEN t.{key} IS NULL THEN b.bucket = '{kind}:' || t.task
+     ELSE left(b.bucket, length(t.task) + 3) = '{kind}:' || t.task || ':' END"""
+KEY_VALUE = "CASE WHEN t.{key} IS NOT NULL THEN substr(b.bucket, length(t.task) + 4) END"
+# The most used buckets of each task (`owned`: task, bucket, key, used), at most `top`.
+TOP_BUCKETS = """
+SELECT task, bucket, key, used, buckets, total
+FROM (SELECT *, row_number() OVER (PARTITION BY task ORDER BY used DESC, bucket) AS rank,
+             count(*) OVER (PARTITION BY task) AS buckets,
+             sum(used) OVER (PARTITION BY task) AS total
+      FROM owned) AS ranked
+WHERE rank <= %(top)s
+ORDER BY task, rank
+"""
+# Concurrency: the buckets held by running jobs, read from the running jobs alone (the
+# partial indexes), never the whole table: a fleet runs few jobs at once.
+CONCURRENCY_USE = """
+WITH held AS (
+    SELECT b.bucket, count(*) AS used
+    FROM {jobs} AS j CROSS JOIN LATERAL unnest(j.limit_buckets) AS b(bucket)
+    WHERE j.state = 'running' AND j.limit_buckets IS NOT NULL
+    GROUP BY b.bucket
+), owned AS (
+    SELECT t.task, b.bucket, {key_value} AS key, b.used
+    FROM {task_limits} AS t JOIN held AS b ON {bucket_of_task}
+    WHERE t.concurrency IS NOT NULL
+)
+{top_buckets}
+"""
+# Rates: the starts still in their window (`until` is a start's time plus its limit's
+# period), read through the `until` index; those that left it are deleted by claims.
+RATE_USE = """
+WITH recent AS (
+    SELECT bucket, count(*) AS used FROM {rate_starts} WHERE until > now() GROUP BY bucket
+), owned AS (
+    SELECT t.task, b.bucket, {key_value} AS key, b.used
+    FROM {task_limits} AS t JOIN recent AS b ON {bucket_of_task}
+    WHERE t.rate_count IS NOT NULL
+)
+{top_buckets}
+"""
+# Queues' max_running, each with the running jobs holding its bucket (the GIN index).
+QUEUE_RUNNING_LIMITS = """
+SELECT q.name, q.max_running,
+       (SELECT count(*) FROM {jobs} AS j
+        WHERE j.state = 'running' AND j.limit_buckets IS NOT NULL
+          AND j.limit_buckets @> ARRAY['q:' || q.name]) AS running,
+       q.updated_at
+FROM {queues} AS q
+WHERE q.max_running IS NOT NULL
+ORDER BY q.name
+"""
+
 
 LIST_JOBS = fill(LIST_JOBS, job_columns=JOB_COLUMNS.strip())
 GET_JOB = fill(GET_JOB, job_columns=JOB_COLUMNS.strip())
 QUEUE_OVERVIEW = fill(QUEUE_OVERVIEW, queue_stats=QUEUE_STATS)
+CONCURRENCY_USE, RATE_USE = (
+    fill(
+        template,
+        top_buckets=TOP_BUCKETS.strip(),
+        bucket_of_task=fill(BUCKET_OF_TASK, kind=kind, key=key),
+        key_value=fill(KEY_VALUE, key=key),
+    )
+    for template, kind, key in (
+        (CONCURRENCY_USE, "c", "concurrency_key"),
+        (RATE_USE, "r", "rate_key"),
+    )
+)
 _JOB_FIELDS = [field.name for field in dataclasses.fields(Job)]  # JOB_COLUMNS' order
 
 
@@ -180,9 +300,41 @@ class InspectStatements(StatementGroup):
     def queue_overview(self, conn: Any) -> list[QueueOverview]:
         """Every queue that has jobs or settings, by name, with both."""
         return [
-            QueueOverview(QueueStats.from_row(row, row["name"]), row["paused"], row["max_waiting"])
+            QueueOverview(
+                QueueStats.from_row(row, row["name"]),
+                row["paused"],
+                row["max_waiting"],
+                row["max_running"],
+            )
             for row in self._rows(conn, QUEUE_OVERVIEW, named=True).dicts()
         ]
+
+    def task_limits(self, conn: Any, *, top: int) -> list[TaskLimit]:
+        """Every task's limits, by task, with the use of each: at most `top` buckets."""
+        running, starts = (
+            self._limit_use(conn, template, top) for template in (CONCURRENCY_USE, RATE_USE)
+        )
+        return [
+            TaskLimit(
+                **row,
+                running=running.get(row["task"], LimitUse()) if row["concurrency"] else None,
+                starts=starts.get(row["task"], LimitUse()) if row["rate_count"] else None,
+            )
+            for row in self._rows(conn, LIMITED_TASKS, named=True).dicts()
+        ]
+
+    def _limit_use(self, conn: Any, template: str, top: int) -> dict[str, LimitUse]:
+        found: dict[str, list[Any]] = {}
+        for task, bucket, key, used, buckets, total in self._rows(conn, template, {"top": top}):
+            found.setdefault(task, []).append((BucketUse(bucket, key, used), buckets, total))
+        return {
+            task: LimitUse(tuple(use for use, _, _ in rows), rows[0][1], int(rows[0][2]))
+            for task, rows in found.items()
+        }
+
+    def queue_running_limits(self, conn: Any) -> list[QueueRunningLimit]:
+        """Every queue's max_running, by name, with the running jobs counted against it."""
+        return [QueueRunningLimit(*row) for row in self._rows(conn, QUEUE_RUNNING_LIMITS)]
 
     def list_jobs(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pgjobs.data.admin import AdminStatements
 from pgjobs.data.claims import ClaimStatements
 from pgjobs.data.inspect import InspectStatements
+from pgjobs.data.limits import LimitStatements
 from pgjobs.data.maintenance import MaintenanceStatements
 from pgjobs.data.schedules import ScheduleStatements
 from pgjobs.data.sql import SchemaSQL
@@ -22,3 +23,4 @@ class DataLayer:
         self.schedules = ScheduleStatements(self.sql)  # periodic jobs
         self.inspect = InspectStatements(self.sql)  # reading: CLI, admin, testing
         self.admin = AdminStatements(self.sql)  # changing by hand: CLI, admin, testing
+        self.limits = LimitStatements(self.sql)  # concurrency and rate limits

@@ -65,6 +65,8 @@ class SchemaSQL:
             "reserve_job_ids": sql.Identifier(schema, "reserve_job_ids"),
             "settle_steps": sql.Identifier(schema, "settle_steps"),
             "workflows": sql.Identifier(schema, "workflows"),
+            "task_limits": sql.Identifier(schema, "task_limits"),
+            "rate_starts": sql.Identifier(schema, "rate_starts"),
             "staging": sql.Identifier("pg_temp", STAGING_TABLE),
         }
         self._rendered: dict[str, sql.SQL] = {}

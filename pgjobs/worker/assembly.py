@@ -43,6 +43,7 @@ from pgjobs.worker.events import Event, EventBus, JobEnded, OutcomesWritten
 from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.fetcher import Claims, Fetcher
 from pgjobs.worker.heartbeat import Heartbeat
+from pgjobs.worker.limits import LimitsWatch
 from pgjobs.worker.listener import Listener
 from pgjobs.worker.log_events import log_event, logged_event_types
 from pgjobs.worker.maintenance import Maintenance
@@ -127,6 +128,9 @@ class DataPath:
             worker_id,
             random,
             async_commit=settings.async_claim_commit,
+            limits=LimitsWatch(
+                data.limits, {name: task.limits for name, task in app.tasks.items()}
+            ),
         )
         self.fetcher = Fetcher(
             self.claims,
@@ -139,6 +143,7 @@ class DataPath:
         if self.async_executor is not None:
             self.buffer.on_async_jobs(self.async_executor.wake)
         self.events.subscribe(self._poll_for_retries, OutcomesWritten)
+        self.events.subscribe(self._claim_freed_slots, OutcomesWritten)
 
     def services(self) -> list[Service]:
         """The data path's services (their `stop_phase` orders them)."""
@@ -204,6 +209,14 @@ class DataPath:
             ]
             if delays:
                 self.fetcher.poll_soon(min(delays))
+
+
+    def _claim_freed_slots(self, event: Event) -> None:
+        """While limits exist, a written outcome may have freed a slot that jobs wait
+        for (no NOTIFY says so): claim again rather than wait for the poll."""
+        limits = self.claims.limits
+        if isinstance(event, OutcomesWritten) and event.applied and limits and limits.known:
+            self.fetcher.notify_job_available()
 
 
 class WorkerParts(DataPath):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgjobs.errors import UnknownTaskError
+from pgjobs.errors import FailJob, UnknownTaskError
 from pgjobs.tasks import JobContext, Task
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.claim_buffer import ClaimBuffer
@@ -293,6 +293,12 @@ class _Watchdog(LoopService):
 def call_task(task: Task[Any, Any], payload: dict[str, Any], context: JobContext | None) -> Any:
     """Call the task with its stored arguments, failing clearly when they do not fit."""
     leading = (context,) if context is not None else ()
+    for key in task.limit_keys:
+        if key not in payload:
+            raise FailJob(
+                f"task {task.name} is limited per value of its argument {key!r}, and this "
+                "job's arguments do not give it (it counted in the bucket of an empty value)"
+            )
     try:
         return task.func(*leading, **payload)
     except TypeError:

@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pgjobs.data.claims import ClaimStatements
 from pgjobs.types import ClaimedJob
 from pgjobs.worker.claim_buffer import ClaimBuffer
 from pgjobs.worker.connection import Connections
+from pgjobs.worker.limits import LimitsWatch
 from pgjobs.worker.queues import QueueSpec, allocate
 from pgjobs.worker.service import LoopService, StopPhase
 
@@ -41,6 +43,7 @@ class Claims:
     worker_id: str
     random: Callable[[], float]
     async_commit: bool = False
+    limits: LimitsWatch | None = None
 
     def claim(self, limit: int, *, begin: int = 0) -> tuple[list[ClaimedJob], set[int]]:
         """Claim up to `limit` jobs, sharing them between weighted queues, and ready the
@@ -70,17 +73,34 @@ class Claims:
         # is safe: if the first one committed unseen, its jobs are never heart-beaten and
         # the rescuer returns them.
         claimed: tuple[list[ClaimedJob], set[int]] = self.connection.run(
-            lambda conn: self.statements.claim(
-                conn,
-                limit=limit,
-                queue=queue,
-                worker_id=self.worker_id,
-                begin=begin,
-                async_commit=self.async_commit,
-            ),
-            attempts=2,
+            lambda conn: self._claim_on(conn, limit, queue, begin), attempts=2
         )
         return claimed
+
+    def _claim_on(
+        self, conn: Any, limit: int, queue: str | None, begin: int
+    ) -> tuple[list[ClaimedJob], set[int]]:
+        """The limited jobs within their limits first (when any limit exists), then the
+        others with the room left."""
+        limits = self.limits
+        jobs: list[ClaimedJob] = []
+        ready: set[int] = set()
+        if limits is not None and limits.active(conn):
+            jobs, ready = limits.statements.claim(
+                conn, limit=limit, queue=queue, worker_id=self.worker_id, begin=begin
+            )
+        if len(jobs) < limit:
+            more, more_ready = self.statements.claim(
+                conn,
+                limit=limit - len(jobs),
+                queue=queue,
+                worker_id=self.worker_id,
+                begin=max(begin - len(ready), 0),
+                async_commit=self.async_commit,
+            )
+            jobs += more
+            ready |= more_ready
+        return jobs, ready
 
 
 class Fetcher(LoopService):

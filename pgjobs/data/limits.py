@@ -9,13 +9,18 @@ Nothing is a counter, so whatever ends an attempt gives its slot back, and nothi
 drift. A claimed job also records its buckets in `limit_buckets`, for `pgjobs limits`.
 
 Counting and claiming must not race with another worker doing the same: a claim of
-limited jobs is one transaction of two statements. LOCK_BUCKETS finds the first waiting
-jobs whose buckets all have room (by the counts of its snapshot: jobs of full buckets are
-passed over, so one busy key never holds up the others) and takes a transaction-scoped
-advisory lock on each of their buckets, in sorted order. CLAIM_LIMITED then runs with a
-snapshot taken after the locks were granted, so it sees every claim committed before,
+limited jobs is one transaction of rounds of two statements. LOCK_BUCKETS finds the
+first waiting jobs whose buckets all have room (by the counts of its snapshot: jobs of
+full buckets are passed over, so one busy key never holds up the others) and takes a
+transaction-scoped advisory lock on each of their buckets that no other claim holds
+(`pg_try_advisory_xact_lock`: a claim never waits for another, so claims cannot
+deadlock; a bucket another claim is serving is left to it). CLAIM_LIMITED then runs with
+a snapshot taken after the locks were granted, so it sees every claim committed before,
 counts each bucket's use exactly, and claims at most its room, in order within each
-bucket; a claim of another worker that wants the same bucket waits for this commit.
+bucket, only among the jobs whose every bucket it locked. Its times are the statement's
+(`statement_timestamp()`), not the transaction's: the log of rate-limited starts must be
+in the order the bucket's claims were made, and a claim's transaction may have begun
+before an earlier claim of the same bucket committed.
 
 Jobs of tasks and queues without limits are claimed by the plain CLAIM (data/claims.py),
 which passes limited ones over (CLAIM's `limited` form) and is unchanged while no limit
@@ -52,7 +57,8 @@ defs AS MATERIALIZED (
       AND (j.task IN (SELECT task FROM defs) OR j.queue IN (SELECT name FROM capped))
     GROUP BY bucket
 ), recent AS MATERIALIZED (
-    SELECT bucket, count(*)::int AS used FROM {rate_starts} WHERE until > now()
+    SELECT bucket, count(*)::int AS used FROM {rate_starts}
+    WHERE until > statement_timestamp()
     GROUP BY bucket
 )"""
 
@@ -96,11 +102,10 @@ CANDIDATES = """
 
 LOCK_BUCKETS = """
 WITH {limits_now}, candidates AS ({candidates})
-SELECT bucket, pg_advisory_xact_lock(hashtextextended(bucket, 2504))
-FROM (
+SELECT bucket FROM (
     SELECT DISTINCT bucket FROM candidates CROSS JOIN LATERAL unnest(buckets) AS bucket
-    ORDER BY bucket
 ) AS wanted
+WHERE pg_try_advisory_xact_lock(hashtextextended(bucket, 2504))
 """
 
 # Each bucket's room (its limit less its use), the candidates ranked within each of
@@ -143,11 +148,11 @@ room AS (
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE {jobs} AS j
-    SET state = 'running', attempts = j.attempts + 1, started_at = now(),
+    SET state = 'running', attempts = j.attempts + 1, started_at = statement_timestamp(),
         began_at = CASE WHEN j.id = ANY(ARRAY(
                             SELECT id FROM chosen WHERE id IN (SELECT id FROM claimable)
                             LIMIT %(begin)s))
-                        THEN now() END,
+                        THEN statement_timestamp() END,
         heartbeat_at = now(), worker_id = %(worker_id)s,
         limit_buckets = nullif(array_remove(ARRAY[c.c_bucket, c.q_bucket], NULL), '{{}}')
     FROM candidates AS c
@@ -157,10 +162,12 @@ room AS (
               j.workflow_id, j.began_at IS NOT NULL AS began, c.r_bucket, c.r_period
 ), logged AS (
     INSERT INTO {rate_starts} (bucket, at, until)
-    SELECT r_bucket, now(), now() + make_interval(secs => r_period)
+    SELECT r_bucket, statement_timestamp(),
+           statement_timestamp() + make_interval(secs => r_period)
     FROM claimed WHERE r_bucket IS NOT NULL
 ), forgotten AS (
-    DELETE FROM {rate_starts} WHERE until <= now()
+    DELETE FROM {rate_starts}
+    WHERE bucket = ANY(%(locked)s::text[]) AND until <= statement_timestamp()
 )
 SELECT id, queue, task, payload, attempts, max_attempts, run_at_epoch, scheduled_at,
        priority, workflow_id, began

@@ -97,6 +97,9 @@ class DataPath:
             window=settings.claim_window,
             weights=settings.queues.weights,
         )
+        self.limits = LimitsWatch(
+            data.limits, {name: task.limits for name, task in app.tasks.items()}
+        )
         self.completer = Completer(
             connection_for("completer"),
             data.claims,
@@ -104,6 +107,7 @@ class DataPath:
             self.events,
             max_pending=settings.max_unwritten,
             flush_delay=flush_delay,
+            urgent=self.limits.holds,
         )
         self.executor = ExecutorPool(
             buffer=self.buffer,
@@ -128,9 +132,7 @@ class DataPath:
             worker_id,
             random,
             async_commit=settings.async_claim_commit,
-            limits=LimitsWatch(
-                data.limits, {name: task.limits for name, task in app.tasks.items()}
-            ),
+            limits=self.limits,
         )
         self.fetcher = Fetcher(
             self.claims,
@@ -210,12 +212,11 @@ class DataPath:
             if delays:
                 self.fetcher.poll_soon(min(delays))
 
-
     def _claim_freed_slots(self, event: Event) -> None:
-        """While limits exist, a written outcome may have freed a slot that jobs wait
-        for (no NOTIFY says so): claim again rather than wait for the poll."""
+        """An outcome of a limited job freed a slot that other jobs may wait for (no
+        NOTIFY says so): claim again rather than wait for the poll."""
         limits = self.claims.limits
-        if isinstance(event, OutcomesWritten) and event.applied and limits and limits.known:
+        if isinstance(event, OutcomesWritten) and limits and limits.released(event.applied):
             self.fetcher.notify_job_available()
 
 

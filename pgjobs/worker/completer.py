@@ -57,6 +57,7 @@ class Completer(StatementService[ClaimStatements]):
         max_pending: int = DEFAULT_MAX_PENDING,
         flush_delay: float = FLUSH_DELAY,
         clock: Callable[[], float] = time.monotonic,
+        urgent: Callable[[int], bool] = lambda job_id: False,
     ) -> None:
         super().__init__("completer", 0.1, connection, statements)
         self.worker_id = worker_id
@@ -64,7 +65,8 @@ class Completer(StatementService[ClaimStatements]):
         self.max_pending = max_pending
         self.flush_delay = flush_delay
         self.clock = clock
-        self._queued: deque[tuple[float, Outcome]] = deque()
+        self.urgent = urgent  # jobs whose outcome is written at once (limited ones)
+        self._queued: deque[tuple[float, Outcome, bool]] = deque()  # (queued at, _, urgent)
         self._pending: dict[int, int] = {}  # job id -> outcomes queued or being written
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -77,12 +79,13 @@ class Completer(StatementService[ClaimStatements]):
         with self._changed:
             while len(self._pending) >= self.max_pending and not self._abandon.is_set():
                 self._changed.wait(0.1)
-            self._queued.append((self.clock(), outcome))
+            urgent = outcome.releases or self.urgent(outcome.job_id)
+            self._queued.append((self.clock(), outcome, urgent))
             self._pending[outcome.job_id] = self._pending.get(outcome.job_id, 0) + 1
             first = len(self._queued) == 1
             full = len(self._queued) >= BATCH_SIZE
-            self._urgent += outcome.releases
-        if first or full or outcome.releases:
+            self._urgent += urgent
+        if first or full or urgent:
             self.wake()
 
     def pending_ids(self) -> list[int]:
@@ -109,9 +112,10 @@ class Completer(StatementService[ClaimStatements]):
         """Seconds until the queued outcomes are due (0: now); None when none are queued.
 
         Due when stopping, when a batch is full, when it holds a workflow step's
-        completion (its dependents wait for it: written at once, so that a chain of steps
-        pays no batching delay per step; under load the completer is busy writing and
-        batches form all the same), or once the oldest waited `flush_delay`. A stored
+        completion or a limited job's outcome (dependents wait for the one, a slot for
+        the other: written at once, so that a chain of steps, or a limit's slots, pay no
+        batching delay per job; under load the completer is busy writing and batches
+        form all the same), or once the oldest waited `flush_delay`. A stored
         result alone waits like any outcome: a few milliseconds more for `App.result`
         buys whole batches when result-storing jobs stream through.
         """
@@ -175,9 +179,9 @@ class Completer(StatementService[ClaimStatements]):
             if self._due_in() != 0.0:
                 return []
             count = min(len(self._queued), MAX_BATCH)
-            batch = [self._queued.popleft()[1] for _ in range(count)]
-            self._urgent -= sum(outcome.releases for outcome in batch)
-            return batch
+            taken = [self._queued.popleft() for _ in range(count)]
+            self._urgent -= sum(urgent for _, _, urgent in taken)
+            return [outcome for _, outcome, _ in taken]
 
     def _forget(self, batch: Sequence[Outcome]) -> None:
         with self._changed:

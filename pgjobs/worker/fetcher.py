@@ -85,10 +85,11 @@ class Claims:
         limits = self.limits
         jobs: list[ClaimedJob] = []
         ready: set[int] = set()
-        if limits is not None and limits.active(conn):
+        if limits is not None and limits.active(conn) and limits.due:
             jobs, ready = limits.statements.claim(
                 conn, limit=limit, queue=queue, worker_id=self.worker_id, begin=begin
             )
+            limits.claimed([job.id for job in jobs], found=bool(jobs))
         if len(jobs) < limit:
             more, more_ready = self.statements.claim(
                 conn,
@@ -133,6 +134,8 @@ class Fetcher(LoopService):
         """Called by the listener for a NOTIFY on a wanted queue."""
         with self._lock:
             self._job_available = True
+        if self.claims.limits is not None:
+            self.claims.limits.wake()
         self.wake()
 
     def poll_soon(self, delay: float) -> None:

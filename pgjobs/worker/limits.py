@@ -10,8 +10,9 @@ others; while none does, that first step is skipped. A limit added is seen withi
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pgjobs.data.limits import LimitStatements
@@ -39,11 +40,13 @@ class LimitsWatch:
         self._written = False
         self._active = False
         self._next_read = 0.0
-
-    @property
-    def known(self) -> bool:
-        """Whether limits existed at the last read (no database access)."""
-        return self._active
+        # Whether a claim of limited jobs may find any: cleared by one that found none
+        # (it read every waiting job to know), set again by what may change that: a
+        # NOTIFY (jobs inserted or put back), an outcome of a limited job (a slot
+        # freed), and every `refresh` (a rate window moved on; a limit changed).
+        self.due = True
+        self._held: set[int] = set()  # ids of the limited jobs this worker claimed
+        self._lock = threading.Lock()  # the fetcher adds to _held, the completer removes
 
     def active(self, conn: Any) -> bool:
         """Whether any limit exists (on `conn`, the claim's connection)."""
@@ -55,4 +58,30 @@ class LimitsWatch:
         if now >= self._next_read:
             self._active = self.statements.any_limit(conn)
             self._next_read = now + self.refresh
+            self.due = True
         return self._active
+
+    def claimed(self, ids: Iterable[int], *, found: bool) -> None:
+        """A claim of limited jobs took `ids`; `found`: it found any to take."""
+        with self._lock:
+            self._held.update(ids)
+        self.due = found
+
+    def holds(self, job_id: int) -> bool:
+        """Whether `job_id` is a limited job this worker claimed and has not settled:
+        its outcome frees a slot, so the completer writes it at once."""
+        return job_id in self._held
+
+    def wake(self) -> None:
+        """Something may have made limited jobs claimable: try at the next claim."""
+        self.due = True
+
+    def released(self, ids: Iterable[int]) -> bool:
+        """Outcomes of `ids` were written: whether any was a limited job of ours (its
+        slot is free now, and the claim is due again)."""
+        with self._lock:
+            freed = self._held.intersection(ids)
+            self._held -= freed
+        if freed:
+            self.due = True
+        return bool(freed)

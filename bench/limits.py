@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -77,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import drop, export_before, median, migrate, say, scalar, spread, stop
 from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
@@ -116,18 +116,8 @@ class Figures:
         return self.samples.get(name, [])
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def jobs_of(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, "jobs")
-
-
-def scalar(url: str, query: sql.Composed | str, params: Sequence[Any] = ()) -> Any:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(query, params).fetchone()
-    return None if row is None else row[0]
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -177,16 +167,6 @@ def workers(
             time.sleep(0.1)
         time.sleep(1.5)  # the rest of start-up: first claims (limits declared), first beats
         yield started
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def wait_drained(url: str, schema: str, running: list[subprocess.Popen[bytes]]) -> None:
@@ -584,38 +564,7 @@ def explain(site: Site, args: argparse.Namespace) -> list[tuple[int, list[float]
 # --- pgjobs as it was (--before) ----------------------------------------------------------
 
 
-def export_before(revision: str, into: Path) -> dict[str, str]:
-    """pgjobs at `revision` in `into` (bench/workflows.py's export); the environment
-    that imports it first."""
-    sys.path.insert(0, str(HERE))
-    from workflows import export_before as export
-
-    return export(revision, into)
-
-
-def migrate(url: str, schema: str, env: dict[str, str] | None = None) -> None:
-    command = [sys.executable, "-m", "pgjobs", "migrate", "--database-url", url, "--schema", schema]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env, cwd=HERE)
-
-
-def drop(url: str, schema: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 # --- the report ---------------------------------------------------------------------------
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def spread(values: list[float], digits: int = 0) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:,.{digits}f}"
-    return f"{median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def each(values: list[float]) -> str:

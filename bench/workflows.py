@@ -62,23 +62,20 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
-import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import drop, export_before, median, migrate, say, scalar, spread, stop
 from psycopg import sql
 
 import pgjobs
@@ -155,18 +152,8 @@ class Figures:
         return self.samples.get((name, setting), [])
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def table(schema: str, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
-
-
-def scalar(url: str, query: sql.Composed | str, params: Sequence[Any] = ()) -> Any:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(query, params).fetchone()
-    return None if row is None else row[0]
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -205,16 +192,6 @@ def workers(
             time.sleep(0.1)
         time.sleep(1.0)  # the rest of start-up: first claims, first beats
         yield started
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def wait_drained(site: Site, schema: str, running: list[subprocess.Popen[bytes]]) -> None:
@@ -462,55 +439,13 @@ def latency(site: Site, samples: int, files: Path, figures: Figures) -> None:
 # --- pgjobs as it was (--before) ----------------------------------------------------------
 
 
-def export_before(revision: str, into: Path) -> dict[str, str]:
-    """pgjobs at `revision` (its package, migrations inside it as in the wheel) in `into`;
-    the environment that imports it first."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "pgjobs", "migrations"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    (into / "migrations").rename(into / "pgjobs" / "migrations")
-    env = dict(os.environ, PYTHONPATH=str(into))
-    where = subprocess.run(
-        [sys.executable, "-c", "import pgjobs; print(pgjobs.__file__)"],
-        check=True, capture_output=True, text=True, env=env, cwd=HERE,
-    ).stdout.strip()  # fmt: skip
-    if not where.startswith(str(into)):
-        raise RuntimeError(f"--before: the workers would import {where}, not {into}")
-    return env
-
-
-def migrate(url: str, schema: str, env: dict[str, str] | None = None) -> None:
-    command = [sys.executable, "-m", "pgjobs", "migrate", "--database-url", url, "--schema", schema]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env, cwd=HERE)
-
-
-def drop(url: str, schema: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 # --- the report ---------------------------------------------------------------------------
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def percentile(values: list[float], p: float) -> float:
     """Nearest rank."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(len(ordered) * p / 100) - 1)] if ordered else float("nan")
-
-
-def spread(values: list[float], digits: int = 0) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:,.{digits}f}"
-    return f"{median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def report(figures: Figures, args: argparse.Namespace, settings: list[int]) -> str:

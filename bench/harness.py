@@ -12,7 +12,9 @@ import statistics
 import subprocess
 import sys
 import tarfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+STARTUP_TIMEOUT = 60.0
 
 
 def say(message: str) -> None:
@@ -84,3 +87,40 @@ def export_before(revision: str, into: Path) -> dict[str, str]:
     if not where.startswith(str(into)):
         raise RuntimeError(f"--before: the workers would import {where}, not {into}")
     return env
+
+
+@contextmanager
+def started_workers(
+    url: str,
+    schema: str,
+    processes: int,
+    *,
+    app: str,
+    options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    settle: float = 1.0,
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`processes` `pgjobs work` processes serving `app` (a module of this folder) on
+    `schema`, up (registered) and given `settle` seconds more for their first claims and
+    beats; SIGTERM (and waited for) on the way out."""
+    command = [
+        sys.executable, "-m", "pgjobs", "work", "--app", app, "--database-url", url,
+        "--schema", schema, "--log-level", "WARNING", *options,
+    ]  # fmt: skip
+    registered = sql.SQL("SELECT count(*) FROM {} WHERE pid = ANY(%s)").format(
+        sql.Identifier(schema, "workers")
+    )
+    environment = dict(os.environ if env is None else env)
+    with ExitStack() as stack:
+        started: list[subprocess.Popen[bytes]] = []
+        for _ in range(processes):
+            process = subprocess.Popen(command, cwd=HERE, env=environment, start_new_session=True)
+            stack.callback(stop, process)
+            started.append(process)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while scalar(url, registered, [[p.pid for p in started]]) < processes:
+            if any(p.poll() is not None for p in started) or time.monotonic() > deadline:
+                raise RuntimeError(f"workers {command} did not start")
+            time.sleep(0.1)
+        time.sleep(settle)
+        yield started

@@ -64,7 +64,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -76,13 +75,21 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import drop, export_before, median, migrate, say, scalar, spread, stop
+from harness import (
+    drop,
+    export_before,
+    median,
+    migrate,
+    say,
+    scalar,
+    spread,
+    started_workers,
+)
 from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 APP = "limits_app:app"
-STARTUP_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 300.0
 SAMPLE_EVERY = 0.002  # seconds between two counts of the limited task's running jobs
 CONCURRENCY = 10  # bench.slow's limit
@@ -145,27 +152,16 @@ def workers(
     env: dict[str, str],
     options: Sequence[str] = (),
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`processes` workers up and idle on `schema`; SIGTERM (and waited for) on the way out."""
-    command = [
-        sys.executable, "-m", "pgjobs", "work", "--app", APP, "--database-url", site.url,
-        "--schema", schema, "--log-level", "WARNING", "--concurrency", str(concurrency),
-        *options,
-    ]  # fmt: skip
-    registered = sql.SQL("SELECT count(*) FROM {} WHERE pid = ANY(%s)").format(
-        sql.Identifier(schema, "workers")
-    )
-    with ExitStack() as stack:
-        started: list[subprocess.Popen[bytes]] = []
-        for _ in range(processes):
-            process = subprocess.Popen(command, cwd=HERE, env=env, start_new_session=True)
-            stack.callback(stop, process)
-            started.append(process)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while scalar(site.url, registered, [[p.pid for p in started]]) < processes:
-            if any(p.poll() is not None for p in started) or time.monotonic() > deadline:
-                raise RuntimeError(f"workers {command} did not start")
-            time.sleep(0.1)
-        time.sleep(1.5)  # the rest of start-up: first claims (limits declared), first beats
+    """`processes` workers of the limits app up and idle on `schema` (harness.py)."""
+    with started_workers(
+        site.url,
+        schema,
+        processes,
+        app=APP,
+        options=["--concurrency", str(concurrency), *options],
+        env=env,
+        settle=1.5,  # first claims (limits declared), first beats
+    ) as started:
         yield started
 
 

@@ -63,7 +63,6 @@ import argparse
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -75,7 +74,17 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import drop, export_before, median, migrate, say, scalar, spread, stop
+from harness import (
+    STARTUP_TIMEOUT,
+    drop,
+    export_before,
+    median,
+    migrate,
+    say,
+    scalar,
+    spread,
+    started_workers,
+)
 from psycopg import sql
 
 import pgjobs
@@ -120,7 +129,6 @@ except TypeError:
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 APP = "workflows:app"
-STARTUP_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 600.0
 PAUSE = 0.05  # between two plain latency samples: the worker is idle again
 CHAIN_FIRST = 1_000_000  # the chain's marks are numbered from here, plain jobs' from 0
@@ -168,29 +176,11 @@ def workers(
     env: dict[str, str] | None = None,
     marks: Path | None = None,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`processes` workers up and idle on `schema`; SIGTERM (and waited for) on the way out."""
-    command = [
-        sys.executable, "-m", "pgjobs", "work", "--app", APP, "--database-url", site.url,
-        "--schema", schema, "--log-level", "WARNING",
-    ]  # fmt: skip
+    """`processes` workers of the workflows app up and idle on `schema` (harness.py)."""
     environment = dict(os.environ if env is None else env)
     if marks is not None:
         environment["BENCH_WORKFLOW_MARKS"] = str(marks)
-    registered = sql.SQL("SELECT count(*) FROM {} WHERE pid = ANY(%s)").format(
-        table(schema, "workers")
-    )
-    with ExitStack() as stack:
-        started: list[subprocess.Popen[bytes]] = []
-        for _ in range(processes):
-            process = subprocess.Popen(command, cwd=HERE, env=environment, start_new_session=True)
-            stack.callback(stop, process)
-            started.append(process)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while scalar(site.url, registered, [[p.pid for p in started]]) < processes:
-            if any(p.poll() is not None for p in started) or time.monotonic() > deadline:
-                raise RuntimeError(f"workers {command} did not start")
-            time.sleep(0.1)
-        time.sleep(1.0)  # the rest of start-up: first claims, first beats
+    with started_workers(site.url, schema, processes, app=APP, env=environment) as started:
         yield started
 
 

@@ -203,18 +203,22 @@ class Task(Generic[P, R]):
         """`enqueue` from async code, on an async connection (or None); returns its id."""
         return await TaskCall(self, NO_OPTIONS).enqueue_async(conn, **kwargs)
 
+    def missing_limit_key(self, payload: Mapping[str, Any]) -> str | None:
+        """The first argument that picks a limit's bucket and `payload` lacks, if any."""
+        return next((key for key in self.limit_keys if key not in payload), None)
+
     def check_arguments(self, payload: Mapping[str, Any]) -> None:
         """Raise `InvalidJobError` when `payload` does not fit the function's signature.
 
         Checked at enqueue, so a job that could never run is refused rather than
         retried for hours.
         """
-        for key in self.limit_keys:
-            if key not in payload:
-                raise InvalidJobError(
-                    f"task {self.name} is limited per value of its argument {key!r}, "
-                    f"which these arguments {sorted(payload)} do not give"
-                )
+        key = self.missing_limit_key(payload)
+        if key is not None:
+            raise InvalidJobError(
+                f"task {self.name} is limited per value of its argument {key!r}, "
+                f"which these arguments {sorted(payload)} do not give"
+            )
         if self._keywords is not None:
             required, accepted = self._keywords
             names = payload.keys()

@@ -14,7 +14,7 @@ from typing import Any
 from pgjobs.data.workflows import StepRow, add_step, dependency_results, step_name
 from pgjobs.errors import InvalidWorkflowError
 from pgjobs.types import ClaimedJob
-from pgjobs.workflows import RUN_IF, step_options, unused_name
+from pgjobs.workflows import check_run_if, step_options, step_task_name, unused_name
 
 
 class RunningStep:
@@ -53,16 +53,11 @@ class RunningStep:
         options: Mapping[str, Any] | None,
         arguments: Mapping[str, Any],
     ) -> int:
-        task_name = getattr(task, "name", task)
-        if not isinstance(task_name, str):
-            raise InvalidWorkflowError(f"a step's task must be a task or a task name, got {task!r}")
+        task_name = step_task_name(task)
         if name is None:
             # Named after this step, so a retried attempt names its steps the same.
             name = unused_name(f"{self.name()}.{task_name}", self._added)
-        if run_if not in RUN_IF:
-            raise InvalidWorkflowError(
-                f"step {name!r}: run_if must be 'completed' or 'finished', got {run_if!r}"
-            )
+        check_run_if(name, run_if)
         waits = list(after)
         names = [item for item in waits if isinstance(item, str)]
         ids = [item for item in waits if isinstance(item, int) and not isinstance(item, bool)]

@@ -90,16 +90,11 @@ class Workflow:
                 f"workflow {self.name!r} is enqueued already; a running step adds steps "
                 "with ctx.add_step"
             )
-        task_name = task.name if isinstance(task, Task) else task
-        if not isinstance(task_name, str):
-            raise InvalidWorkflowError(f"a step's task must be a task or a task name, got {task!r}")
+        task_name = step_task_name(task)
         if isinstance(task, Task):
             self.app = self.app or task.app  # type: ignore[assignment]
         step_name = self._step_name(name, task_name)
-        if run_if not in RUN_IF:
-            raise InvalidWorkflowError(
-                f"step {step_name!r}: run_if must be 'completed' or 'finished', got {run_if!r}"
-            )
+        check_run_if(step_name, run_if)
         step = Step(
             workflow=self,
             name=step_name,
@@ -185,6 +180,22 @@ class Workflow:
                 f"{self.name!r} (a step can wait only for steps added before it)"
             )
         return found
+
+
+def step_task_name(task: object) -> str:
+    """The task name of a step given a task or a task name."""
+    task_name = task.name if isinstance(task, Task) else task
+    if not isinstance(task_name, str):
+        raise InvalidWorkflowError(f"a step's task must be a task or a task name, got {task!r}")
+    return task_name
+
+
+def check_run_if(step_name: str, run_if: object) -> None:
+    """Refuse a `run_if` other than "completed" and "finished", naming the step."""
+    if run_if not in RUN_IF:
+        raise InvalidWorkflowError(
+            f"step {step_name!r}: run_if must be 'completed' or 'finished', got {run_if!r}"
+        )
 
 
 def unused_name(base: str, taken: Mapping[str, Any]) -> str:

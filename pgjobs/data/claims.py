@@ -275,8 +275,7 @@ class ClaimStatements(StatementGroup):
         params = {"limit": limit, "worker_id": worker_id, "queue": queue, "begin": begin}
         form = CLAIM_FORMS[queue is None, async_commit]
         claimed = self._rows(conn, form, params, binary=True)
-        jobs = [ClaimedJob._make(row[:-1]) for row in claimed]
-        return jobs, {row[0] for row in claimed if row[-1]}
+        return claimed_jobs(claimed)
 
     def record_outcomes(
         self, conn: Any, outcomes: Sequence[Outcome], *, worker_id: str
@@ -352,3 +351,9 @@ def results_by_id(outcomes: Sequence[Outcome]) -> str:
     (each result is JSON already; outcomes without one are left out)."""
     entries = [f'"{o.job_id}":{o.result_json}' for o in outcomes if o.result_json is not None]
     return "{" + ",".join(entries) + "}"
+
+
+def claimed_jobs(rows: Sequence[tuple[Any, ...]]) -> tuple[list[ClaimedJob], set[int]]:
+    """The jobs of a claim's rows (CLAIM's, or data/limits.py's CLAIM_LIMITED: the same
+    columns, the last one saying whether the claim readied the job), and the ids readied."""
+    return [ClaimedJob._make(row[:-1]) for row in rows], {row[0] for row in rows if row[-1]}

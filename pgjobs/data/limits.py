@@ -29,9 +29,10 @@ exists anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from pgjobs.data.claims import claimed_jobs
 from pgjobs.data.connector import run
 from pgjobs.data.group import StatementGroup
 from pgjobs.data.sql import fill
@@ -294,12 +295,6 @@ class LimitStatements(StatementGroup):
             if not rows or len(claimed) >= limit:
                 break
         return claimed
-
-
-def claimed_jobs(rows: Iterable[tuple[Any, ...]]) -> tuple[list[ClaimedJob], set[int]]:
-    """The jobs of CLAIM_LIMITED's rows, and the ids it readied for the threads."""
-    rows = list(rows)
-    return [ClaimedJob._make(row[:-1]) for row in rows], {row[0] for row in rows if row[-1]}
 
 
 def _field(limits: Any, name: str) -> Any:

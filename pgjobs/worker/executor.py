@@ -293,12 +293,11 @@ class _Watchdog(LoopService):
 def call_task(task: Task[Any, Any], payload: dict[str, Any], context: JobContext | None) -> Any:
     """Call the task with its stored arguments, failing clearly when they do not fit."""
     leading = (context,) if context is not None else ()
-    for key in task.limit_keys:
-        if key not in payload:
-            raise FailJob(
-                f"task {task.name} is limited per value of its argument {key!r}, and this "
-                "job's arguments do not give it (it counted in the bucket of an empty value)"
-            )
+    if task.limit_keys and (key := task.missing_limit_key(payload)) is not None:
+        raise FailJob(
+            f"task {task.name} is limited per value of its argument {key!r}, and this "
+            "job's arguments do not give it (it counted in the bucket of an empty value)"
+        )
     try:
         return task.func(*leading, **payload)
     except TypeError:

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
         JobStateError as JobStateError,
     )
     from pgjobs.errors import (
+        MiddlewareError as MiddlewareError,
+    )
+    from pgjobs.errors import (
         PayloadNotSerializableError as PayloadNotSerializableError,
     )
     from pgjobs.errors import (
@@ -80,6 +83,12 @@ if TYPE_CHECKING:
     )
     from pgjobs.errors import (
         UnknownTaskError as UnknownTaskError,
+    )
+    from pgjobs.hooks import (
+        Event as Event,
+    )
+    from pgjobs.hooks import (
+        JobInfo as JobInfo,
     )
     from pgjobs.retry import (
         Backoff as Backoff,
@@ -110,6 +119,9 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
+    "Event": "pgjobs.hooks",
+    "JobInfo": "pgjobs.hooks",
+    "MiddlewareError": "pgjobs.errors",
     "group": "pgjobs.workflows",
     "chain": "pgjobs.workflows",
     "Step": "pgjobs.workflows",

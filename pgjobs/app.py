@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pgjobs.bounds import DEFAULT_RESULT_MAX_BYTES, check_result_max_bytes
 from pgjobs.config import resolve_schema
+from pgjobs.data import producer
 from pgjobs.data.connector import run, run_async
 from pgjobs.data.layer import DataLayer
-from pgjobs.data.producer import copy_plain_rows, insert_rows
+from pgjobs.data.producer import Inserted
 from pgjobs.data.steps import Plan
 from pgjobs.db import DEFAULT_WAIT, Database
 from pgjobs.enqueue import (
@@ -21,12 +23,13 @@ from pgjobs.enqueue import (
     copies_straight,
     unpack_item,
 )
+from pgjobs.enqueue_hooks import all_new, same, write, write_async
 from pgjobs.errors import (
     ConfigurationError,
-    InvalidScheduleError,
     InvalidTaskError,
     UnknownTaskError,
 )
+from pgjobs.hooks import Hooks
 from pgjobs.limits import declare_limits
 from pgjobs.queue_limits import QueueLimits
 from pgjobs.results import ResultWaiter
@@ -52,8 +55,7 @@ class App:
     and `PGJOBS_SCHEMA`; with no URL at all the embedded local cluster is used.
     `database_wait` is how long an enqueue with `conn=None` waits for a connection
     before raising `DatabaseUnavailableError`. `result_max_bytes` caps the JSON of a
-    stored result (tasks may set their own). Nothing
-    connects until the first enqueue without a caller connection, or a worker starts.
+    stored result (tasks may set their own). Nothing connects until needed.
     """
 
     def __init__(
@@ -78,6 +80,12 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.queue_limits = QueueLimits()  # QueueFull: see pgjobs.queue_limits
         self.schedules: dict[str, Schedule] = {}  # by task name, see `periodic`
+        # pgjobs.hooks: `@app.on("job_failed")` registers an event's handler,
+        # `@app.middleware` wraps attempts, `@app.enqueue_middleware` sees new jobs.
+        self.hooks = Hooks()
+        self.on = self.hooks.on
+        self.middleware = self.hooks.add_middleware
+        self.enqueue_middleware = self.hooks.add_enqueue_middleware
         self._async_database: AsyncDatabase | None = None
         self._results = ResultWaiter(self)  # its thread starts with the first wait
 
@@ -203,7 +211,7 @@ class App:
         `max_lateness` late is skipped; by default the latest due tick is enqueued however
         late. Anything invalid raises `InvalidScheduleError` here, at import.
         """
-        from pgjobs.periodic import declare_schedule
+        from pgjobs.periodic import add_schedule, declare_schedule
 
         def schedule(task: Task[P, R]) -> Task[P, R]:
             declared = declare_schedule(
@@ -214,15 +222,7 @@ class App:
                 args=args,
                 max_lateness=max_lateness,
             )
-            if declared.name in self.schedules:
-                raise InvalidScheduleError(
-                    f"periodic task {declared.name!r} already has a schedule; a task has one"
-                )
-            if self.tasks.get(declared.name) is not task:
-                raise InvalidScheduleError(
-                    f"periodic task {declared.name!r} is not a task of this App"
-                )
-            self.schedules[declared.name] = declared
+            add_schedule(declared, self.schedules, self.tasks)
             return task
 
         return schedule
@@ -258,7 +258,7 @@ class App:
         `unique_key`. Raises `QueueFull`, writing nothing, when the queue is at its limit.
         """
         row = self._call_row(name, payload, options, call_options)
-        return self._run(conn, self._insert([row]))[0]
+        return self._write(conn, [row])[0]
 
     def enqueue_many(self, conn: CallerConnection, items: Iterable[BulkItem]) -> list[int]:
         """Enqueue many jobs; returns their ids in the same order.
@@ -268,7 +268,10 @@ class App:
         fails validation raises and none of the batch is written (a large batch of plain
         jobs is checked while it streams, inside a savepoint that the error rolls back).
         """
-        return self._run(conn, self._insert_many(items))
+        items = items if isinstance(items, Sequence) else list(items)
+        if self.hooks.producing or not copies_straight(items):
+            return self._write(conn, [self._bulk_row(item) for item in items])
+        return self._run(conn, self._copy_many(items))
 
     async def enqueue_async(
         self,
@@ -283,13 +286,16 @@ class App:
         AsyncConnection or AsyncSession, or None (pgjobs' own asyncio pool, committed at
         once). Validated before anything is sent, like `enqueue`."""
         row = self._call_row(name, payload, options, call_options)
-        return (await self._run_async(conn, self._insert([row])))[0]
+        return (await self._write_async(conn, [row]))[0]
 
     async def enqueue_many_async(
         self, conn: CallerConnection, items: Iterable[BulkItem]
     ) -> list[int]:
         """`enqueue_many` from async code; `conn` as for `enqueue_async`."""
-        return await self._run_async(conn, self._insert_many(items))
+        items = items if isinstance(items, Sequence) else list(items)
+        if self.hooks.producing or not copies_straight(items):
+            return await self._write_async(conn, [self._bulk_row(item) for item in items])
+        return await self._run_async(conn, self._copy_many(items))
 
     def _run(self, conn: CallerConnection, plan: Plan[T]) -> T:
         """Run a producer's plan in `conn`'s transaction, or with None in one transaction
@@ -306,19 +312,33 @@ class App:
                 return await run_async(own, self.schema, plan)
         return await run_async(conn, self.schema, plan)
 
-    def _insert(self, rows: Sequence[JobRow]) -> Plan[list[int]]:
-        """Check the queues' limits, then insert `rows`; their ids."""
-        yield from self.queue_limits.check(self.data.sql, rows)
-        return (yield from insert_rows(self.data.sql, rows))
+    def _write(self, conn: CallerConnection, rows: Sequence[JobRow]) -> list[int]:
+        """Insert `rows` through the enqueue hooks (pgjobs.enqueue_hooks); their ids."""
+        run = partial(self._run, conn)
+        inserted: Inserted = write(self.hooks, rows, self._insert, same, run)
+        return inserted.ids
 
-    def _insert_many(self, items: Iterable[BulkItem]) -> Plan[list[int]]:
-        """`enqueue_many`'s plan: a large batch of plain jobs, where no queue has a
-        limit, streams into the table by COPY as it is validated."""
-        items = items if isinstance(items, Sequence) else list(items)
-        if copies_straight(items) and not (yield from self.queue_limits.any_limit(self.data.sql)):
+    async def _write_async(self, conn: CallerConnection, rows: Sequence[JobRow]) -> list[int]:
+        run = partial(self._run_async, conn)
+        inserted: Inserted = await write_async(self.hooks, rows, self._insert, same, run)
+        return inserted.ids
+
+    def _insert(self, rows: Sequence[JobRow]) -> Plan[Inserted]:
+        """Check the queues' limits, then insert `rows`; their ids, and which are new. A
+        large batch of plain rows, where no queue has a limit, is COPYed straight in."""
+        sql = self.data.sql
+        plain = len(rows) >= producer.COPY_THRESHOLD and all(map(producer.is_plain_row, rows))
+        if plain and not (yield from self.queue_limits.any_limit(sql)):
+            return all_new((yield from producer.copy_plain_rows(sql, len(rows), rows)))
+        yield from self.queue_limits.check(sql, rows)
+        return (yield from producer.insert_new_rows(sql, rows))
+
+    def _copy_many(self, items: Sequence[BulkItem]) -> Plan[list[int]]:
+        """Stream a large batch of plain jobs into the table by COPY as it is validated."""
+        if not (yield from self.queue_limits.any_limit(self.data.sql)):
             streamed = (self._bulk_row(item) for item in items)
-            return (yield from copy_plain_rows(self.data.sql, len(items), streamed))
-        return (yield from self._insert(self._bulk_rows(items)))
+            return (yield from producer.copy_plain_rows(self.data.sql, len(items), streamed))
+        return (yield from self._insert([self._bulk_row(item) for item in items])).ids
 
     @property
     def async_database(self) -> AsyncDatabase:
@@ -341,12 +361,7 @@ class App:
             merged = merged.merged_over(options)
         return self._row(name, payload or {}, merged)
 
-    def _bulk_rows(self, items: Iterable[BulkItem]) -> list[JobRow]:
-        return [self._bulk_row(item) for item in items]
-
     def _bulk_row(self, item: BulkItem) -> JobRow:
-        if type(item) is tuple and len(item) == 2:  # the common case, checked cheaply
-            return self._row(item[0], item[1], NO_OPTIONS)
         return self._row(*unpack_item(item))
 
     def result(self, job_id: int, timeout: float | timedelta | None = None) -> Any:

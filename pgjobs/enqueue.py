@@ -31,6 +31,8 @@ MAX_QUEUE_NAME_LENGTH = 200  # queue names travel as NOTIFY payloads (8000 bytes
 # A btree entry must fit in a third of a page (about 2,700 bytes); well under that, a
 # key is still far longer than any sensible one.
 MAX_UNIQUE_KEY_BYTES = 1000
+# Metadata travels with every claim of its job: ids and trace context, not data.
+MAX_META_BYTES = 65_536
 # One encoder for every payload: `json.dumps` with options builds a new one per call.
 _PAYLOAD_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
@@ -39,7 +41,9 @@ class EnqueueOptions(TypedDict, total=False):
     """The per-job options, as keyword arguments of `enqueue` and `Task.options`.
 
     `queue`; `priority` (higher runs first); `run_at` (aware datetime) or `delay`
-    (seconds or timedelta); `max_attempts`; `unique_key` (at most one unfinished job).
+    (seconds or timedelta); `max_attempts`; `unique_key` (at most one unfinished job);
+    `meta` (a dict of JSON values stored with the job in `jobs.meta`, for middleware
+    and hooks: a tenant id, a request id).
     """
 
     queue: str | None
@@ -48,6 +52,7 @@ class EnqueueOptions(TypedDict, total=False):
     delay: float | timedelta | None
     max_attempts: int | None
     unique_key: str | None
+    meta: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class JobOptions:
     delay: float | timedelta | None = None
     max_attempts: int | None = None
     unique_key: str | None = None
+    meta: Mapping[str, Any] | None = None
 
     def merged_over(self, defaults: JobOptions) -> JobOptions:
         """These options, falling back to `defaults` field by field."""
@@ -121,6 +127,34 @@ def encode_payload(task: str, payload: Mapping[str, Any]) -> str:
                 "surrogate, which PostgreSQL cannot store"
             )
     raise PayloadNotSerializableError(f"payload of task {task!r} cannot be stored as JSON")
+
+
+def encode_meta(task: str, meta: Mapping[str, Any]) -> str | None:
+    """JSON for a job's metadata (None when empty), or `InvalidJobError` saying why not."""
+    if not isinstance(meta, Mapping) or not all(isinstance(key, str) for key in meta):
+        raise InvalidJobError(
+            f"meta of a job of task {task!r} must be a dict with string keys, got "
+            f"{reprlib.repr(meta)}"
+        )
+    if not meta:
+        return None
+    try:
+        text = _PAYLOAD_ENCODER.encode(dict(meta))
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidJobError(
+            f"meta of a job of task {task!r} is not JSON-serialisable: {error}"
+        ) from None
+    if not json_is_storable(text):
+        raise InvalidJobError(
+            f"meta of a job of task {task!r} holds a NUL character or a lone surrogate, "
+            "which PostgreSQL cannot store"
+        )
+    if len(text) > MAX_META_BYTES // 4 and len(text.encode()) > MAX_META_BYTES:
+        raise InvalidJobError(
+            f"meta of a job of task {task!r} is {len(text.encode())} bytes of JSON, over "
+            f"the limit of {MAX_META_BYTES} (keep identifiers there, not data)"
+        )
+    return text
 
 
 def _check_text(name: str, value: object, *, max_length: int | None = None) -> str:
@@ -215,6 +249,7 @@ def build_row(task: str, payload: Mapping[str, Any], options: JobOptions) -> Job
         checked.delay_seconds,
         checked.max_attempts,
         checked.unique_key,
+        None if options.meta is None else encode_meta(task, options.meta),
     )
 
 
@@ -227,6 +262,8 @@ _OPTION_NAMES = frozenset(f.name for f in fields(JobOptions))
 def unpack_item(item: object) -> tuple[Any, Any, JobOptions]:
     """A bulk item's task name, arguments and options, or `InvalidJobError` saying what an
     item must be (a bare task name would otherwise unpack as its letters)."""
+    if type(item) is tuple and len(item) == 2:  # the common case, checked cheaply
+        return item[0], item[1], NO_OPTIONS
     if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) not in (2, 3):
         raise InvalidJobError(
             "each item of enqueue_many must be a tuple (task name, arguments) or "

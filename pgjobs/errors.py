@@ -169,3 +169,8 @@ class SnoozeJob(Exception):
         seconds = check_seconds("SnoozeJob delay", delay, maximum=MAX_DELAY_SECONDS)
         super().__init__(f"snoozed for {seconds:g}s")
         self.delay = seconds
+
+
+class MiddlewareError(PgJobsError):
+    """A middleware broke its contract (it returned without calling `call_next()`); the
+    attempt fails with this error and is retried by its task's policy."""

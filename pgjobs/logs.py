@@ -58,12 +58,28 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# Filters of every handler on the `pgjobs` logger, those there now and those
+# `configure_logging` installs later: a filter may add fields (pgjobs.opentelemetry adds
+# the trace ids), and the App, which registers it, is imported before logging is set up.
+_handler_filters: list[logging.Filter] = []
+
+
+def add_handler_filter(record_filter: logging.Filter) -> None:
+    """Give pgjobs' log handlers, present and future, `record_filter` (once)."""
+    if record_filter not in _handler_filters:
+        _handler_filters.append(record_filter)
+    for handler in logging.getLogger("pgjobs").handlers:
+        handler.addFilter(record_filter)
+
+
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     """Send pgjobs' logs to stderr in the chosen format."""
     if log_format not in ("text", "json"):
         raise ValueError(f"log format must be 'text' or 'json', got {log_format!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    for record_filter in _handler_filters:
+        handler.addFilter(record_filter)
     logger = logging.getLogger("pgjobs")
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())

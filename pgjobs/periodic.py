@@ -73,6 +73,20 @@ def declare_schedule(
     return Schedule(task=task, ticks=ticks, args=payload, job=job, max_lateness=lateness)
 
 
+def add_schedule(
+    schedule: Schedule, schedules: dict[str, Schedule], tasks: Mapping[str, object]
+) -> None:
+    """Add a declared schedule to an App's (`schedules`, by task name), whose `tasks`
+    must hold its task: a task has one schedule."""
+    if schedule.name in schedules:
+        raise InvalidScheduleError(
+            f"periodic task {schedule.name!r} already has a schedule; a task has one"
+        )
+    if tasks.get(schedule.name) is not schedule.task:
+        raise InvalidScheduleError(f"periodic task {schedule.name!r} is not a task of this App")
+    schedules[schedule.name] = schedule
+
+
 def _ticks(cron: str | None, every: float | timedelta | None, timezone: str) -> Ticks:
     if (cron is None) == (every is None):
         given = "both" if cron is not None else "neither"

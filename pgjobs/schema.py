@@ -82,6 +82,8 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("waiting_for", sa.Integer, nullable=True),
         # The limit buckets a running job holds (migration 0010).
         sa.Column("limit_buckets", ARRAY(sa.Text), nullable=True),
+        # Metadata that travels with the job: trace context, tenant ids (migration 0011).
+        sa.Column("meta", JSONB, nullable=True),
         sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
         sa.CheckConstraint("run_if IN ('completed', 'finished')", name="jobs_run_if_check"),
         sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),

@@ -89,6 +89,8 @@ class Job:
     step: str | None = None
     depends_on: list[int] | None = None
     run_if: str | None = None
+    # Metadata that travels with the job: trace context, tenant ids (migration 0011).
+    meta: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -119,6 +121,7 @@ class JobRow(NamedTuple):
     delay_seconds: float
     max_attempts: int
     unique_key: str | None
+    meta_json: str | None = None  # `jobs.meta`: set by enqueue middleware or `meta=`
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ class ClaimedJob(NamedTuple):
     `scheduled_at` is the tick a periodic job was enqueued for (None for other jobs).
     `workflow_id` is set for a workflow's step, whose outcome releases its dependents.
     `priority` orders the jobs a worker holds, with `run_at_epoch` and `id`.
+    `meta_json` is the job's metadata (`jobs.meta`) as JSON text, None when it has none.
     """
 
     id: int
@@ -212,6 +216,7 @@ class ClaimedJob(NamedTuple):
     scheduled_at: datetime | None = None
     priority: int = 0
     workflow_id: int | None = None  # a workflow step's workflow
+    meta_json: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:

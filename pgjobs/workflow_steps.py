@@ -8,12 +8,16 @@ after adding steps finds them instead of adding them twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
+from pgjobs.data.producer import Inserted
+from pgjobs.data.steps import Plan
 from pgjobs.data.workflows import StepRow, add_step, dependency_results, step_name
+from pgjobs.enqueue_hooks import same, write
 from pgjobs.errors import InvalidWorkflowError
-from pgjobs.types import ClaimedJob
+from pgjobs.types import ClaimedJob, JobRow
 from pgjobs.workflows import check_run_if, step_options, step_task_name, unused_name
 
 
@@ -66,17 +70,16 @@ class RunningStep:
                 f"step {name!r}: after= takes step names or job ids, got {waits!r}"
             )
         row = self.app._row(task_name, arguments, step_options(name, options))
-        step = StepRow(row, name, run_if, ())
-        job_id: int = self.app._run(
-            None,
-            add_step(
-                self.app.data.sql,
-                self.workflow_id,
-                step,
-                names,
-                ids,
-                adder=(self.job.id, self.job.attempt),
-            ),
-        )
+
+        def plan(jobs: Sequence[JobRow]) -> Plan[Inserted]:
+            step = StepRow(jobs[0], name, run_if, ())
+            adder = (self.job.id, self.job.attempt)
+            added = yield from add_step(
+                self.app.data.sql, self.workflow_id, step, names, ids, adder
+            )
+            return Inserted([added.id], [added.new])
+
+        inserted = write(self.app.hooks, [row], plan, same, partial(self.app._run, None))
+        job_id: int = inserted.ids[0]
         self._added[name] = job_id
         return job_id

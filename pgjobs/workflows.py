@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from pgjobs.data.producer import Inserted
 from pgjobs.data.workflows import StepRow, insert_workflow
 from pgjobs.enqueue import JobOptions
+from pgjobs.enqueue_hooks import PlanOf, all_new, write, write_async
 from pgjobs.errors import InvalidWorkflowError
 from pgjobs.tasks import Task
 from pgjobs.types import CallerConnection, JobRow
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 RUN_IF = ("completed", "finished")
 # Options a step may set; a unique_key would let the insert skip a step of the graph.
-STEP_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts"})
+STEP_OPTIONS = frozenset({"queue", "priority", "delay", "run_at", "max_attempts", "meta"})
 
 
 @dataclass(eq=False)
@@ -115,26 +118,37 @@ class Workflow:
         """Insert every step in one statement in `conn`'s transaction (None: pgjobs' own
         pool, committed at once); the steps' job ids in the order they were added."""
         app = self._app()
-        return self._enqueued(app._run(conn, self._insert(app)))
+        rows = self._rows(app)
+        run = partial(app._run, conn)
+        return self._enqueued(write(app.hooks, rows, self._insert(app), _step_ids, run))
 
     async def enqueue_async(self, conn: CallerConnection) -> list[int]:
         """`enqueue` from async code, on an async connection (or None)."""
         app = self._app()
-        return self._enqueued(await app._run_async(conn, self._insert(app)))
+        rows = self._rows(app)
+        run = partial(app._run_async, conn)
+        return self._enqueued(await write_async(app.hooks, rows, self._insert(app), _step_ids, run))
 
-    def _insert(self, app: App) -> Plan[tuple[int, list[int]]]:
+    def _rows(self, app: App) -> list[JobRow]:
+        """The steps' jobs, checked; `InvalidWorkflowError` if there is nothing to enqueue."""
         if not self.steps:
             raise InvalidWorkflowError(f"workflow {self.name!r} has no steps to enqueue")
         if self.id is not None:
             raise InvalidWorkflowError(f"workflow {self.name!r} is enqueued already")
-        rows = [
-            StepRow(
-                s.row or self._row(app, s), s.name, s.run_if, tuple(d.position for d in s.after)
-            )
-            for s in self.steps
-        ]
-        yield from app.queue_limits.check(app.data.sql, [row.job for row in rows])
-        return (yield from insert_workflow(app.data.sql, self.name, rows))
+        return [s.row or self._row(app, s) for s in self.steps]
+
+    def _insert(self, app: App) -> PlanOf[tuple[int, list[int]]]:
+        """The plan that inserts the steps with these jobs (as enqueue middleware left them)."""
+
+        def plan(jobs: Sequence[JobRow]) -> Plan[tuple[int, list[int]]]:
+            rows = [
+                StepRow(job, s.name, s.run_if, tuple(d.position for d in s.after))
+                for s, job in zip(self.steps, jobs, strict=True)
+            ]
+            yield from app.queue_limits.check(app.data.sql, jobs)
+            return (yield from insert_workflow(app.data.sql, self.name, rows))
+
+        return plan
 
     def _enqueued(self, inserted: tuple[int, list[int]]) -> list[int]:
         self.id, ids = inserted
@@ -245,3 +259,8 @@ def group(
     if then is not None:
         workflow.add(then[0], after=steps, **then[1])
     return workflow
+
+
+def _step_ids(inserted: tuple[int, list[int]]) -> Inserted:
+    """A workflow's insert inserts every step."""
+    return all_new(inserted[1])

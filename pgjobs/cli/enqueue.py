@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,6 +33,10 @@ def enqueue(
     unique_key: Annotated[
         str | None, typer.Option(metavar="KEY", help="At most one unfinished job holds a key.")
     ] = None,
+    meta: Annotated[
+        str | None,
+        typer.Option(metavar="JSON", help="Metadata as a JSON object, stored in jobs.meta."),
+    ] = None,
     database_url: DatabaseUrlOption = None,
     schema: SchemaOption = None,
 ) -> None:
@@ -42,18 +46,8 @@ def enqueue(
     registers it; otherwise from the app-wide defaults: queue "default", priority 0,
     20 attempts.
     """
-    try:
-        arguments = json.loads(payload)
-    except RecursionError:
-        raise ConfigurationError("--payload is nested too deeply to read as JSON") from None
-    except json.JSONDecodeError as error:
-        raise ConfigurationError(f"--payload is not valid JSON: {error}") from None
-    except ValueError:  # Python reads no integer longer than this, to bound its time
-        raise ConfigurationError(
-            f"--payload holds an integer of more than {sys.get_int_max_str_digits()} digits"
-        ) from None
-    if not isinstance(arguments, dict):
-        raise ConfigurationError("--payload must be a JSON object of argument names to values")
+    arguments = _json_object("--payload", payload, "of argument names to values")
+    metadata = None if meta is None else _json_object("--meta", meta, "of names to values")
     if app_reference is None:
         app = open_app(database_url, schema, migrated=False)
     else:
@@ -71,7 +65,25 @@ def enqueue(
             priority=priority,
             max_attempts=max_attempts,
             unique_key=unique_key,
+            meta=metadata,
         )
     finally:
         app.close()
     print(job_id)
+
+
+def _json_object(option: str, text: str, of_what: str) -> dict[str, Any]:
+    """The JSON object an option gives, or a `ConfigurationError` naming the option."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ConfigurationError(f"{option} is nested too deeply to read as JSON") from None
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"{option} is not valid JSON: {error}") from None
+    except ValueError:  # Python reads no integer longer than this, to bound its time
+        raise ConfigurationError(
+            f"{option} holds an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{option} must be a JSON object {of_what}")
+    return value

@@ -52,8 +52,9 @@ _STATE_STYLES = {
     JobState.CANCELLED: "dim",
     JobState.BLOCKED: "cyan",
 }
-# Columns `show` prints only when set: a result, and what makes a job a workflow's step.
-_WHEN_SET = ("result", "workflow_id", "step", "depends_on", "run_if")
+# Columns `show` prints only when set: a result, what makes a job a workflow's step, and
+# the metadata enqueue middleware or `meta=` gave it.
+_WHEN_SET = ("result", "workflow_id", "step", "depends_on", "run_if", "meta")
 
 
 def stats(
@@ -309,7 +310,8 @@ def show(
 ) -> None:
     """Show one job: every column, then its attempt history with tracebacks.
 
-    The result is printed as JSON when the task stores one. A workflow step also shows
+    The result is printed as JSON when the task stores one, and so is the job's metadata
+    (`meta`) when it has any. A workflow step also shows
     its workflow id, step name, run_if and its dependencies (id, step and state); a
     step cancelled because of a dependency says which in its history.
     """
@@ -344,7 +346,7 @@ def _job_fields(job: Job, dependencies: dict[int, tuple[str, str]]) -> Table:
             continue
         if name == "attempts":
             shown = f"{value} of {job.max_attempts}"
-        elif name in ("payload", "result"):
+        elif name in ("payload", "result", "meta"):
             shown = json.dumps(value, ensure_ascii=False)
         elif name == "depends_on":
             shown = ", ".join(_dependency(d, dependencies.get(d)) for d in value)

@@ -42,7 +42,7 @@ SET state = 'running', attempts = j.attempts + 1, started_at = now(),
 WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
 RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
           date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.workflow_id,
-          j.began_at IS NOT NULL
+          j.meta::text, j.began_at IS NOT NULL
 """
 # A claim commits with the server's durability (`synchronous_commit` as configured), as
 # outcomes and heartbeats do. `pgjobs work --async-claim-commit` lets it commit without

@@ -134,7 +134,7 @@ ORDER BY queue
 JOB_COLUMNS = """
 id, queue, task, payload, state, priority, attempts, max_attempts, run_at, created_at,
 started_at, finished_at, heartbeat_at, worker_id, unique_key, errors, scheduled_at,
-began_at, result, workflow_id, step, depends_on, run_if
+began_at, result, workflow_id, step, depends_on, run_if, meta
 """
 
 # A NULL filter means "any"; newest first by id, which the primary key serves backwards.

@@ -160,7 +160,8 @@ room AS (
     WHERE j.id = ANY(ARRAY(SELECT id FROM claimable)) AND c.id = j.id
     RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
               date_part('epoch', j.run_at) AS run_at_epoch, j.scheduled_at, j.priority,
-              j.workflow_id, j.began_at IS NOT NULL AS began, c.r_bucket, c.r_period
+              j.workflow_id, j.meta::text AS meta, j.began_at IS NOT NULL AS began,
+              c.r_bucket, c.r_period
 ), logged AS (
     INSERT INTO {rate_starts} (bucket, at, until)
     SELECT r_bucket, statement_timestamp(),
@@ -171,7 +172,7 @@ room AS (
     WHERE bucket = ANY(%(locked)s::text[]) AND until <= statement_timestamp()
 )
 SELECT id, queue, task, payload, attempts, max_attempts, run_at_epoch, scheduled_at,
-       priority, workflow_id, began
+       priority, workflow_id, meta, began
 FROM claimed
 """
 

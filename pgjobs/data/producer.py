@@ -7,7 +7,7 @@ on the caller's connection, in its transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pgjobs.data.sql import SchemaSQL, fill
 from pgjobs.data.steps import Atomic, CopyIn, Plan, Statement
@@ -30,16 +30,16 @@ DO NOTHING
 """
 
 ENQUEUE = """
-INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
+INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
 SELECT i.queue, i.task, i.payload::jsonb, i.priority,
        coalesce(i.run_at, now() + make_interval(secs => i.delay)),
-       i.max_attempts, i.unique_key
+       i.max_attempts, i.unique_key, i.meta::jsonb
 FROM unnest(
     %(queues)s::text[], %(tasks)s::text[], %(payloads)s::text[], %(priorities)s::int[],
     %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
-    %(unique_keys)s::text[]
+    %(unique_keys)s::text[], %(metas)s::text[]
 ) WITH ORDINALITY AS i(queue, task, payload, priority, run_at, delay, max_attempts,
-                       unique_key, ord)
+                       unique_key, meta, ord)
 ORDER BY i.ord
 {on_conflict}
 RETURNING id, unique_key
@@ -51,21 +51,21 @@ RETURNING id, unique_key
 # parameters (psycopg maps named ones to positions at every execute: 8 µs of a 130 µs
 # single enqueue).
 ENQUEUE_ONE = """
-INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
+INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
 VALUES (%s, %s, %s::jsonb, %s,
         coalesce(%s::timestamptz, now() + make_interval(secs => %s)),
-        %s, %s)
+        %s, %s, %s::jsonb)
 {on_conflict}
 RETURNING id, unique_key
 """
 
-# Large batches of plain jobs (no unique key, no run_at or delay: the column defaults
+# Large batches of plain jobs (no unique key, run_at or delay: the column defaults
 # give run_at and every other column) go straight into the table by one COPY, streamed
 # while the producer still validates later rows. COPY returns nothing, so their ids are
 # drawn first, in ascending order, by a function of the schema (migration 0006: it runs
 # with its owner's rights, so a producer needs no grant on the sequence).
 RESERVE_JOB_IDS = "SELECT {reserve_job_ids}(%(count)s)"
-COPY_JOBS = "COPY {jobs} (id, queue, task, payload, priority, max_attempts) FROM STDIN"
+COPY_JOBS = "COPY {jobs} (id, queue, task, payload, priority, max_attempts, meta) FROM STDIN"
 
 # Large batches: COPY into a temporary table, then one INSERT from it. COPY sends the rows
 # in PostgreSQL's binary format, several times cheaper on both sides than adapting and
@@ -75,19 +75,19 @@ COPY_JOBS = "COPY {jobs} (id, queue, task, payload, priority, max_attempts) FROM
 CREATE_STAGING = """
 CREATE TEMPORARY TABLE {staging} (
     queue text, task text, payload text, priority int, run_at timestamptz,
-    delay float8, max_attempts int, unique_key text, ord bigint
+    delay float8, max_attempts int, unique_key text, meta text, ord bigint
 ) ON COMMIT DROP
 """
 # The binary COPY's column types, in the order of CREATE_STAGING.
 STAGING_TYPES = (
-    "text", "text", "text", "int4", "timestamptz", "float8", "int4", "text", "int8",
+    "text", "text", "text", "int4", "timestamptz", "float8", "int4", "text", "text", "int8",
 )  # fmt: skip
 COPY_TO_STAGING = "COPY {staging} FROM STDIN (FORMAT BINARY)"
 ENQUEUE_STAGED = """
-INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key)
+INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
 SELECT s.queue, s.task, s.payload::jsonb, s.priority,
        coalesce(s.run_at, now() + make_interval(secs => s.delay)),
-       s.max_attempts, s.unique_key
+       s.max_attempts, s.unique_key, s.meta::jsonb
 FROM {staging} AS s
 ORDER BY s.ord
 {on_conflict}
@@ -125,8 +125,21 @@ ENQUEUE_ONE_FORMS = _forms(ENQUEUE_ONE)
 ENQUEUE_STAGED_FORMS = _forms(ENQUEUE_STAGED)
 
 
+class Inserted(NamedTuple):
+    """The ids of an enqueue's rows, in order, and which rows were inserted (False: an
+    unfinished job already held the row's unique_key, and the id is that job's)."""
+
+    ids: list[int]
+    new: list[bool]
+
+
 def insert_rows(sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[list[int]]:
-    """Insert `rows`; one id per row, in order.
+    """Insert `rows`; one id per row, in order (see `insert_new_rows`)."""
+    return (yield from insert_new_rows(sql, rows)).ids
+
+
+def insert_new_rows(sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[Inserted]:
+    """Insert `rows`; one id per row, in order, and whether each was inserted.
 
     A row whose unique_key an unfinished job holds is not inserted and gets the
     holder's id. A holder can finish between our conflicting insert and the lookup of
@@ -135,12 +148,14 @@ def insert_rows(sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[list[int]]:
     if len(rows) == 1 and rows[0].unique_key is None:
         # The common single enqueue: nothing to reconcile.
         [(job_id, _)] = yield from _insert(sql, rows)
-        return [job_id]
+        return Inserted([job_id], [True])
     ids: list[int | None] = [None] * len(rows)
+    new_ids: set[int] = set()
     pending = list(range(len(rows)))
     for _ in range(_UNIQUE_KEY_RACE_RETRIES):
         batch = [rows[i] for i in pending]
         inserted = yield from _insert(sql, batch)
+        new_ids.update(job_id for job_id, _ in inserted)
         # Ids come from the identity sequence in insertion order (the INSERT sorts by
         # input position), so sorting them recovers which input row each belongs to.
         inserted.sort(key=lambda row: row[0])
@@ -155,8 +170,20 @@ def insert_rows(sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[list[int]]:
             )
         pending = [i for i in pending if ids[i] is None]
         if not pending:
-            return [job_id for job_id in ids if job_id is not None]
+            found = [job_id for job_id in ids if job_id is not None]
+            return Inserted(found, _first_of_new(found, new_ids))
     raise PgJobsError("unique_key holders kept finishing during enqueue; try again")
+
+
+def _first_of_new(ids: Sequence[int], new_ids: set[int]) -> list[bool]:
+    """Whether each id is a new job's first row (two rows of one batch with the same
+    unique_key both get the id of the one inserted; the first is the new one)."""
+    seen: set[int] = set()
+    new = []
+    for job_id in ids:
+        new.append(job_id in new_ids and job_id not in seen)
+        seen.add(job_id)
+    return new
 
 
 def _insert(sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[list[tuple[int, str | None]]]:
@@ -179,6 +206,7 @@ def _insert(sql: SchemaSQL, rows: Sequence[JobRow]) -> Plan[list[tuple[int, str 
             "delays": [r.delay_seconds for r in rows],
             "max_attempts": [r.max_attempts for r in rows],
             "unique_keys": [r.unique_key for r in rows],
+            "metas": [r.meta_json for r in rows],
         }
         inserted = yield Statement(sql.render(ENQUEUE_FORMS[unique]), params, reuse_cursor=True)
     return [(row[0], row[1]) for row in inserted]
@@ -214,9 +242,18 @@ def _copy(sql: SchemaSQL, values: Iterator[tuple[Any, ...]]) -> Plan[None]:
 def _plain_job_values(ids: Sequence[int], rows: Iterable[JobRow]) -> Iterator[tuple[Any, ...]]:
     """COPY_JOBS' rows: plain jobs with the ids reserved for them, built as `rows` yields."""
     for job_id, row in zip(ids, rows, strict=True):
-        if row.unique_key is not None or row.run_at is not None or row.delay_seconds:
+        if not is_plain_row(row):
             raise PgJobsError(f"not a plain job for COPY: {row!r}")  # a bug
-        yield (job_id, row.queue, row.task, row.payload_json, row.priority, row.max_attempts)
+        yield (
+            job_id, row.queue, row.task, row.payload_json, row.priority, row.max_attempts,
+            row.meta_json,
+        )  # fmt: skip
+
+
+def is_plain_row(row: JobRow) -> bool:
+    """Whether COPY can insert `row` straight into the table: no unique_key to check, and
+    a run_at the column default gives (now)."""
+    return row.unique_key is None and row.run_at is None and not row.delay_seconds
 
 
 def unique_key_holders(sql: SchemaSQL, keys: Sequence[str]) -> Plan[dict[str, int]]:

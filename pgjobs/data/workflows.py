@@ -38,18 +38,19 @@ WITH workflow AS (
     FROM edges GROUP BY parent
 )
 INSERT INTO {jobs} (id, queue, task, payload, priority, run_at, max_attempts, workflow_id,
-                    step, run_if, state, depends_on, dependents, waiting_for)
+                    step, run_if, state, depends_on, dependents, waiting_for, meta)
 SELECT new.ids[s.n], s.queue, s.task, s.payload::jsonb, s.priority,
        coalesce(s.run_at, now() + make_interval(secs => s.delay)), s.max_attempts,
        (SELECT id FROM workflow), s.step, s.run_if,
        CASE WHEN waits.depends_on IS NULL THEN 'available' ELSE 'blocked' END,
-       waits.depends_on, feeds.dependents, coalesce(cardinality(waits.depends_on), 0)
+       waits.depends_on, feeds.dependents, coalesce(cardinality(waits.depends_on), 0),
+       s.meta::jsonb
 FROM unnest(
     %(queues)s::text[], %(tasks)s::text[], %(payloads)s::text[], %(priorities)s::int[],
     %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
-    %(steps)s::text[], %(run_ifs)s::text[]
+    %(steps)s::text[], %(run_ifs)s::text[], %(metas)s::text[]
 ) WITH ORDINALITY AS s(queue, task, payload, priority, run_at, delay, max_attempts, step,
-                       run_if, n)
+                       run_if, meta, n)
 CROSS JOIN new
 LEFT JOIN waits ON waits.child = s.n
 LEFT JOIN feeds ON feeds.parent = s.n
@@ -88,7 +89,8 @@ WITH parents AS (
     FROM summary
 ), inserted AS (
     INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, workflow_id,
-                        step, run_if, state, depends_on, waiting_for, finished_at, errors)
+                        step, run_if, state, depends_on, waiting_for, finished_at, errors,
+                        meta)
     SELECT %(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s)),
            %(max_attempts)s, %(workflow_id)s, %(step)s, %(run_if)s, d.state,
@@ -97,7 +99,8 @@ WITH parents AS (
            CASE WHEN d.state = 'cancelled' THEN jsonb_build_array(jsonb_build_object(
                'attempt', 0, 'at', now(), 'worker', NULL,
                'error', 'cancelled: ' || d.broken_by, 'traceback', NULL))
-                ELSE '[]'::jsonb END
+                ELSE '[]'::jsonb END,
+           %(meta)s::jsonb
     FROM decided AS d
     RETURNING id, state
 ), linked AS (
@@ -158,9 +161,17 @@ def insert_workflow(
         "max_attempts": [s.job.max_attempts for s in steps],
         "steps": [s.name for s in steps],
         "run_ifs": [s.run_if for s in steps],
+        "metas": [s.job.meta_json for s in steps],
     }
     inserted = yield Statement(sql.render(ENQUEUE_WORKFLOW), params)
     return inserted[0][1], sorted(row[0] for row in inserted)
+
+
+class AddedStep(NamedTuple):
+    """The job id of a step added at run time, and whether this call added it."""
+
+    id: int
+    new: bool
 
 
 def add_step(
@@ -170,7 +181,7 @@ def add_step(
     after_names: Sequence[str],
     after_ids: Sequence[int],
     adder: tuple[int, int],
-) -> Plan[int]:
+) -> Plan[AddedStep]:
     """Add `step` to a running workflow after the named (or numbered) steps; its id.
     `adder` is the (job id, attempt) of the running step that adds it.
 
@@ -181,7 +192,7 @@ def add_step(
     params: dict[str, Any] = {"workflow_id": workflow_id, "step": step.name}
     existing = yield Statement(sql.render(FIND_STEP), params)
     if existing:
-        return int(existing[0][0])
+        return AddedStep(int(existing[0][0]), new=False)
     adder_id, attempt = adder
     locked = yield Statement(
         sql.render(LOCK_STEPS),
@@ -220,9 +231,10 @@ def add_step(
         "run_at": job.run_at,
         "delay": job.delay_seconds,
         "max_attempts": job.max_attempts,
+        "meta": job.meta_json,
     }
     [(job_id,)] = yield Statement(sql.render(ADD_STEP), params)
-    return int(job_id)
+    return AddedStep(int(job_id), new=True)
 
 
 def dependency_results(sql: SchemaSQL, job_id: int) -> Plan[dict[str, Any]]:

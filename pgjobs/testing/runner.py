@@ -176,6 +176,7 @@ class _Parts:
             lambda part: runner.connection,
             random=runner.random,
             flush_delay=0.0,
+            inline_hooks=True,
         )
         self.claims = self.path.claims
         self.settled: list[RanJob] = []

@@ -43,6 +43,7 @@ from pgjobs.worker.events import Event, EventBus, JobEnded, OutcomesWritten
 from pgjobs.worker.executor import ExecutorPool
 from pgjobs.worker.fetcher import Claims, Fetcher
 from pgjobs.worker.heartbeat import Heartbeat
+from pgjobs.worker.hook_dispatch import HookDispatcher
 from pgjobs.worker.limits import LimitsWatch
 from pgjobs.worker.listener import Listener
 from pgjobs.worker.log_events import log_event, logged_event_types
@@ -70,7 +71,8 @@ log = logging.getLogger("pgjobs.worker")
 
 class DataPath:
     """The fetcher claims into the buffer, the executors run what it holds, the completer
-    writes their outcomes; `events` tells whoever subscribes (logging first)."""
+    writes their outcomes; `events` tells whoever subscribes (logging first, then the
+    App's hooks through `hooks`)."""
 
     def __init__(
         self,
@@ -81,11 +83,15 @@ class DataPath:
         *,
         random: Callable[[], float],
         flush_delay: float = FLUSH_DELAY,
+        inline_hooks: bool = False,
     ) -> None:
         self.settings = settings
         data = app.data
         self.events = EventBus()
         self.events.subscribe(log_event, *logged_event_types())
+        # The App's hooks hear the events after logging, on their own thread (inline:
+        # in the emitting thread, for pgjobs.testing).
+        self.hooks = HookDispatcher(app.hooks, self.events, inline=inline_hooks)
         # Jobs of `async def` tasks run on the async executor's event loop; an App
         # without any gets no loop, and its slots are the threads' alone.
         async_tasks = frozenset(name for name, task in app.tasks.items() if task.is_async)
@@ -114,6 +120,7 @@ class DataPath:
             policy=OutcomePolicy(app.tasks, app.backoff, random, worker_id),
             report=self.completer.submit,
             events=self.events,
+            middleware=app.hooks.attempt_middleware,
         )
         self.async_executor = (
             AsyncExecutor(

@@ -27,6 +27,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from pgjobs.hooks import JobInfo, run_through_async
 from pgjobs.types import ClaimedJob
 from pgjobs.worker.executor import ExecutorPool, call_task
 from pgjobs.worker.service import LoopService, Service, StopPhase
@@ -191,7 +192,12 @@ class AsyncExecutor(Service):
             try:
                 if task is None:  # only jobs of registered async tasks come here
                     raise RuntimeError(f"task {job.task!r} is not registered")
-                value = await call_task(task, job.payload, attempt.context)
+                if self.pool.async_middleware:
+                    call = partial(call_task, task, job.payload, attempt.context)
+                    info = JobInfo.of_claimed(job)
+                    value = await run_through_async(self.pool.async_middleware, info, call)
+                else:
+                    value = await call_task(task, job.payload, attempt.context)
                 outcome, raised = self.pool.policy.of_return(job, task, value), None
             except BaseException as error:  # a task's SystemExit is its failure, not ours
                 outcome, raised = self.pool.policy.of_exception(job, error), error

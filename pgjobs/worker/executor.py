@@ -18,9 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pgjobs.errors import FailJob, UnknownTaskError
+from pgjobs.hooks import NO_MIDDLEWARE, AttemptMiddleware, JobInfo, run_through
 from pgjobs.tasks import JobContext, Task
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.claim_buffer import ClaimBuffer
@@ -71,9 +73,12 @@ class ExecutorPool(Service):
         policy: OutcomePolicy,
         report: Callable[[Outcome], None],
         events: EventBus,
+        middleware: AttemptMiddleware = NO_MIDDLEWARE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.buffer = buffer
+        self.middleware = middleware.sync  # around each attempt of a def task
+        self.async_middleware = middleware.asynchronous  # of an async def task
         self.policy = policy
         self.report = report
         self.events = events
@@ -230,11 +235,16 @@ class ExecutorPool(Service):
                 raise UnknownTaskError(
                     f"unknown task {job.task!r}: it is not registered in this worker"
                 )
-            value = call_task(task, job.payload, attempt.context)
+            if self.middleware:
+                call = partial(call_task, task, job.payload, attempt.context)
+                value = run_through(self.middleware, JobInfo.of_claimed(job), call)
+            else:
+                value = call_task(task, job.payload, attempt.context)
+            outcome = self.policy.of_return(job, task, value)
         except BaseException as error:  # a task's SystemExit is its failure, not ours
             self.end(attempt, self.policy.of_exception(job, error), error)
         else:
-            self.end(attempt, self.policy.of_return(job, task, value))
+            self.end(attempt, outcome)
 
     def begin(
         self, job: ClaimedJob, *, cancel: Callable[[], None] | None = None

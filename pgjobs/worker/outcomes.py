@@ -105,15 +105,12 @@ class OutcomePolicy:
 
     def of_return(self, job: ClaimedJob, task: Task[Any, Any], value: Any) -> Outcome:
         """The outcome of an attempt whose task returned `value`: completed, with the
-        value as JSON for a task that stores its result; a value that cannot be stored
-        fails the attempt, which retries by policy."""
+        value as JSON for a task that stores its result. A value that cannot be stored
+        raises `ResultNotStorableError`, which the executor treats as the task's own
+        error (the attempt fails and retries by policy)."""
         if not task.store_result:
             return completed(job)
-        try:
-            result_json = result_as_json(task, value)
-        except ResultNotStorableError as error:
-            return self.of_exception(job, error)
-        return completed(job, result_json)
+        return completed(job, result_as_json(task, value))
 
     def of_timeout(self, job: ClaimedJob, timeout: float) -> Outcome:
         """The outcome of an attempt that ran past its task's `timeout`."""

@@ -30,6 +30,8 @@ log = logging.getLogger("pgjobs.worker")
 
 # After a second signal no service gets longer than this to stop.
 FORCED_STOP_TIMEOUT = 2.0
+# At exit, the hooks get this long to handle the events still waiting for them.
+HOOKS_DRAIN_TIMEOUT = 5.0
 
 
 class Worker:
@@ -84,6 +86,7 @@ class Worker:
 
     def start(self) -> None:
         """Start every service, last stop phase first; returns at once."""
+        self.parts.hooks.start()
         for service in sorted(self.services, key=lambda s: s.stop_phase, reverse=True):
             service.start()
         s = self.settings
@@ -152,6 +155,7 @@ class Worker:
                 clean = clean and (stopped or phase is not StopPhase.OUTCOMES)
         self.parts.close()
         self.parts.events.emit(WorkerStopped(self.worker_id, put_back, clean))
+        self.parts.hooks.close(HOOKS_DRAIN_TIMEOUT)  # a hung hook does not hold the exit
         return 0 if clean and self._fatal is None else 1
 
     def _stop_timeout(self, service: Service) -> float:

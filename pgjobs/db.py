@@ -16,14 +16,19 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgjobs.bounds import check_seconds
 from pgjobs.config import check_explicit_url, resolve_database_url
+from pgjobs.data.connector import rows
+from pgjobs.data.steps import Statement
 from pgjobs.errors import ConfigurationError, DatabaseUnavailableError
 from pgjobs.pooler import prepare_if_direct
 
 T = TypeVar("T")
+# For this transaction only: a pool's connections are shared, and poolers hand them on.
+SET_STATEMENT_TIMEOUT = sql.SQL("SELECT set_config('statement_timeout', %s, true)")
 
 
 def first_line(error: BaseException) -> str:
@@ -83,13 +88,24 @@ class Database:
     seconds, with one warning, instead of hanging in the pool's retries.
     """
 
-    def __init__(self, url: str | None, *, max_size: int = 10, wait: float = DEFAULT_WAIT) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        max_size: int = 10,
+        wait: float = DEFAULT_WAIT,
+        statement_timeout: float | None = None,
+    ) -> None:
         check_seconds("the connection wait", wait, exclusive=True, error=ConfigurationError)
         self._explicit_url = check_explicit_url(url)
         self._url: str | None = None
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._max_size = max_size
         self.wait = wait
+        # Set per transaction (SET LOCAL), so it holds behind a transaction pooler too.
+        self.statement_timeout_ms = (
+            None if statement_timeout is None else max(1, round(statement_timeout * 1000))
+        )
         self._lock = threading.Lock()
 
     @property
@@ -128,6 +144,10 @@ class Database:
                 raise DatabaseUnavailableError(
                     f"no connection to PostgreSQL within {self.wait:g}s; is the server up?"
                 ) from error
+            if self.statement_timeout_ms is not None:
+                rows(
+                    conn, "", Statement(SET_STATEMENT_TIMEOUT, (f"{self.statement_timeout_ms}ms",))
+                )
             yield conn
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
-"""`pgjobs demo`: the tour runs every sample job to its expected end, then says so."""
+"""`pgjobs demo`: the tour runs every sample job to its expected end, then says so, and
+leaves the jobs for the dashboard to show."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -57,7 +59,7 @@ def final_states(database_url: str, schema: str) -> dict[tuple[str, str], int]:
 
 
 @pytest.mark.slow
-def test_demo_completes_every_job_but_the_one_meant_to_fail(
+def test_demo_completes_every_job_but_the_one_meant_to_fail_and_leaves_them(
     database_url: str, demo_schema: str
 ) -> None:
     # when
@@ -73,6 +75,8 @@ def test_demo_completes_every_job_but_the_one_meant_to_fail(
     assert states.pop((build_report.name, "failed")) == EXPECTED_FAILED
     assert {state for _, state in states} == {"completed"}
     assert sum(states.values()) == TOTAL - EXPECTED_FAILED
+    where = f"--database-url {shlex.quote(database_url)} --schema {demo_schema}"
+    assert f"see the dashboard:     pgjobs web {where}, then open" in result.stdout
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@
 - `workers`  the worker fleet
 - `schedules` periodic tasks, their last and next runs
 - `migrate`  create or upgrade the schema
+- `web`      the dashboard (pgjobs.web)
 - `demo`     the tour of `pgjobs.demo`
 - `embedded` the local PostgreSQL, and `url`
 - `common`   options and helpers the commands share; `output` how they print
@@ -26,7 +27,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from pgjobs.cli import demo, enqueue, inspect, manage, migrate, work, workflow
+from pgjobs.cli import demo, enqueue, inspect, manage, migrate, web, work, workflow
 from pgjobs.cli.common import Command, debug_enabled
 from pgjobs.cli.embedded import embedded_cli, url
 from pgjobs.cli.limits import limits
@@ -82,6 +83,7 @@ cli.command(cls=Command)(manage.prune)
 cli.command(cls=Command)(work.work)
 cli.command(cls=Command)(workers)
 cli.command(cls=Command)(schedules)
+cli.command(cls=Command)(web.web)
 cli.command(cls=Command)(demo.demo)
 cli.command(cls=Command)(url)
 cli.add_typer(embedded_cli)

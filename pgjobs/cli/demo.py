@@ -24,7 +24,8 @@ def demo(
     """A tour: enqueue sample jobs (some fail and retry), run a worker live, summarise.
 
     Uses the embedded local PostgreSQL unless a database is configured, and its own
-    schema, pgjobs_demo; each run replaces the previous demo's jobs.
+    schema, pgjobs_demo. The jobs stay for `pgjobs web --schema pgjobs_demo` to show,
+    until the next run replaces them.
     """
     from pgjobs.demo.tour import run_tour
 

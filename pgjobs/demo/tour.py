@@ -1,12 +1,14 @@
 """The tour itself: migrate a schema of its own, enqueue the sample jobs of
 `pgjobs.demo.tasks` (some failing and retrying, one failing for good, one delayed, two
 urgent), serve them with an in-process worker while `display` follows the queue, and
-print what happened and what to try next.
+print what happened and what to try next. The jobs stay (until the next tour) for
+`pgjobs web` to show.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import re
 import shlex
@@ -165,22 +167,38 @@ def _summarise(
                 style="red",
             )
     table = _qualified_jobs_table(app.schema)
-    stats = "pgjobs stats"
-    if database_url and database_url != database_url_from_env():
-        shown = "URL" if _has_password(database_url) else shlex.quote(database_url)
-        stats += f" --database-url {shown}"
-    stats += f" --schema {shlex.quote(app.schema)}"
+    where_options = _where_options(database_url, app.schema)
     query = f"SELECT state, count(*) FROM {table} GROUP BY 1;"
     if not _has_password(url):
         query = f"psql {shlex.quote(url)} -c {shlex.quote(query)}"
     console.print("\nWhat next", style="bold")
     console.print(f"  query the jobs table:  {query}")
-    console.print(f"  inspect with pgjobs:   {stats}")
+    console.print(f"  inspect with pgjobs:   pgjobs stats{where_options}")
+    console.print(f"  see the dashboard:     {_dashboard_command(where_options)}")
     console.print(
         "  use your own server:   export "
         "PGJOBS_DATABASE_URL=postgresql://user:password@host/dbname, then `pgjobs migrate` "
         "and `pgjobs work --app yourapp.tasks:app`"
     )
+
+
+def _where_options(database_url: str | None, schema: str) -> str:
+    """The options that point a pgjobs command at the demo's jobs: the schema, and the
+    database when it was given on the command line (a password is not repeated)."""
+    options = ""
+    if database_url and database_url != database_url_from_env():
+        shown = "URL" if _has_password(database_url) else shlex.quote(database_url)
+        options += f" --database-url {shown}"
+    return options + f" --schema {shlex.quote(schema)}"
+
+
+def _dashboard_command(where_options: str) -> str:
+    """`pgjobs web` on the demo's jobs, after installing the `web` extra if it is missing:
+    the jobs stay until the next demo, for the dashboard to show."""
+    command = f"pgjobs web{where_options}"
+    if importlib.util.find_spec("starlette") is None:
+        command = f"pip install 'pgjobs-queue[web]' (from a checkout: '.[web]') && {command}"
+    return f"{command}, then open http://127.0.0.1:8080/"
 
 
 def _qualified_jobs_table(schema: str) -> str:

@@ -8,6 +8,8 @@
 - `fixtures`: the `runs_table` and `start_worker` fixtures (registered in conftest).
 - `readme`: sections and code blocks of the README and the docs, for tests that run what
   they show.
+- `browser`: Debian's Chromium driven by Playwright, for the dashboard's browser tests
+  (imported by them alone: `from tests.helpers.browser import ...`).
 """
 
 from tests.helpers.cli import UNREACHABLE_URL, Result, pgjobs, run_cli, the_error_line

@@ -9,7 +9,7 @@ once, as `SchemaNotMigratedError`. Nothing else in pgjobs touches a cursor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import Any, Protocol
 
@@ -280,6 +280,17 @@ class AsyncSQLAlchemyConnector:
 
 # --- choosing the connector -------------------------------------------------------------
 
+# Other kinds of synchronous connections, made known by an integration
+# (pgjobs.contrib.django): each function returns the psycopg connection under a connection
+# it knows, in that connection's transaction, or None for one it does not know.
+_unwrappers: list[Callable[[Any], psycopg.Connection[Any] | None]] = []
+
+
+def register_unwrapper(unwrap: Callable[[Any], psycopg.Connection[Any] | None]) -> None:
+    """Accept another kind of caller's connection (once per function)."""
+    if unwrap not in _unwrappers:
+        _unwrappers.append(unwrap)
+
 
 def connector_for(conn: Any) -> Connector:
     """The connector of a synchronous connection; TypeError for anything else."""
@@ -292,6 +303,10 @@ def connector_for(conn: Any) -> Connector:
         return SQLAlchemyConnector(conn.connection())  # joins (or begins) its transaction
     if isinstance(conn, Connection):
         return SQLAlchemyConnector(conn)
+    for unwrap in _unwrappers:
+        raw = unwrap(conn)
+        if raw is not None:
+            return PsycopgConnector(raw)
     raise TypeError(
         "conn must be a psycopg Connection, a SQLAlchemy Connection or Session, "
         f"or None; got {type(conn).__name__}"

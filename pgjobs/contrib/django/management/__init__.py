@@ -1,0 +1,1 @@
+"""Django management commands of pgjobs (`manage.py pgjobs_migrate`, `pgjobs_work`)."""

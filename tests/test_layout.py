@@ -143,3 +143,23 @@ def test_no_module_is_longer_than_a_reader_can_hold() -> None:
         if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert long == {}
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """A package missing from pyproject's list works in a checkout (editable install) and
+    is absent from the wheel: `import pgjobs.doctor` would fail for users."""
+    import pytest
+
+    from tests.helpers import REPO_ROOT
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on; the main run has it
+
+    listed = set(
+        tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    packages = {
+        module_name(path)
+        for path in PACKAGE.rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert packages - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"

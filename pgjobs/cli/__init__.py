@@ -10,6 +10,7 @@
 - `workers`  the worker fleet
 - `schedules` periodic tasks, their last and next runs
 - `migrate`  create or upgrade the schema
+- `doctor`   what hurts the queue, checked; --fix applies the safe fixes
 - `web`      the dashboard (pgjobs.web)
 - `demo`     the tour of `pgjobs.demo`
 - `embedded` the local PostgreSQL, and `url`
@@ -29,6 +30,7 @@ import typer
 
 from pgjobs.cli import demo, enqueue, inspect, manage, migrate, web, work, workflow
 from pgjobs.cli.common import Command, debug_enabled
+from pgjobs.cli.doctor import doctor
 from pgjobs.cli.embedded import embedded_cli, url
 from pgjobs.cli.limits import limits
 from pgjobs.cli.queues import queue_cli, queues
@@ -70,6 +72,7 @@ def _options(
 
 
 cli.command(cls=Command)(migrate.migrate)
+cli.command(cls=Command)(doctor)
 cli.command(cls=Command)(enqueue.enqueue)
 cli.command(cls=Command)(inspect.stats)
 cli.command("list", cls=Command)(inspect.list_jobs)

@@ -29,7 +29,8 @@ This file only starts the package beside it, `bench/comparison/`:
   single enqueue, drain and async drain, idle pickup latency, steady state, claim cost,
   worker memory);
 - `common/`: the cluster and databases, the peers' scripts, worker processes, the tables,
-  commit-to-start latency, the counts (FULL, QUICK) and timeouts, and the report;
+  commit-to-start latency, the CPU a drain costs per job (the server's backends and the
+  workers, `cpu.py`), the counts (FULL, QUICK) and timeouts, and the report;
 - `runner.py` takes the scenarios in turn, `cli.py` is the command line.
 
 Before every timed run the tables are emptied, VACUUM ANALYZE'd and CHECKPOINTed.

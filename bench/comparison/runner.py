@@ -73,5 +73,5 @@ def in_rounds(run: Run, targets: list[Target], plan: InRounds) -> list[Result]:
         if name in errors:
             results.append(failure(plan.title(run.counts), name, errors[name]))
         elif rates[name]:
-            results.append(plan.summary(run, name, rates[name]))
+            results += plan.summary(run, name, rates[name])
     return results

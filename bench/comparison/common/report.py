@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..drivers import VARIANTS, WORKER_ARGS
-from ..drivers.base import PROCESSES
+from ..drivers.base import PROCESSES, processes_of
 from .counts import Counts
 from .run import Result, Settings
 from .tables import Target
@@ -91,14 +91,39 @@ def results_table(results: list[Result], peers: set[str], title: str) -> Table:
     return table
 
 
-def drain_settings_table(drains: dict[str, dict[str, dict[str, list[float]]]]) -> Table:
-    """Every drain setting's figure: the median of its rounds, which are listed too."""
+Medians = dict[str, dict[str, float]]  # system -> setting -> median of its rounds
+
+
+def drain_medians(settings: Settings, scenario: str) -> tuple[Medians, dict[str, Medians]]:
+    """Each setting's median rate, and its median CPU per job by `DrainCpu.per_job` key."""
+    rates = {
+        system: {setting: statistics.median(rounds) for setting, rounds in by_setting.items()}
+        for system, by_setting in settings.drains[scenario].items()
+    }
+    cpu: dict[str, Medians] = {}
+    for system, by_setting in settings.cpu.get(scenario, {}).items():
+        for setting, rounds in by_setting.items():
+            for key in ("server_us", "client_us"):
+                values = [figures[key] for figures in rounds]
+                cpu.setdefault(key, {}).setdefault(system, {})[setting] = statistics.median(values)
+    return rates, cpu
+
+
+def best_setting(rates: dict[str, float]) -> str | None:
+    return max(rates, key=lambda setting: rates[setting]) if rates else None
+
+
+def drain_settings_table(settings: Settings) -> Table:
+    """Every drain setting's figures: the median of its rounds (which are listed too) of
+    its rate and of its CPU per job."""
     caption = (
-        f"median: of the rounds; vs raw SQL: / the baseline's best setting. {PROCESSES} N: N "
-        "worker processes started at once, timed from the first claim of any to the last outcome."
+        f"median: of the rounds; vs raw SQL: / the baseline's best setting's (by jobs/s). "
+        f"{PROCESSES} N: N worker processes started at once, timed from the first claim of any "
+        "to the last outcome. CPU: µs per job between the same two instants, of the backends "
+        "serving the drain (server) and of the worker processes (client)."
     )
     table = new_table(
-        "Drain settings (jobs/s)",
+        "Drain settings (jobs/s, CPU µs/job)",
         caption,
         (
             ("scenario", "left"),
@@ -106,27 +131,97 @@ def drain_settings_table(drains: dict[str, dict[str, dict[str, list[float]]]]) -
             ("setting", "left"),
             ("median", "right"),
             ("vs raw SQL", "right"),
-            ("rounds", "left"),
+            ("server", "right"),
+            ("vs raw SQL", "right"),
+            ("client", "right"),
+            ("vs raw SQL", "right"),
+            ("rounds (jobs/s)", "left"),
             ("", "left"),
         ),
     )
-    for scenario, systems_rates in drains.items():
-        medians = {
-            system: {setting: statistics.median(rounds) for setting, rounds in rates.items()}
-            for system, rates in systems_rates.items()
-        }
-        raw = max(medians.get("raw", {}).values(), default=None)
+    for scenario, systems_rates in settings.drains.items():
+        medians, cpu = drain_medians(settings, scenario)
+        raw_best = best_setting(medians.get("raw", {}))
+        raw = medians["raw"][raw_best] if raw_best else None
+        raw_cpu = {key: by.get("raw", {}).get(raw_best or "") for key, by in cpu.items()}
         rows = [(system, setting) for system, rates in medians.items() for setting in rates]
         for n, (system, setting) in enumerate(rows):
             median = medians[system][setting]
+            server = cpu.get("server_us", {}).get(system, {}).get(setting)
+            client = cpu.get("client_us", {}).get(system, {}).get(setting)
             table.add_row(
                 scenario if n == 0 else "",
                 system if n == 0 or rows[n - 1][0] != system else "",
                 setting,
                 figure(median),
                 ratio(median, raw),
+                figure(server),
+                ratio(server, raw_cpu.get("server_us")),
+                figure(client),
+                ratio(client, raw_cpu.get("client_us")),
                 ", ".join(f"{rate:,.0f}" for rate in systems_rates[system][setting]),
-                "best" if median == max(medians[system].values()) else "",
+                "best" if setting == best_setting(medians[system]) else "",
+                end_section=n == len(rows) - 1,
+            )
+    return table
+
+
+def drain_figures(
+    rates: Medians, cpu: dict[str, Medians], system: str, setting: str | None
+) -> list[float | None]:
+    """A setting's median jobs/s, server and client CPU per job, and their sum."""
+    if setting is None or setting not in rates.get(system, {}):
+        return [None] * 4
+    server = cpu.get("server_us", {}).get(system, {}).get(setting)
+    client = cpu.get("client_us", {}).get(system, {}).get(setting)
+    total = None if server is None or client is None else server + client
+    return [rates[system][setting], server, client, total]
+
+
+def cpu_table(settings: Settings) -> Table:
+    """Per system, its best setting (by rate) in one worker process and in several: rate
+    and CPU per job, each against raw SQL's best setting's."""
+    caption = (
+        "Each system's best setting by jobs/s among those of one worker process, and among "
+        "those of several; vs raw: / raw SQL's best setting's (by jobs/s) figure. server: "
+        "the backends serving the drain, client: the worker processes, µs of CPU per job "
+        "from the first claim to the last outcome (medians of the rounds)."
+    )
+    columns = ("jobs/s", "server µs/job", "client µs/job", "total µs/job")
+    table = new_table(
+        "CPU per job drained",
+        caption,
+        (
+            ("scenario", "left"),
+            ("system", "left"),
+            ("processes", "right"),
+            ("best setting", "left"),
+            *((name, "right") for column in columns for name in (column, "vs raw")),
+        ),
+    )
+    for scenario in settings.drains:
+        rates, cpu = drain_medians(settings, scenario)
+        raw = drain_figures(rates, cpu, "raw", best_setting(rates.get("raw", {})))
+        rows: list[tuple[str, str, str | None]] = []
+        for system, by_setting in rates.items():
+            by_count: dict[str, dict[str, float]] = {}
+            for setting, rate in by_setting.items():
+                several = processes_of(setting.split())[0] > 1
+                by_count.setdefault("2+" if several else "1", {})[setting] = rate
+            rows += [(system, count, best_setting(by_count[count])) for count in sorted(by_count)]
+        for n, (system, count, best) in enumerate(rows):
+            values = drain_figures(rates, cpu, system, best)
+            cells = [
+                cell
+                for value, reference in zip(values, raw, strict=True)
+                for cell in (figure(value), ratio(value, reference))
+            ]
+            table.add_row(
+                scenario if n == 0 else "",
+                system if n == 0 or rows[n - 1][0] != system else "",
+                count,
+                best or "",
+                *cells,
                 end_section=n == len(rows) - 1,
             )
     return table
@@ -146,7 +241,8 @@ def report(
     title = f"pgjobs beside its peers ({'--quick' if quick else 'full run'})"
     console.print(results_table(results, peers, title))
     if settings.drains:
-        console.print(drain_settings_table(settings.drains))
+        console.print(drain_settings_table(settings))
+        console.print(cpu_table(settings))
     console.print("Settings used (worker arguments per scenario; drain: the best of those tried):")
     for system, used in settings.used.items():
         console.print(f"  {system}: " + "; ".join(f"{k}: {v}" for k, v in used.items()))
@@ -166,6 +262,7 @@ def write_json(
         "worker_args": WORKER_ARGS,
         "settings": settings.used,
         "drain_settings": settings.drains,
+        "drain_cpu": settings.cpu,
         "results": [asdict(result) for result in results],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -30,11 +30,13 @@ def failure(scenario: str, system: str, error: str) -> Result:
 
 @dataclass
 class Settings:
-    """What was run, for the report: worker arguments per scenario, drain winners, and
-    every drain setting's rounds (scenario -> system -> setting -> jobs/s per round)."""
+    """What was run, for the report: worker arguments per scenario, drain winners, every
+    drain setting's rounds (scenario -> system -> setting -> jobs/s per round), and the CPU
+    per job of each of those rounds (the same keys -> `DrainCpu.per_job` per round)."""
 
     used: dict[str, dict[str, str]] = field(default_factory=dict)
     drains: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = field(default_factory=dict)
 
     def record(self, system: str, scenario: str, value: str) -> None:
         self.used.setdefault(system, {})[scenario] = value

@@ -46,12 +46,13 @@ def fill_directly(target: Target, waiting: int, finished: int = 0) -> None:
             target.admin.execute(target.sql["fill_waiting"], {"count": waiting})
 
 
-def window(target: Target, expected: int) -> float:
-    """Seconds from the first claim to the last recorded outcome, from the tables."""
+def window_bounds(target: Target, expected: int) -> tuple[float, float]:
+    """When the first claim and the last recorded outcome were (epoch seconds, the
+    server's clock), from the tables."""
     row = target.admin.execute(target.sql["window"]).fetchone()
     if row is None or row[0] is None or row[1] is None:
         raise RuntimeError("no finished job recorded")
     first, last, count = row
     if count != expected:
         raise RuntimeError(f"{count} of {expected} jobs recorded as finished")
-    return float(last) - float(first)
+    return float(first), float(last)

@@ -19,8 +19,11 @@ DRIVER = Driver(
             for batch in ("50", "200")
             for threads in ("2", "4", "8")
         ),
+        # Batches of 500 in 2 threads: the earlier best (70,000-74,000 jobs/s).
+        ["--threads", "2", "--batch", "500"],
         [PROCESSES, "2", "--threads", "4", "--batch", "50"],
         [PROCESSES, "2", "--threads", "2", "--batch", "200"],
+        [PROCESSES, "2", "--threads", "2", "--batch", "500"],
     ],
     latency=["--threads", "4", "--batch", "50"],
     default=["--threads", "4", "--batch", "50"],

@@ -24,10 +24,10 @@ def single_round(run: Run, target: Target) -> dict[str, float]:
     return {"": run.counts.single / seconds}
 
 
-def single_summary(run: Run, system: str, rates: dict[str, list[float]]) -> Result:
+def single_summary(run: Run, system: str, rates: dict[str, list[float]]) -> list[Result]:
     rounds = rates[""]
     note = "rounds: " + ", ".join(f"{rate:,.0f}" for rate in rounds)
-    return Result(title(run.counts), "jobs/s ↑", system, statistics.median(rounds), True, note)
+    return [Result(title(run.counts), "jobs/s ↑", system, statistics.median(rounds), True, note)]
 
 
 SCENARIO = InRounds(title, single_round, single_summary, lambda counts: counts.single_rounds)

@@ -137,19 +137,6 @@ LEFT JOIN {jobs} AS j ON j.id = s.last_job_id
 WHERE s.name = %(name)s
 """
 
-# Running jobs whose heartbeat is older than twice their worker's rescue_after (the
-# default 60 s when the worker's row is gone): the rescuer should have taken them back.
-# Read through the running index, oldest ids first (the likeliest to be stale), capped.
-STALE_RUNNING = """
-SELECT count(*) FILTER (WHERE r.heartbeat_at IS NULL OR r.heartbeat_at
-                        < now() - make_interval(secs => 2 * coalesce(w.rescue_after, 60)))
-           AS stale,
-       count(*) AS read
-FROM (SELECT worker_id, heartbeat_at FROM {jobs} WHERE state = 'running' ORDER BY id
-      LIMIT %(scan)s) AS r
-LEFT JOIN {workers} AS w ON w.id = r.worker_id
-"""
-
 FLEET = """
 SELECT count(*) FILTER (WHERE last_heartbeat_at > now() - make_interval(secs => rescue_after))
            AS live,
@@ -159,15 +146,6 @@ FROM {workers}
 """
 
 PAUSED_QUEUES = "SELECT name FROM {queues} WHERE paused ORDER BY name LIMIT 100"
-
-# The wake-up trigger on the jobs table, and how full the server's notification queue is
-# (a listener that stopped reading fills it; at 100% every NOTIFY fails).
-NOTIFICATIONS = """
-SELECT (SELECT t.tgenabled <> 'D' FROM pg_trigger AS t
-        WHERE t.tgrelid = to_regclass(%(jobs_table)s) AND t.tgname = 'jobs_notify_available')
-           AS trigger_enabled,
-       pg_notification_queue_usage() AS queue_usage
-"""
 
 
 @dataclass(frozen=True)
@@ -296,11 +274,6 @@ class DashboardOpsStatements(StatementGroup):
         found = self._rows(conn, SCHEDULE_TEMPLATE, {"name": name}, named=True).dicts()
         return ScheduleTemplate(**found[0]) if found else None
 
-    def stale_running(self, conn: Any) -> tuple[int, bool]:
-        """(running jobs with a stale heartbeat, whether only part of them was read)."""
-        [(stale, read)] = self._rows(conn, STALE_RUNNING, {"scan": RUNNING_SCAN})
-        return int(stale), read >= RUNNING_SCAN
-
     def fleet_counts(self, conn: Any) -> tuple[int, int]:
         """(live workers, lost workers)."""
         [(live, lost)] = self._rows(conn, FLEET)
@@ -308,10 +281,3 @@ class DashboardOpsStatements(StatementGroup):
 
     def paused_queues(self, conn: Any) -> list[str]:
         return [name for (name,) in self._rows(conn, PAUSED_QUEUES)]
-
-    def notifications(self, conn: Any) -> tuple[bool | None, float]:
-        """(whether the wake-up trigger is enabled, None when it is missing; the share
-        of the server's notification queue in use)."""
-        params = {"jobs_table": self.sql.jobs.as_string()}
-        [(enabled, usage)] = self._rows(conn, NOTIFICATIONS, params)
-        return enabled, float(usage)

@@ -1,103 +1,55 @@
 """Health: `pgjobs doctor`'s checks (pgjobs.doctor), then two of the dashboard's own
 (workers live and lost, paused queues), each ok / warn / fail with a one-line fix.
 
-A check that cannot run (a role without the right, say) shows as a warning that says
-why; it does not take the page down.
+The dashboard's two are doctor checks like the others, run by the same `run_checks`:
+each in a savepoint, and one that cannot run (a role without the right, say) shows as a
+warning that says why; it does not take the page down.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal
-
-import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from pgjobs import doctor
-from pgjobs.app import App
 from pgjobs.data.dashboard_ops import DashboardOpsStatements
-from pgjobs.errors import PgJobsError
+from pgjobs.doctor.findings import Context, Finding
 from pgjobs.web.dashboard import Dashboard, page
 
-log = logging.getLogger("pgjobs.web")
 
-Level = Literal["ok", "warn", "fail"]
-# How long the oldest due job of an active queue may wait before it is a warning, and
-# before it is a failure.
-LAG_WARN = timedelta(minutes=1)
-LAG_FAIL = timedelta(minutes=10)
-# A notification queue this full means a session LISTENs and does not read.
-NOTIFY_QUEUE_WARN = 0.5
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check's verdict: a one-line summary, and the fix when it is not ok."""
-
-    name: str
-    level: Level
-    summary: str
-    fix: str = ""
-
-
-CheckFunction = Callable[[App, Any], Check]
-
-
-def workers_check(app: App, conn: Any) -> Check:
+def workers(ctx: Context) -> Finding:
     """Some worker is running, and none was lost lately."""
-    live, lost = DashboardOpsStatements(app.data.sql).fleet_counts(conn)
+    live, lost = DashboardOpsStatements(ctx.statements.sql).fleet_counts(ctx.conn)
     if live == 0:
-        return Check(
+        return Finding(
             "workers", "fail", "no worker is running: jobs wait", "start one: pgjobs work --app ..."
         )
     if lost:
-        return Check(
+        return Finding(
             "workers",
             "warn",
             f"{live} live, {lost} lost in the last hour (stopped without a clean exit)",
             "see the workers page, and the lost hosts' logs (out of memory, kill -9)",
         )
-    return Check("workers", "ok", f"{live} live worker{'s' if live != 1 else ''}")
+    return Finding("workers", "ok", f"{live} live worker{'s' if live != 1 else ''}")
 
 
-def paused_check(app: App, conn: Any) -> Check:
+def paused_queues(ctx: Context) -> Finding:
     """Paused queues, which workers do not serve (on purpose, usually)."""
-    paused = DashboardOpsStatements(app.data.sql).paused_queues(conn)
+    paused = DashboardOpsStatements(ctx.statements.sql).paused_queues(ctx.conn)
     if paused:
-        return Check(
+        return Finding(
             "paused queues",
             "warn",
             f"paused: {', '.join(paused)}",
             "resume on the queues page, or: pgjobs queue resume NAME",
         )
-    return Check("paused queues", "ok", "no queue is paused")
+    return Finding("paused queues", "ok", "no queue is paused")
 
 
-# The dashboard's own, beside `pgjobs doctor`'s checks (which it shows first).
-CHECKS: tuple[CheckFunction, ...] = (workers_check, paused_check)
-
-
-def run_checks(app: App, conn: Any, checks: tuple[CheckFunction, ...] = CHECKS) -> list[Check]:
-    """Every check's verdict; each runs in a savepoint, so one that fails leaves the
-    others their transaction."""
-    found = []
-    for check in checks:
-        try:
-            with conn.transaction():
-                found.append(check(app, conn))
-        except psycopg.OperationalError:
-            raise  # the database itself: the page says so
-        except (psycopg.Error, PgJobsError) as error:
-            name = check.__name__.removesuffix("_check").replace("_", " ")
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            log.warning("health check failed", extra={"check": name, "error": reason})
-            found.append(Check(name, "warn", f"could not check: {reason}"))
-    return found
+# `pgjobs doctor`'s checks, then the dashboard's own.
+CHECKS = (*doctor.CHECKS, ("workers", workers), ("paused queues", paused_queues))
 
 
 def routes(dashboard: Dashboard) -> list[Route]:
@@ -107,9 +59,7 @@ def routes(dashboard: Dashboard) -> list[Route]:
 def show(dashboard: Dashboard, request: Request) -> Response:
     with dashboard.reading() as conn:
         # measure=False: the bloat check estimates from statistics, reading no table.
-        found = doctor.run_checks(dashboard.app, conn, measure=False)
-        checks = [Check(f.name, f.status, f.message, f.fix or "") for f in found]
-        checks += run_checks(dashboard.app, conn)
-    levels = {check.level for check in checks}
-    overall = "fail" if "fail" in levels else "warn" if "warn" in levels else "ok"
+        checks = doctor.run_checks(dashboard.app, conn, checks=CHECKS, measure=False)
+    statuses = {check.status for check in checks}
+    overall = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
     return dashboard.render(request, "health.html", {"checks": checks, "overall": overall})

@@ -1,5 +1,7 @@
 """What the benchmarks share: a query's one value, stopping a worker, a schema made and
-dropped, pgjobs exported at an earlier revision, medians and spreads for the tables.
+dropped, pgjobs exported at an earlier revision, medians and spreads for the tables, and
+a drain's table work: emptied, filled with jobs due tomorrow, made due at once, waited
+for, and its rate read back.
 
 The benchmarks run as scripts from this folder, so they import this as `harness`.
 """
@@ -25,6 +27,7 @@ from psycopg import sql
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STARTUP_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 300.0  # seconds a drain may take before the run gives up on it
 
 
 def say(message: str) -> None:
@@ -124,3 +127,103 @@ def started_workers(
             time.sleep(0.1)
         time.sleep(settle)
         yield started
+
+
+# --- a drain's table work -----------------------------------------------------------------
+
+
+def jobs_of(schema: str) -> sql.Identifier:
+    return sql.Identifier(schema, "jobs")
+
+
+def reset(url: str, schema: str) -> None:
+    """Empty the jobs table (and the workflows table, where the schema has one), fresh
+    statistics, a checkpoint: every measurement starts alike. Other tables (a limits
+    benchmark's log of rate-limited starts) are kept."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        has_workflows = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.workflows"]
+        ).fetchone()
+        names = [jobs_of(schema)]
+        if has_workflows and has_workflows[0]:
+            names.append(sql.Identifier(schema, "workflows"))
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(names)))
+        for name in names:
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(name))
+        conn.execute("CHECKPOINT")
+
+
+def fill(
+    url: str, schema: str, counts: Mapping[str, int], *, meta: sql.Composable | None = None
+) -> None:
+    """{task: count} jobs due tomorrow (the workers leave them alone until `make_due`),
+    each with arguments {"n": its number}; `meta`, an SQL expression, gives each job's
+    `meta`."""
+    insert = sql.SQL(
+        "INSERT INTO {} (task, payload, run_at{}) SELECT %s, jsonb_build_object('n', g),"
+        " now() + interval '1 day'{} FROM generate_series(1, %s) AS g"
+    ).format(
+        jobs_of(schema),
+        sql.SQL("") if meta is None else sql.SQL(", meta"),
+        sql.SQL("") if meta is None else sql.SQL(", ") + meta,
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        for task, count in counts.items():
+            conn.execute(insert, [task, count])
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
+        conn.execute("CHECKPOINT")
+
+
+def make_due(url: str, schemas: Sequence[str], *, first: str | None = None) -> None:
+    """Every waiting job due now (those of task `first` a second earlier: first in line),
+    in one transaction that wakes the workers as an insert would. Blocked workflow steps
+    stay as they are."""
+    from pgjobs.data.sql import notify_channel
+
+    due = sql.SQL(
+        "UPDATE {} SET run_at = now() - CASE WHEN task = %s THEN interval '1 second'"
+        " ELSE interval '0' END WHERE state = 'available'"
+    )
+    with psycopg.connect(url) as conn:
+        for schema in schemas:
+            conn.execute(due.format(jobs_of(schema)), [first])
+            conn.execute("SELECT pg_notify(%s, 'default')", [notify_channel(schema)])
+
+
+def wait_drained(
+    url: str,
+    schema: str,
+    running: Sequence[subprocess.Popen[bytes]],
+    *,
+    blocked: bool = False,
+    but_task: str | None = None,
+    timeout: float = DRAIN_TIMEOUT,
+    every: float = 0.02,
+) -> None:
+    """Until no job of `schema` waits or runs (nor is `blocked`, when asked), but those of
+    `but_task`, left waiting on purpose; fails when a worker exits or `timeout` passes."""
+    states = ["available", "running", *(["blocked"] if blocked else [])]
+    query = sql.SQL(
+        "SELECT count(*) FROM {} WHERE state = ANY(%s) AND task IS DISTINCT FROM %s"
+    ).format(jobs_of(schema))
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while (conn.execute(query, [states, but_task]).fetchone() or (0,))[0]:
+            if any(p.poll() is not None for p in running) or time.monotonic() > deadline:
+                raise RuntimeError(f"the workers on {schema} stopped or stalled")
+            time.sleep(every)
+
+
+def rate(url: str, schema: str, count: int, task: str | None = None) -> float:
+    """Jobs (of `task`, or all) per second over the first claim to the last outcome; all
+    `count` must have completed."""
+    query = sql.SQL(
+        "SELECT extract(epoch FROM max(finished_at) - min(started_at)),"
+        " count(*) FILTER (WHERE state = 'completed') FROM {}"
+        " WHERE %s::text IS NULL OR task = %s"
+    ).format(jobs_of(schema))
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query, [task, task]).fetchone()
+    what = task or "jobs"
+    assert row is not None and row[1] == count, f"{row[1] if row else 0} of {count} {what}"
+    return count / float(row[0])

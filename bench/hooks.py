@@ -74,18 +74,23 @@ import psycopg
 from harness import (
     drop,
     export_before,
+    fill,
+    jobs_of,
+    make_due,
     median,
     migrate,
+    rate,
+    reset,
     say,
     scalar,
     spread,
     started_workers,
+    wait_drained,
 )
 from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
 APP = "hooks_app:app"
-DRAIN_TIMEOUT = 300.0
 PRODUCE_TIMEOUT = 600.0
 DRAINS = ("none", "hook", "all-hooks", "middleware", "otel")
 PRODUCERS = ("none", "enqueue-middleware", "enqueued-hook", "otel")
@@ -135,85 +140,17 @@ class Figures:
         return self.samples.get(name, [])
 
 
-def jobs_of(schema: str) -> sql.Identifier:
-    return sql.Identifier(schema, "jobs")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# --- the tables ---------------------------------------------------------------------------
-
-
-def reset(url: str, schema: str) -> None:
-    """Empty tables, fresh statistics, a checkpoint: every measurement starts alike."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(jobs_of(schema)))
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
-        conn.execute("CHECKPOINT")
-
-
-def fill(url: str, schema: str, count: int, *, traced: bool) -> None:
-    """`count` no-op jobs due tomorrow (the workers leave them alone until `make_due`);
-    `traced`: each with a trace context of its own in `meta`, as an instrumented
-    producer stores it."""
-    meta = sql.SQL(
-        ", jsonb_build_object('otel', jsonb_build_object('traceparent', '00-' ||"
-        " md5(random()::text) || '-' || left(md5(random()::text), 16) || '-01'))"
-    )
-    insert = sql.SQL(
-        "INSERT INTO {} (task, payload, run_at{}) SELECT 'bench.noop',"
-        " jsonb_build_object('n', g), now() + interval '1 day'{} FROM generate_series(1, %s) g"
-    ).format(
-        jobs_of(schema),
-        sql.SQL(", meta") if traced else sql.SQL(""),
-        meta if traced else sql.SQL(""),
-    )
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(insert, [count])
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
-        conn.execute("CHECKPOINT")
-
-
-def make_due(url: str, schemas: list[str]) -> None:
-    """Every waiting job due now, in one transaction that wakes the workers as an insert
-    would."""
-    from pgjobs.data.sql import notify_channel
-
-    due = sql.SQL("UPDATE {} SET run_at = now() WHERE state = 'available'")
-    with psycopg.connect(url) as conn:
-        for schema in schemas:
-            conn.execute(due.format(jobs_of(schema)))
-            conn.execute("SELECT pg_notify(%s, 'default')", [notify_channel(schema)])
-
-
-def wait_drained(url: str, schema: str, running: list[subprocess.Popen[bytes]]) -> None:
-    """Until no job of `schema` waits or runs."""
-    query = sql.SQL("SELECT count(*) FROM {} WHERE state IN ('available', 'running')").format(
-        jobs_of(schema)
-    )
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    with psycopg.connect(url, autocommit=True) as conn:
-        while (conn.execute(query).fetchone() or (0,))[0]:
-            if any(p.poll() is not None for p in running) or time.monotonic() > deadline:
-                raise RuntimeError(f"the workers on {schema} stopped or stalled")
-            time.sleep(0.01)
-
-
-def window(url: str, schema: str, count: int) -> float:
-    """Jobs per second over the first claim to the last outcome; all `count` must have
-    completed."""
-    query = sql.SQL(
-        "SELECT extract(epoch FROM max(finished_at) - min(started_at)),"
-        " count(*) FILTER (WHERE state = 'completed') FROM {}"
-    ).format(jobs_of(schema))
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(query).fetchone()
-    assert row is not None and row[1] == count, f"{row[1] if row else 0} of {count} completed"
-    return count / float(row[0])
+# Each traced job's own trace context in `meta`, as an instrumented producer stores it.
+TRACE_CONTEXT = sql.SQL(
+    "jsonb_build_object('otel', jsonb_build_object('traceparent', '00-' ||"
+    " md5(random()::text) || '-' || left(md5(random()::text), 16) || '-01'))"
+)
 
 
 # --- the drains ---------------------------------------------------------------------------
@@ -259,17 +196,18 @@ def drain(site: Site, drains: list[Drain], args: argparse.Namespace) -> list[tup
     seconds per 1,000 jobs) of each."""
     for one in drains:
         reset(site.url, one.schema)
-        fill(site.url, one.schema, args.jobs, traced=one.config == "otel")
+        meta = TRACE_CONTEXT if one.config == "otel" else None
+        fill(site.url, one.schema, {"bench.noop": args.jobs}, meta=meta)
     with ExitStack() as stack:
         running = [stack.enter_context(workers(site, one, args)) for one in drains]
         before = [sum(cpu_seconds(p.pid) for p in processes) for processes in running]
         make_due(site.url, [one.schema for one in drains])
         used = []
         for one, processes, cpu in zip(drains, running, before, strict=True):
-            wait_drained(site.url, one.schema, processes)
+            wait_drained(site.url, one.schema, processes, every=0.01)
             used.append(sum(cpu_seconds(p.pid) for p in processes) - cpu)
     return [
-        (window(site.url, one.schema, args.jobs), cpu * 1000 / args.jobs)
+        (rate(site.url, one.schema, args.jobs), cpu * 1000 / args.jobs)
         for one, cpu in zip(drains, used, strict=True)
     ]
 

@@ -78,19 +78,24 @@ import psycopg
 from harness import (
     drop,
     export_before,
+    fill,
+    jobs_of,
+    make_due,
     median,
     migrate,
+    rate,
+    reset,
     say,
     scalar,
     spread,
     started_workers,
+    wait_drained,
 )
 from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 APP = "limits_app:app"
-DRAIN_TIMEOUT = 300.0
 SAMPLE_EVERY = 0.002  # seconds between two counts of the limited task's running jobs
 CONCURRENCY = 10  # bench.slow's limit
 SLOW_SECONDS = 0.05  # bench.slow's sleep
@@ -121,10 +126,6 @@ class Figures:
 
     def get(self, name: str) -> list[float]:
         return self.samples.get(name, [])
-
-
-def jobs_of(schema: str) -> sql.Identifier:
-    return sql.Identifier(schema, "jobs")
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -165,69 +166,7 @@ def workers(
         yield started
 
 
-def wait_drained(url: str, schema: str, running: list[subprocess.Popen[bytes]]) -> None:
-    """Until no job of `schema` waits or runs, but the `bench.rare` ones left waiting."""
-    query = sql.SQL(
-        "SELECT count(*) FROM {} WHERE state IN ('available', 'running') AND task <> 'bench.rare'"
-    ).format(jobs_of(schema))
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    with psycopg.connect(url, autocommit=True) as conn:
-        while (conn.execute(query).fetchone() or (0,))[0]:
-            if any(p.poll() is not None for p in running) or time.monotonic() > deadline:
-                raise RuntimeError(f"the workers on {schema} stopped or stalled")
-            time.sleep(0.02)
-
-
 # --- the tables ---------------------------------------------------------------------------
-
-
-def reset(url: str, schema: str) -> None:
-    """Empty tables, fresh statistics, a checkpoint: every measurement starts alike. The
-    log of rate-limited starts is kept: `bench.rare`'s start of the hour stays in it."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(jobs_of(schema)))
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
-        conn.execute("CHECKPOINT")
-
-
-def fill(url: str, schema: str, counts: dict[str, int]) -> None:
-    """{task: count} jobs due tomorrow (the workers leave them alone until `make_due`)."""
-    insert = sql.SQL(
-        "INSERT INTO {} (task, payload, run_at) SELECT %s, jsonb_build_object('n', g),"
-        " now() + interval '1 day' FROM generate_series(1, %s) AS g"
-    ).format(jobs_of(schema))
-    with psycopg.connect(url, autocommit=True) as conn:
-        for task, count in counts.items():
-            conn.execute(insert, [task, count])
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
-        conn.execute("CHECKPOINT")
-
-
-def make_due(url: str, schemas: list[str]) -> None:
-    """Every waiting job due now (`bench.slow`'s a second earlier: first in line), in one
-    transaction that wakes the workers as an insert would."""
-    from pgjobs.data.sql import notify_channel
-
-    due = sql.SQL(
-        "UPDATE {} SET run_at = now() - CASE WHEN task = 'bench.slow'"
-        " THEN interval '1 second' ELSE interval '0' END WHERE state = 'available'"
-    )
-    with psycopg.connect(url) as conn:
-        for schema in schemas:
-            conn.execute(due.format(jobs_of(schema)))
-            conn.execute("SELECT pg_notify(%s, 'default')", [notify_channel(schema)])
-
-
-def window(url: str, schema: str, task: str, count: int) -> float:
-    """Jobs of `task` per second over its first claim to its last outcome; all `count`
-    must have completed."""
-    query = sql.SQL(
-        "SELECT extract(epoch FROM max(finished_at) - min(started_at)),"
-        " count(*) FILTER (WHERE state = 'completed') FROM {} WHERE task = %s"
-    ).format(jobs_of(schema))
-    row = psycopg.connect(url, autocommit=True).execute(query, [task]).fetchone()
-    assert row is not None and row[1] == count, f"{row[1] if row else 0} of {count} {task}"
-    return count / float(row[0])
 
 
 def micros(url: str, schema: str, task: str, columns: str) -> list[tuple[int, ...]]:
@@ -366,8 +305,8 @@ def served(
             )
         ]
         with RunningSampler(site.url, schema, "bench.slow") as sampler:
-            make_due(site.url, [schema])
-            wait_drained(site.url, schema, running)
+            make_due(site.url, [schema], first="bench.slow")
+            wait_drained(site.url, schema, running, but_task="bench.rare")
     if slow := counts.get("bench.slow"):
         runs = read_marks(marks)
         assert len(runs) == slow, f"{len(runs)} runs of {slow} bench.slow jobs"
@@ -377,7 +316,7 @@ def served(
         rows = micros(site.url, schema, "bench.slow", "started_at,finished_at")
         intervals = [(float(s), float(f)) for s, f in rows]
         figures.add(prefix + "slow rows at once", most_at_once(intervals))
-        figures.add(prefix + "slow rate", window(site.url, schema, "bench.slow", slow))
+        figures.add(prefix + "slow rate", rate(site.url, schema, slow, "bench.slow"))
     if rated := counts.get("bench.rated"):
         starts = [row[0] for row in micros(site.url, schema, "bench.rated", "started_at")]
         assert len(starts) == rated, f"{len(starts)} starts of {rated} bench.rated jobs"
@@ -389,7 +328,7 @@ def served(
         figures.add(prefix + "rated first second", sum(1 for s in starts if s < first + 1e6))
         figures.add(prefix + "rated rate", (rated - RATE) / ((max(starts) - first) / 1e6))
     if noop := counts.get("bench.noop"):
-        figures.add(prefix + "noop", window(site.url, schema, "bench.noop", noop))
+        figures.add(prefix + "noop", rate(site.url, schema, noop, "bench.noop"))
 
 
 # A drain of plain jobs: its schema and whom its workers run as (LIMITED, UNLIMITED, BEFORE).
@@ -417,10 +356,10 @@ def drain(site: Site, drains: list[Drain], args: argparse.Namespace) -> list[flo
             )
             for schema, kind in drains
         ]
-        make_due(site.url, [schema for schema, _ in drains])
+        make_due(site.url, [schema for schema, _ in drains], first="bench.slow")
         for (schema, _), processes in zip(drains, running, strict=True):
-            wait_drained(site.url, schema, processes)
-    return [window(site.url, schema, "bench.noop", args.jobs) for schema, _ in drains]
+            wait_drained(site.url, schema, processes, but_task="bench.rare")
+    return [rate(site.url, schema, args.jobs, "bench.noop") for schema, _ in drains]
 
 
 def measure(site: Site, args: argparse.Namespace, figures: Figures, name: str, number: int) -> None:

@@ -73,13 +73,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import psycopg
 from harness import (
     STARTUP_TIMEOUT,
     drop,
     export_before,
+    fill,
+    make_due,
     median,
     migrate,
+    rate,
+    reset,
     say,
     scalar,
     spread,
@@ -185,76 +190,11 @@ def workers(
 
 
 def wait_drained(site: Site, schema: str, running: list[subprocess.Popen[bytes]]) -> None:
-    """Until no job of `schema` waits, is blocked or runs."""
-    query = sql.SQL(
-        "SELECT count(*) FROM {} WHERE state IN ('available', 'running', 'blocked')"
-    ).format(table(schema, "jobs"))
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    with psycopg.connect(site.url, autocommit=True) as conn:
-        while (conn.execute(query).fetchone() or (0,))[0]:
-            if any(p.poll() is not None for p in running) or time.monotonic() > deadline:
-                raise RuntimeError(f"the workers on {schema} stopped or stalled")
-            time.sleep(0.05)
+    """Until no job of `schema` waits, is blocked or runs (harness.py)."""
+    harness.wait_drained(site.url, schema, running, blocked=True, timeout=DRAIN_TIMEOUT, every=0.05)
 
 
 # --- the tables ---------------------------------------------------------------------------
-
-
-def reset(site: Site, schema: str) -> None:
-    """Empty tables, fresh statistics, a checkpoint: every drain starts alike."""
-    with psycopg.connect(site.url, autocommit=True) as conn:
-        has_workflows = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.workflows"]
-        ).fetchone()
-        names = [table(schema, "jobs")]
-        if has_workflows and has_workflows[0]:
-            names.append(table(schema, "workflows"))
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(names)))
-        for name in names:
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(name))
-        conn.execute("CHECKPOINT")
-
-
-def fill(site: Site, schema: str, task: str, count: int) -> None:
-    """`count` jobs of `task` due tomorrow (the workers leave them alone until `make_due`)."""
-    jobs = table(schema, "jobs")
-    with psycopg.connect(site.url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (task, payload, run_at) SELECT %s, jsonb_build_object('n', g),"
-                " now() + interval '1 day' FROM generate_series(1, %s) AS g"
-            ).format(jobs),
-            [task, count],
-        )
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
-        conn.execute("CHECKPOINT")
-
-
-def make_due(site: Site, schemas: list[str]) -> None:
-    """Every waiting job due now (a workflow's root; blocked steps stay as they are), in one
-    transaction that wakes the workers as an insert would."""
-    from pgjobs.data.sql import notify_channel
-
-    with psycopg.connect(site.url) as conn:
-        for schema in schemas:
-            conn.execute(
-                sql.SQL("UPDATE {} SET run_at = now() WHERE state = 'available'").format(
-                    table(schema, "jobs")
-                )
-            )
-            conn.execute("SELECT pg_notify(%s, 'default')", [notify_channel(schema)])
-
-
-def window(site: Site, schema: str, count: int) -> float:
-    """Jobs per second over the first claim to the last outcome; all must have completed."""
-    query = sql.SQL(
-        "SELECT extract(epoch FROM max(finished_at) - min(started_at)),"
-        " count(*) FILTER (WHERE state = 'completed') FROM {}"
-    ).format(table(schema, "jobs"))
-    with psycopg.connect(site.url, autocommit=True) as conn:
-        row = conn.execute(query).fetchone()
-    assert row is not None and row[1] == count, f"{row[1] if row else 0} of {count} completed"
-    return count / float(row[0])
 
 
 # --- the drains ---------------------------------------------------------------------------
@@ -269,17 +209,17 @@ def drain(site: Site, drains: list[Drain], count: int, processes: int) -> list[f
     """`count` jobs of each drain, every drain at once (each with `processes` workers of
     its own, the jobs of all made due in one transaction): the jobs/s of each."""
     for schema, task, _ in drains:
-        reset(site, schema)
-        fill(site, schema, task, count)
+        reset(site.url, schema)
+        fill(site.url, schema, {task: count})
     with ExitStack() as stack:
         running = [
             stack.enter_context(workers(site, schema, processes, env=env))
             for schema, _, env in drains
         ]
-        make_due(site, [schema for schema, _, _ in drains])
+        make_due(site.url, [schema for schema, _, _ in drains])
         for (schema, _, _), processes_ in zip(drains, running, strict=True):
             wait_drained(site, schema, processes_)
-    return [window(site, schema, count) for schema, _, _ in drains]
+    return [rate(site.url, schema, count) for schema, _, _ in drains]
 
 
 def fan_out(steps: int, app_: pgjobs.App, *, root_delay: float = 0) -> pgjobs.Workflow:
@@ -307,7 +247,7 @@ WHERE r.step = 'root' AND s.step = 'sink'
 def workflow_drain(site: Site, steps: int, processes: int, figures: Figures, setting: str) -> None:
     """Enqueue the fan-out with the workers waiting, its root due tomorrow; then, as for
     the plain drains, fresh statistics and a checkpoint, and the root made due."""
-    reset(site, site.schema)
+    reset(site.url, site.schema)
     jobs = table(site.schema, "jobs")
     app_ = pgjobs.App(site.url, schema=site.schema)
     try:
@@ -324,7 +264,7 @@ def workflow_drain(site: Site, steps: int, processes: int, figures: Figures, set
                 conn.autocommit = True
                 conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
                 conn.execute("CHECKPOINT")
-            make_due(site, [site.schema])
+            make_due(site.url, [site.schema])
             wait_drained(site, site.schema, running)
     finally:
         app_.close()
@@ -343,7 +283,7 @@ def workflow_drain(site: Site, steps: int, processes: int, figures: Figures, set
 
 def bulk_enqueue(site: Site, count: int) -> float:
     """Seconds for `enqueue_many` of `count` plain jobs and its commit (no worker)."""
-    reset(site, site.schema)
+    reset(site.url, site.schema)
     app_ = pgjobs.App(site.url, schema=site.schema)
     items = [("bench.noop", {"n": n}) for n in range(count)]
     try:
@@ -387,7 +327,7 @@ FROM {jobs} WHERE task = 'bench.marked' ORDER BY id
 
 def latency(site: Site, samples: int, files: Path, figures: Figures) -> None:
     """Plain pickup, then the chain's dependent release, on one idle worker process."""
-    reset(site, site.schema)
+    reset(site.url, site.schema)
     marks = files / f"marks-{uuid.uuid4().hex[:8]}"
     app_ = pgjobs.App(site.url, schema=site.schema)
     commits: dict[int, float] = {}
@@ -609,7 +549,7 @@ def explain(site: Site, steps: int) -> None:
     from pgjobs.data.layer import DataLayer
     from pgjobs.worker.outcomes import completed
 
-    reset(site, site.schema)
+    reset(site.url, site.schema)
     claims = DataLayer(site.schema).claims
     worker = f"bench-explain-{uuid.uuid4().hex[:8]}"
     app_ = pgjobs.App(site.url, schema=site.schema)
@@ -652,7 +592,7 @@ def explain(site: Site, steps: int) -> None:
         batch("outcome of a batch of middle steps (counted off the sink)", 100)
     print(f"\n## Lock waits while 2 worker processes drain the {steps:,}-step fan-out's")
     print("middle steps and its fan-in (from the root's release on)\n")
-    reset(site, site.schema)
+    reset(site.url, site.schema)
     waits = sample_drain(site, steps)
     active = sum(waits.values())
     print(f"{active:,} samples of the workers' active backends (every 2 ms):")
@@ -686,7 +626,7 @@ def sample_drain(site: Site, steps: int) -> dict[tuple[str, str], int]:
             with conn.transaction():
                 workflow.enqueue(conn)
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
-            make_due(site, [site.schema])
+            make_due(site.url, [site.schema])
             while not (conn.execute(released.format(jobs)).fetchone() or (0,))[0]:
                 time.sleep(0.01)
         sampler = threading.Thread(target=sample, daemon=True)

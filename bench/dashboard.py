@@ -21,17 +21,18 @@ generate_series` statements, shaped like a week of a busy application's history
   paused, one with limits; six rows in `workers` (four beating, two lost an hour ago);
   three schedules.
 
-Then VACUUM ANALYZE, and `pgjobs web` starts on the schema as a user starts it (a
-uvicorn process on loopback; its pool and statement timeout are the dashboard's own).
-Each page is fetched over real HTTP by one client (keep-alive, one request at a time):
-once first (plans and caches cold: shown apart), then `--loads` times; the table gives
-each page's median and slowest of those loads, wall clock at the client (the request,
-the queries, the rendering, the response read to its end), and whether the median is
-under the 300 ms every page must meet. The pages: the overview; queues; the jobs list
-unfiltered, filtered by state (failed, completed), queue, task, text in arguments or
-error, and time range (finished between 2 and 1 days ago), and its second page (the
-list's own "next" link: a key, not an OFFSET); one
-failed job; workflows and one workflow; failing tasks; workers; schedules; health.
+Finished jobs go straight into `jobs_history` (the partitions of their states and days
+made first), the others into `jobs_live`. Then VACUUM ANALYZE, and `pgjobs web` starts
+on the schema as a user starts it (a uvicorn process on loopback; its pool and statement
+timeout are the dashboard's own). Each page is fetched over real HTTP by one client
+(keep-alive, one request at a time): once first (plans and caches cold: shown apart),
+then `--loads` times; the table gives each page's median and slowest of those loads,
+wall clock at the client (the request, the queries, the rendering, the response read to
+its end), and whether the median is under the 300 ms every page must meet. The pages:
+the overview; queues; the jobs list unfiltered, filtered by state (failed, completed),
+queue, task, text in arguments or error, and time range (finished between 2 and 1 days
+ago), and its second page (the list's own "next" link: a key, not an OFFSET); one failed
+job; workflows and one workflow; failing tasks; workers; schedules; health.
 
 A page that answers anything but 200 is reported as such. To see why a page is slow,
 EXPLAIN (ANALYZE, BUFFERS) its statements (pgjobs/data/dashboard.py and its neighbours)
@@ -60,7 +61,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from harness import drop, median, say, scalar, stop
+from harness import drop, make_partitions, median, next_id, say, scalar, stop, vacuum
 from psycopg import sql
 
 import pgjobs
@@ -115,9 +116,9 @@ INSERTS = {
     # A week of history: completed (5% after a failed first attempt), failed after three
     # attempts, cancelled while waiting, interleaved as they happened.
     "finished": f"""
-INSERT INTO {{jobs}} (queue, task, payload, state, attempts, max_attempts, run_at, created_at,
-                      started_at, finished_at, errors, worker_id)
-SELECT queue, task, payload, state,
+INSERT INTO {{history}} (id, queue, task, payload, state, attempts, max_attempts, run_at,
+                         created_at, started_at, finished_at, errors, worker_id)
+SELECT {{next_id}}, queue, task, payload, state,
        CASE state WHEN 'failed' THEN 3 WHEN 'cancelled' THEN 0
                   ELSE CASE WHEN g %% 20 = 0 THEN 2 ELSE 1 END END,
        3, finished - run - wait, finished - run - wait,
@@ -134,14 +135,14 @@ FROM ({SOURCE}) AS s
 """,
     # Enqueued over the last 20 minutes: most due, a quarter delayed by up to a day.
     "available": f"""
-INSERT INTO {{jobs}} (queue, task, payload, state, priority, run_at, created_at)
+INSERT INTO {{live}} (queue, task, payload, state, priority, run_at, created_at)
 SELECT queue, task, payload, 'available', CASE WHEN g %% 10 = 0 THEN 5 ELSE 0 END,
        CASE WHEN g %% 4 = 0 THEN now() + random() * interval '1 day' ELSE finished END,
        finished
 FROM ({SOURCE}) AS s
 """,
     "running": f"""
-INSERT INTO {{jobs}} (queue, task, payload, state, attempts, run_at, created_at, started_at,
+INSERT INTO {{live}} (queue, task, payload, state, attempts, run_at, created_at, started_at,
                       began_at, heartbeat_at, worker_id)
 SELECT queue, task, payload, 'running', 1, finished - wait, finished - wait, finished,
        finished, now(), worker
@@ -168,9 +169,10 @@ VALUES ('cleanup.sessions', '*/15 * * * *', 'UTC', now(), date_trunc('hour', now
        ('sync.crm', '0 * * * *', 'UTC', now(), date_trunc('hour', now()))
 """,
 )
-# Half the workflows ran to the end; the others wait for their first step.
+# Half the workflows ran to the end; the others wait for their first step. Their steps
+# are live: the UPDATE moves each finished one into the history (its row trigger).
 FINISH_WORKFLOWS = """
-UPDATE {jobs} SET state = 'completed', attempts = 1, waiting_for = 0,
+UPDATE {live} SET state = 'completed', attempts = 1, waiting_for = 0,
        started_at = now() - interval '2 hours', finished_at = now() - interval '1 hour'
 WHERE workflow_id % 2 = 0
 """
@@ -185,17 +187,30 @@ class Page:
 
 
 def load(url: str, schema: str, jobs: int, workflows: int) -> dict[str, int]:
-    """Fill `schema` as the docstring says; the number of jobs of each state."""
+    """Fill `schema` as the docstring says; the number of jobs of each state. Finished
+    jobs go into `jobs_history` (the partitions of their days made first), the others
+    into `jobs_live`: both straight into the tables, as the view's triggers would write
+    them one row at a time."""
     waiting = int(jobs * 0.045)
     finished = jobs - waiting - RUNNING - workflows * 10
     counts = {"finished": finished, "available": waiting, "running": RUNNING}
-    names = {name: sql.Identifier(schema, name) for name in ("jobs", "workers", "queues")}
+    names = {
+        "live": sql.Identifier(schema, "jobs_live"),
+        "history": sql.Identifier(schema, "jobs_history"),
+        "next_id": next_id(schema),
+        "workers": sql.Identifier(schema, "workers"),
+        "queues": sql.Identifier(schema, "queues"),
+        "schedules": sql.Identifier(schema, "schedules"),
+    }
     with psycopg.connect(url, autocommit=True) as conn:
+        # Every day the history spans, and a minute more (the moments' jitter); an hour
+        # ahead, should a UTC day begin before the insert does.
+        make_partitions(conn, schema, back=f"{SPANS['finished']} 1 minute", ahead="1 hour")
         conn.execute("SELECT setseed(0.27)")
         for part, count in counts.items():
             started = time.monotonic()
             conn.execute(
-                sql.SQL(INSERTS[part]).format(jobs=names["jobs"]),
+                sql.SQL(INSERTS[part]).format(**names),
                 {
                     "count": count, "span": SPANS[part], "failed": 0.04, "cancelled": 0.01,
                     "tasks": list(TASKS), "errors": list(ERRORS),
@@ -204,7 +219,7 @@ def load(url: str, schema: str, jobs: int, workflows: int) -> dict[str, int]:
             say(f"  {count:>9,} {part} in {time.monotonic() - started:.1f} s")
         for statement in SETTINGS:
             conn.execute(
-                sql.SQL(statement).format(schedules=sql.Identifier(schema, "schedules"), **names),
+                sql.SQL(statement).format(**names),
                 {"version": pgjobs.__version__, "workers": WORKERS},
             )
     app = pgjobs.App(url, schema=schema)
@@ -218,9 +233,9 @@ def load(url: str, schema: str, jobs: int, workflows: int) -> dict[str, int]:
     finally:
         app.close()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL(FINISH_WORKFLOWS).format(jobs=names["jobs"]))
+        conn.execute(sql.SQL(FINISH_WORKFLOWS).format(**names))
         started = time.monotonic()
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(names["jobs"]))
+        vacuum(conn, schema)
         say(f"  VACUUM ANALYZE in {time.monotonic() - started:.1f} s")
     return state_counts(url, schema)
 
@@ -230,6 +245,14 @@ def state_counts(url: str, schema: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(query.format(sql.Identifier(schema, "jobs"))).fetchall()
     return dict(rows)
+
+
+# The jobs tables and their indexes, every partition of the history included.
+SIZE = """
+SELECT pg_size_pretty(sum(pg_total_relation_size(t.relid)))
+FROM (SELECT %(live)s::regclass AS relid
+      UNION ALL SELECT relid FROM pg_partition_tree(%(history)s::regclass)) AS t
+"""
 
 
 def start_dashboard(url: str, schema: str, stack: ExitStack) -> str:
@@ -373,18 +396,19 @@ def main() -> None:
             say(f"loading {args.jobs:,} jobs into {schema}")
             counts = load(url, schema, args.jobs, args.workflows)
         loaded = "loaded before" if args.schema else f"loaded in {time.monotonic() - started:.0f} s"
-        size = scalar(
-            url,
-            "SELECT pg_size_pretty(pg_total_relation_size(%s))",
-            [f"{schema}.jobs"],
-        )
+        with psycopg.connect(url, autocommit=True) as conn:
+            tables = {
+                name: sql.Identifier(schema, f"jobs_{name}").as_string(conn)
+                for name in ("live", "history")
+            }
+            size = (conn.execute(SIZE, tables).fetchone() or ("?",))[0]
         base = start_dashboard(url, schema, stack)
         timed = time_pages(base, url, schema, args.loads)
         version = scalar(url, "SHOW server_version")
         states = ", ".join(f"{state} {count:,}" for state, count in sorted(counts.items()))
         print(
-            f"pgjobs dashboard, {sum(counts.values()):,} jobs ({states}; jobs table and "
-            f"indexes {size}, {loaded}), PostgreSQL {version}, "
+            f"pgjobs dashboard, {sum(counts.values()):,} jobs ({states}; jobs_live and "
+            f"jobs_history with their indexes {size}, {loaded}), PostgreSQL {version}, "
             f"{os.cpu_count()} cores, {time.monotonic() - began:.0f} s in all; each page "
             f"over HTTP from `pgjobs web`: median and slowest of {args.loads} loads after "
             "the first one (shown apart: plans and caches are cold)\n"

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 import psycopg
+from harness import tables_of
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from rich.console import Console
@@ -34,6 +35,7 @@ from rich.table import Table
 
 from pgjobs import App
 from pgjobs.data.producer import ENQUEUE_ONE_FORMS
+from pgjobs.data.sql import SchemaSQL
 from pgjobs.migrate import upgrade
 
 SINGLE_JOBS = 2_000
@@ -60,8 +62,8 @@ RETURNING id
 """
 
 # ENQUEUE_ONE's parameters after the payload (priority, run_at, delay, max_attempts,
-# unique_key), for a job with the defaults.
-PLAIN_JOB = (0, None, 0.0, 20, None)
+# unique_key, meta), for a job with the defaults.
+PLAIN_JOB = (0, None, 0.0, 20, None, None)
 
 
 def payload(n: int) -> dict[str, Any]:
@@ -89,14 +91,15 @@ class Bench:
     def __init__(self, url: str, schema: str) -> None:
         self.app = App(url, schema=schema)
         self.conn = psycopg.connect(url)
-        self.jobs = sql.Identifier(schema, "jobs")
+        # The jobs tables, `jobs_live` (where jobs are inserted) and `jobs_history`.
+        self.jobs = tables_of(self.conn, schema)
         self.bare = sql.Identifier(schema, "bare_jobs")
         self.conn.execute(sql.SQL(BARE_TABLE).format(bare=self.bare))
         self.conn.commit()
         self.bare_insert = sql.SQL(BARE_INSERT).format(bare=self.bare)
         # pgjobs' own statement for one plain job, sent by hand: its cost beside the bare
         # INSERT is the table's (indexes, trigger), beside `enqueue` pgjobs' Python.
-        self.jobs_insert = sql.SQL(ENQUEUE_ONE_FORMS[False]).format(jobs=self.jobs)
+        self.jobs_insert = SchemaSQL(schema).render(ENQUEUE_ONE_FORMS[False])
 
     def close(self) -> None:
         self.conn.close()
@@ -104,7 +107,8 @@ class Bench:
 
     def empty_tables(self) -> None:
         """Start every round from empty tables, so later rounds do not pay for earlier ones."""
-        self.conn.execute(sql.SQL("TRUNCATE {}, {}").format(self.jobs, self.bare))
+        tables = sql.SQL(", ").join([*self.jobs, self.bare])
+        self.conn.execute(sql.SQL("TRUNCATE {}").format(tables))
         self.conn.commit()
 
     def plain_inserts(self, count: int) -> None:

@@ -1,7 +1,9 @@
 """What the benchmarks share: a query's one value, stopping a worker, a schema made and
-dropped, pgjobs exported at an earlier revision, medians and spreads for the tables, and
-a drain's table work: emptied, filled with jobs due tomorrow, made due at once, waited
-for, and its rate read back.
+dropped, pgjobs exported at an earlier revision, medians and spreads for the tables, the
+jobs tables of a schema of either shape (from migration 0012 on `jobs_live` and
+`jobs_history` under the view `jobs`, before it the one table `jobs`), and a drain's
+table work: emptied, filled with jobs due tomorrow, made due at once, waited for, and its
+rate read back.
 
 The benchmarks run as scripts from this folder, so they import this as `harness`.
 """
@@ -129,25 +131,89 @@ def started_workers(
         yield started
 
 
-# --- a drain's table work -----------------------------------------------------------------
+# --- the jobs tables ---------------------------------------------------------------------
+
+# The final states, each with a partition of `jobs_history` per UTC day (migration 0012).
+FINISHED = ("completed", "failed", "cancelled")
 
 
 def jobs_of(schema: str) -> sql.Identifier:
+    """Every job of `schema`, to read: from migration 0012 on the view `jobs` (its
+    tables `jobs_live` and `jobs_history`), before it (pgjobs at --before) the table."""
     return sql.Identifier(schema, "jobs")
 
 
+def split(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Whether `schema` keeps its finished jobs apart (migration 0012 on: `jobs_live`,
+    `jobs_history`, and `jobs` a view over both, whose INSTEAD OF triggers write row by
+    row and whose FOR UPDATE locks nothing), or all of them in the one table `jobs`
+    (pgjobs at an earlier revision, exported with `export_before`)."""
+    live = sql.Identifier(schema, "jobs_live").as_string(conn)
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [live]).fetchone()
+    return bool(row and row[0])
+
+
+def live_of(conn: psycopg.Connection[Any], schema: str) -> sql.Identifier:
+    """The table of `schema`'s waiting, blocked and running jobs, which bulk inserts and
+    updates write: `jobs_live`, or `jobs` before migration 0012."""
+    return sql.Identifier(schema, "jobs_live" if split(conn, schema) else "jobs")
+
+
+def tables_of(conn: psycopg.Connection[Any], schema: str) -> list[sql.Identifier]:
+    """The tables of `schema`'s jobs, to empty and to vacuum: `jobs_live` and
+    `jobs_history` (the sequence of the ids is `jobs_live`'s), or `jobs`."""
+    if split(conn, schema):
+        return [sql.Identifier(schema, "jobs_live"), sql.Identifier(schema, "jobs_history")]
+    return [sql.Identifier(schema, "jobs")]
+
+
+def vacuum(conn: psycopg.Connection[Any], schema: str) -> None:
+    """VACUUM ANALYZE the jobs tables of `schema` (VACUUM skips a view, with a warning
+    only); `conn` in autocommit."""
+    for table in tables_of(conn, schema):
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+
+
+def make_partitions(
+    conn: psycopg.Connection[Any], schema: str, *, back: str = "0", ahead: str = "1 day"
+) -> None:
+    """The partitions of `jobs_history` of every final state for each UTC day from `back`
+    ago to `ahead` from now (intervals), made where missing: a statement inserting into
+    `jobs_history` finds only the partitions that existed when it began."""
+    made = sql.SQL(
+        "SELECT count({}(s.state, d.day)) FROM unnest(%s::text[]) AS s(state),"
+        " generate_series(date_trunc('day', now() - %s::interval, 'UTC'),"
+        " now() + %s::interval, interval '24 hours') AS d(day)"
+    ).format(sql.Identifier(schema, "jobs_history_partition"))
+    conn.execute(made, [list(FINISHED), back, ahead])
+
+
+def next_id(schema: str) -> sql.Composed:
+    """An SQL expression drawing a job id from `jobs_live`'s sequence, for rows inserted
+    into `jobs_history` (whose `id` has no default)."""
+    live = sql.Identifier(schema, "jobs_live").as_string()
+    return sql.SQL("nextval(pg_get_serial_sequence({}, 'id'))").format(sql.Literal(live))
+
+
+# --- a drain's table work -----------------------------------------------------------------
+
+
 def reset(url: str, schema: str) -> None:
-    """Empty the jobs table (and the workflows table, where the schema has one), fresh
-    statistics, a checkpoint: every measurement starts alike. Other tables (a limits
-    benchmark's log of rate-limited starts) are kept."""
+    """Empty the jobs tables (and the workflows table, where the schema has one), fresh
+    statistics, a checkpoint: every measurement starts alike. The history's partitions of
+    today and tomorrow are made beforehand, as the workers keep them: a drain's first
+    completions do not make them. Other tables (a limits benchmark's log of rate-limited
+    starts) are kept."""
     with psycopg.connect(url, autocommit=True) as conn:
         has_workflows = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.workflows"]
         ).fetchone()
-        names = [jobs_of(schema)]
+        names = tables_of(conn, schema)
         if has_workflows and has_workflows[0]:
             names.append(sql.Identifier(schema, "workflows"))
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(names)))
+        if split(conn, schema):
+            make_partitions(conn, schema)
         for name in names:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(name))
         conn.execute("CHECKPOINT")
@@ -159,18 +225,19 @@ def fill(
     """{task: count} jobs due tomorrow (the workers leave them alone until `make_due`),
     each with arguments {"n": its number}; `meta`, an SQL expression, gives each job's
     `meta`."""
-    insert = sql.SQL(
-        "INSERT INTO {} (task, payload, run_at{}) SELECT %s, jsonb_build_object('n', g),"
-        " now() + interval '1 day'{} FROM generate_series(1, %s) AS g"
-    ).format(
-        jobs_of(schema),
-        sql.SQL("") if meta is None else sql.SQL(", meta"),
-        sql.SQL("") if meta is None else sql.SQL(", ") + meta,
-    )
     with psycopg.connect(url, autocommit=True) as conn:
+        live = live_of(conn, schema)
+        insert = sql.SQL(
+            "INSERT INTO {} (task, payload, run_at{}) SELECT %s, jsonb_build_object('n', g),"
+            " now() + interval '1 day'{} FROM generate_series(1, %s) AS g"
+        ).format(
+            live,
+            sql.SQL("") if meta is None else sql.SQL(", meta"),
+            sql.SQL("") if meta is None else sql.SQL(", ") + meta,
+        )
         for task, count in counts.items():
             conn.execute(insert, [task, count])
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(live))
         conn.execute("CHECKPOINT")
 
 
@@ -185,8 +252,9 @@ def make_due(url: str, schemas: Sequence[str], *, first: str | None = None) -> N
         " ELSE interval '0' END WHERE state = 'available'"
     )
     with psycopg.connect(url) as conn:
-        for schema in schemas:
-            conn.execute(due.format(jobs_of(schema)), [first])
+        lives = [live_of(conn, schema) for schema in schemas]
+        for schema, live in zip(schemas, lives, strict=True):
+            conn.execute(due.format(live), [first])
             conn.execute("SELECT pg_notify(%s, 'default')", [notify_channel(schema)])
 
 
@@ -203,12 +271,11 @@ def wait_drained(
     """Until no job of `schema` waits or runs (nor is `blocked`, when asked), but those of
     `but_task`, left waiting on purpose; fails when a worker exits or `timeout` passes."""
     states = ["available", "running", *(["blocked"] if blocked else [])]
-    query = sql.SQL(
-        "SELECT count(*) FROM {} WHERE state = ANY(%s) AND task IS DISTINCT FROM %s"
-    ).format(jobs_of(schema))
+    query = sql.SQL("SELECT count(*) FROM {} WHERE state = ANY(%s) AND task IS DISTINCT FROM %s")
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
-        while (conn.execute(query, [states, but_task]).fetchone() or (0,))[0]:
+        unfinished = query.format(live_of(conn, schema))  # only live jobs wait or run
+        while (conn.execute(unfinished, [states, but_task]).fetchone() or (0,))[0]:
             if any(p.poll() is not None for p in running) or time.monotonic() > deadline:
                 raise RuntimeError(f"the workers on {schema} stopped or stalled")
             time.sleep(every)

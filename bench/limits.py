@@ -80,6 +80,7 @@ from harness import (
     export_before,
     fill,
     jobs_of,
+    live_of,
     make_due,
     median,
     migrate,
@@ -241,9 +242,7 @@ class RunningSampler:
 
     def __init__(self, url: str, schema: str, task: str) -> None:
         self.url = url
-        self.query = sql.SQL(
-            "SELECT count(*) FROM {} WHERE state = 'running' AND task = %s"
-        ).format(jobs_of(schema))
+        self.schema = schema
         self.task = task
         self.most = 0
         self.samples = 0
@@ -260,8 +259,10 @@ class RunningSampler:
 
     def _sample(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
+            query = sql.SQL("SELECT count(*) FROM {} WHERE state = 'running' AND task = %s")
+            running = query.format(live_of(conn, self.schema))  # running jobs are live
             while not self._done.wait(SAMPLE_EVERY):
-                row = conn.execute(self.query, [self.task]).fetchone()
+                row = conn.execute(running, [self.task]).fetchone()
                 self.most = max(self.most, row[0] if row else 0)
                 self.samples += 1
 
@@ -287,7 +288,7 @@ def served(
     groups = [(args.processes, limited_options(args))]
     if split:
         with psycopg.connect(site.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("UPDATE {} SET queue = task").format(jobs_of(schema)))
+            conn.execute(sql.SQL("UPDATE {} SET queue = task").format(live_of(conn, schema)))
         half = max(args.processes // 2, 1)
         groups = [
             (half, [*limited_options(args), "--queues", "bench.rated"]),
@@ -477,10 +478,10 @@ def explain(site: Site, args: argparse.Namespace) -> list[tuple[int, list[float]
             insert = sql.SQL(
                 "INSERT INTO {} (task, payload, run_at) SELECT %s, jsonb_build_object('n', g),"
                 " now() - %s * interval '1 second' FROM generate_series(1, %s) AS g"
-            ).format(jobs_of(schema))
+            ).format(live_of(conn, schema))
             conn.execute(insert, ["bench.slow", 1, 30])
             conn.execute(insert, ["bench.noop", 0, waiting])
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_of(schema)))
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(live_of(conn, schema)))
             held, _ = layer.limits.claim(conn, limit=16, queue=None, worker_id="explain")
             assert len(held) == CONCURRENCY, len(held)
             times: list[list[float]] = [[], [], []]

@@ -45,6 +45,7 @@ from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
 import psycopg
+from harness import live_of, make_partitions, tables_of, vacuum
 from psycopg import sql
 
 from pgjobs.data.sql import notify_channel
@@ -66,10 +67,12 @@ def free_port() -> int:
 
 
 def fill(url: str, schema: str, count: int) -> None:
-    """`count` jobs due tomorrow, inserted with the NOTIFY trigger off, and fresh stats."""
-    jobs = sql.Identifier(schema, "jobs")
+    """`count` jobs due tomorrow in emptied tables, inserted with the NOTIFY trigger off,
+    and fresh stats."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(jobs))
+        tables = sql.SQL(", ").join(tables_of(conn, schema))
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables))
+        make_partitions(conn, schema)  # today's and tomorrow's, as the workers keep them
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
             conn.execute(
@@ -77,10 +80,10 @@ def fill(url: str, schema: str, count: int) -> None:
                     "INSERT INTO {} (task, payload, run_at)"
                     " SELECT 'bench.job', jsonb_build_object('n', g), now() + interval '1 day'"
                     " FROM generate_series(1, %s) g"
-                ).format(jobs),
+                ).format(live_of(conn, schema)),
                 (count,),
             )
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
+        vacuum(conn, schema)
         conn.execute("CHECKPOINT")
 
 
@@ -89,8 +92,7 @@ def make_due(url: str, schemas: list[str]) -> None:
     an insert would), so that every drain starts at its commit."""
     with psycopg.connect(url) as conn:
         for schema in schemas:
-            jobs = sql.Identifier(schema, "jobs")
-            conn.execute(sql.SQL("UPDATE {} SET run_at = now()").format(jobs))
+            conn.execute(sql.SQL("UPDATE {} SET run_at = now()").format(live_of(conn, schema)))
             conn.execute("SELECT pg_notify(%s, 'default')", (notify_channel(schema),))
 
 
@@ -109,11 +111,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def unfinished(url: str, schema: str) -> int:
-    query = sql.SQL("SELECT count(*) FROM {} WHERE state IN ('available', 'running')").format(
-        sql.Identifier(schema, "jobs")
-    )
+    query = sql.SQL("SELECT count(*) FROM {} WHERE state IN ('available', 'running')")
     with psycopg.connect(url) as conn:
-        row = conn.execute(query).fetchone()
+        row = conn.execute(query.format(live_of(conn, schema))).fetchone()
     return int(row[0]) if row else 0
 
 

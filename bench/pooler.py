@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+from harness import make_partitions, next_id, tables_of, vacuum
 from psycopg import sql
 from rich.console import Console
 from rich.table import Table
@@ -79,7 +80,8 @@ def fresh_schema(url: str) -> Iterator[str]:
 
 def truncate(url: str, schema: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, "jobs")))
+        tables = sql.SQL(", ").join(tables_of(conn, schema))
+        conn.execute(sql.SQL("TRUNCATE {}").format(tables))
 
 
 # --- prepared -------------------------------------------------------------------------
@@ -162,13 +164,16 @@ def bench_database(url: str) -> Iterator[str]:
     try:
         upgrade(database_url, "pgjobs")
         with psycopg.connect(database_url, autocommit=True) as conn:
+            make_partitions(conn, "pgjobs", ahead="1 hour")
             conn.execute(
-                "INSERT INTO pgjobs.jobs (task, payload, state, attempts, started_at,"
-                " finished_at) SELECT %s, jsonb_build_object('n', g), 'completed', 1, now(),"
-                " now() FROM generate_series(1, 10000) g",
+                sql.SQL(
+                    "INSERT INTO pgjobs.jobs_history (id, task, payload, state, attempts,"
+                    " started_at, finished_at) SELECT {}, %s, jsonb_build_object('n', g),"
+                    " 'completed', 1, now(), now() FROM generate_series(1, 10000) g"
+                ).format(next_id("pgjobs")),
                 (TASK,),
             )
-            conn.execute("VACUUM ANALYZE pgjobs.jobs")
+            vacuum(conn, "pgjobs")
         yield database_url
     finally:
         with psycopg.connect(url, autocommit=True) as conn:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import psycopg
+from harness import live_of, vacuum
 from psycopg import sql
 
 from pgjobs import App
@@ -70,8 +71,8 @@ def main() -> None:
 
 
 def measure(app: App, url: str, schema: str, jobs: int, rounds: int) -> dict[str, list[float]]:
-    jobs_table = sql.Identifier(schema, "jobs")
     with psycopg.connect(url, autocommit=True) as conn:
+        jobs_table = live_of(conn, schema)
         for queue, count in PREFILL.items():
             conn.execute(
                 sql.SQL(
@@ -80,7 +81,7 @@ def measure(app: App, url: str, schema: str, jobs: int, rounds: int) -> dict[str
                 ).format(jobs_table),
                 (queue, count),
             )
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs_table))
+        vacuum(conn, schema)
     for queue in PREFILL:
         set_queue_limit(app, queue, LIMIT)
     rates: dict[str, list[float]] = {label: [] for label in PRODUCERS}

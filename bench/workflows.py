@@ -89,6 +89,7 @@ from harness import (
     scalar,
     spread,
     started_workers,
+    vacuum,
 )
 from psycopg import sql
 
@@ -262,7 +263,7 @@ def workflow_drain(site: Site, steps: int, processes: int, figures: Figures, set
                 conn.commit()
                 committed = time.perf_counter()
                 conn.autocommit = True
-                conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
+                vacuum(conn, site.schema)
                 conn.execute("CHECKPOINT")
             make_due(site.url, [site.schema])
             wait_drained(site, site.schema, running)
@@ -582,7 +583,7 @@ def explain(site: Site, steps: int) -> None:
             time.perf_counter() - started,
         )
         # Fresh statistics, as the timed drain has them.
-        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table(site.schema, "jobs")))
+        vacuum(conn, site.schema)
         plans.clear()
         root = workflow.steps[0].job_id
         assert root is not None
@@ -625,7 +626,7 @@ def sample_drain(site: Site, steps: int) -> dict[tuple[str, str], int]:
         with psycopg.connect(site.url, autocommit=True) as conn:
             with conn.transaction():
                 workflow.enqueue(conn)
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(jobs))
+            vacuum(conn, site.schema)
             make_due(site.url, [site.schema])
             while not (conn.execute(released.format(jobs)).fetchone() or (0,))[0]:
                 time.sleep(0.01)

@@ -14,12 +14,14 @@ from typing import Any, Literal
 
 import psycopg
 
+from pgjobs import history
 from pgjobs.app import App
 from pgjobs.bounds import check_bigint, check_seconds
 from pgjobs.data.connector import run
 from pgjobs.data.inspect import QueueStats
 from pgjobs.data.maintenance import PRUNE_START, PruneCursor
 from pgjobs.data.workflows import WorkflowGraph, steps_by_id, workflow_graph
+from pgjobs.db import connect
 from pgjobs.errors import ConfigurationError, JobNotFoundError, JobStateError, PgJobsError
 from pgjobs.job_checks import (
     check_states,
@@ -212,10 +214,12 @@ def prune_jobs(
 ) -> int:
     """Delete jobs in `states` that finished more than `older_than_seconds` ago.
 
-    Deletes `batch_size` rows per transaction, so a large prune never holds a long lock
-    or one huge transaction. A workflow's steps are kept until all its steps are
-    finished, and the workflow goes with its last step. Returns how many jobs were
-    deleted.
+    The history's partitions wholly past the cutoff are dropped (pgjobs/history.py); the
+    rest (a partition's day that straddles the cutoff, finished rows not yet moved out
+    of jobs_live) is deleted `batch_size` rows per transaction, so a large prune never
+    holds a long lock or one huge transaction. A workflow's steps are kept until all its
+    steps are finished, and the workflow goes with its last step. Returns how many jobs
+    were deleted.
     """
     check_states(states)
     unfinished = [state for state in states if state not in FINISHED_STATES]
@@ -226,7 +230,9 @@ def prune_jobs(
         )
     older_than = check_seconds("older_than", older_than_seconds, error=ConfigurationError)
     names = [str(state) for state in states]
-    deleted = 0
+    with connect(app.database.url, autocommit=True) as conn:
+        dropped = history.drop_expired(conn, app.data.history, dict.fromkeys(names, older_than))
+    deleted = sum(dropped.values())
     cursor: PruneCursor | None = PRUNE_START
     while cursor is not None:
         with app.database.transaction() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any, TextIO
 
@@ -10,6 +11,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from pgjobs import history
+from pgjobs.data.history import HistoryStatements
+from pgjobs.data.sql import SchemaSQL
 from pgjobs.db import connect
 
 
@@ -29,12 +33,33 @@ def _engine(url: str) -> sa.Engine:
     )
 
 
-def upgrade(url: str, schema: str, revision: str = "head") -> None:
+def upgrade(
+    url: str,
+    schema: str,
+    revision: str = "head",
+    progress: Callable[[int], None] = lambda moved: None,
+) -> None:
     """Create or upgrade `schema` to the newest revision (or to `revision`, as a test of
-    an older schema does); safe to run repeatedly."""
+    an older schema does); safe to run repeatedly. At the newest revision, the history's
+    partitions are made and finished rows left in jobs_live moved into it (`progress`
+    hears how many so far)."""
     with _engine(url).connect() as connection:
         command.upgrade(alembic_config(schema, connection=connection), revision)
         connection.commit()
+    if revision == "head":
+        prepare_history(url, schema, progress)
+
+
+def prepare_history(
+    url: str, schema: str, progress: Callable[[int], None] = lambda moved: None
+) -> int:
+    """Make the history's partitions for the days ahead and move the finished rows left
+    in jobs_live into it (a table's history from before migration 0012), in batches of
+    their own short transactions; how many rows moved."""
+    statements = HistoryStatements(SchemaSQL(schema))
+    with connect(url, autocommit=True) as conn:
+        history.prepare(conn, statements, completed_only=True)
+        return history.move_finished(conn, statements, progress=progress)
 
 
 def upgrade_sql(schema: str, output: TextIO) -> None:

@@ -1,4 +1,4 @@
-"""The `jobs` table, defined once as SQLAlchemy metadata.
+"""pgjobs' tables, defined once as SQLAlchemy metadata.
 
 The Alembic migrations create exactly this shape; `tests/test_migrations.py` runs
 autogenerate against a migrated schema to prove the two never drift apart.
@@ -10,9 +10,12 @@ index covers, so they stay HOT. The table is created with `fillfactor = 80` so t
 new row version of a claim or heartbeat usually lands on the same page, and with a more
 eager autovacuum than PostgreSQL's defaults, because a queue table turns over its live
 rows constantly. The big values (`payload`, `errors`) are TOASTed and never rewritten by
-a claim or a heartbeat. Finished jobs stay until `pgjobs prune` removes them; the partial
-indexes keep the hot path (waiting and running jobs) small however many finished rows
-accumulate.
+a claim or a heartbeat.
+
+Since migration 0012 the rows that churn live apart: `jobs_live` holds waiting, blocked
+and running jobs (the table above), `jobs_history` finished ones, in partitions of one
+final state and UTC day that retention drops whole, and `jobs` is a view of both. So the
+live table and its indexes stay as small as the work in flight, whatever history is kept.
 """
 
 from __future__ import annotations
@@ -41,14 +44,12 @@ def _state_list(states: tuple[JobState, ...]) -> str:
     return ", ".join(f"'{s.value}'" for s in states)
 
 
-def build_metadata(schema: str) -> sa.MetaData:
-    """Metadata holding `<schema>.jobs`, for Alembic comparison and for readers."""
-    metadata = sa.MetaData(schema=schema)
+def _job_columns(*, finished_at_nullable: bool = True) -> list[sa.Column[object]]:
+    """The columns of a job after its id, in table order: `jobs_live` and `jobs_history`
+    have the same (pgjobs.data.history.JOB_COLUMNS lists them for the statements that
+    move rows from one to the other)."""
     tz = sa.DateTime(timezone=True)
-    jobs = sa.Table(
-        "jobs",
-        metadata,
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    return [
         sa.Column("queue", sa.Text, nullable=False, server_default=DEFAULT_QUEUE),
         sa.Column("task", sa.Text, nullable=False),
         sa.Column("payload", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
@@ -61,7 +62,7 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("run_at", tz, nullable=False, server_default=sa.func.now()),
         sa.Column("created_at", tz, nullable=False, server_default=sa.func.now()),
         sa.Column("started_at", tz, nullable=True),
-        sa.Column("finished_at", tz, nullable=True),
+        sa.Column("finished_at", tz, nullable=finished_at_nullable),
         sa.Column("heartbeat_at", tz, nullable=True),
         sa.Column("errors", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
         sa.Column("worker_id", sa.Text, nullable=True),
@@ -84,9 +85,28 @@ def build_metadata(schema: str) -> sa.MetaData:
         sa.Column("limit_buckets", ARRAY(sa.Text), nullable=True),
         # Metadata that travels with the job: trace context, tenant ids (migration 0011).
         sa.Column("meta", JSONB, nullable=True),
-        sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
+    ]
+
+
+def _job_checks() -> list[sa.CheckConstraint]:
+    return [
         sa.CheckConstraint("run_if IN ('completed', 'finished')", name="jobs_run_if_check"),
         sa.CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
+    ]
+
+
+def build_metadata(schema: str) -> sa.MetaData:
+    """Metadata holding pgjobs' tables, for Alembic comparison and for readers. The
+    `jobs` view (live rows and history together, migration 0012) is not a table here."""
+    metadata = sa.MetaData(schema=schema)
+    tz = sa.DateTime(timezone=True)
+    jobs = sa.Table(
+        "jobs_live",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        *_job_columns(),
+        sa.CheckConstraint(f"state IN ({_state_list(STATES)})", name="jobs_state_check"),
+        *_job_checks(),
     )
     # The claim query: waiting jobs of a queue in the order they are served.
     sa.Index(
@@ -152,6 +172,27 @@ def build_metadata(schema: str) -> sa.MetaData:
         jobs.c.limit_buckets,
         postgresql_using="gin",
         postgresql_where=sa.text("state = 'running' AND limit_buckets IS NOT NULL"),
+    )
+    # Finished jobs (migration 0012), partitioned by final state and UTC day; the
+    # partitions are made as they are needed and are not part of the metadata.
+    history = sa.Table(
+        "jobs_history",
+        metadata,
+        sa.Column("id", sa.BigInteger, nullable=False),
+        *_job_columns(finished_at_nullable=False),
+        sa.CheckConstraint(
+            f"state IN ({_state_list(FINISHED_STATES)})", name="jobs_history_state_check"
+        ),
+        *_job_checks(),
+        postgresql_partition_by="RANGE (state, finished_at)",
+    )
+    sa.Index("jobs_history_id_idx", history.c.id)
+    sa.Index("jobs_history_finished_idx", history.c.finished_at)
+    sa.Index(
+        "jobs_history_workflow_step_idx",
+        history.c.workflow_id,
+        history.c.step,
+        postgresql_where=sa.text("workflow_id IS NOT NULL"),
     )
     # Concurrency and rate limits of tasks, as the workers declare them (migration 0010).
     sa.Table(

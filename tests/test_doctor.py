@@ -73,7 +73,7 @@ def execute(url: str, statement: str | sql.Composed, params: Any = None) -> list
         return cur.fetchall() if cur.description else []
 
 
-def table(schema: str, name: str = "jobs") -> sql.Identifier:
+def table(schema: str, name: str = "jobs_live") -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
@@ -344,9 +344,9 @@ def test_dead_rows_past_the_thresholds_are_a_warning_naming_the_table(
     )
 
     # then
-    assert "jobs: 2,000 dead rows (100% of its rows)" in found.message
+    assert "jobs_live: 2,000 dead rows (100% of its rows)" in found.message
     assert "autovacuum starts at" in found.message
-    assert found.fix.startswith(f"VACUUM (ANALYZE) {schema}.jobs")
+    assert found.fix.startswith(f"VACUUM (ANALYZE) {schema}.jobs_live")
     assert finding(app, "vacuum").status == "ok"  # under the default 10,000
 
 
@@ -385,8 +385,8 @@ def test_bloat_of_a_table_and_its_index_is_estimated_from_the_statistics(
 
     # then
     assert found.status == "warn"
-    assert "table jobs: about " in found.message
-    assert "index jobs_pkey on jobs: about " in found.message
+    assert "table jobs_live: about " in found.message
+    assert "index jobs_pkey on jobs_live: about " in found.message
     assert found.message.endswith("estimated from the statistics")
     assert finding(app, "bloat").status == "ok"  # far under the default 64 MB
 
@@ -421,7 +421,7 @@ def test_bloat_is_measured_with_pgstattuple_when_this_role_may_run_it(
         found = finding(replication_app, "bloat", SMALL_BLOAT)
 
         assert found.status == "warn"
-        assert "table jobs: about " in found.message
+        assert "table jobs_live: about " in found.message
         assert "tables measured with pgstattuple_approx" in found.message
         # a caller that checks often may keep to the statistics' estimate
         with psycopg.connect(url, autocommit=True) as conn:
@@ -464,7 +464,9 @@ def test_an_invalid_index_from_a_failed_concurrent_build_fails_the_report(
 
     assert code == 1
     assert found["invalid indexes"]["status"] == "fail"
-    assert found["invalid indexes"]["message"].startswith(f"1 invalid index: {index} on jobs (")
+    assert found["invalid indexes"]["message"].startswith(
+        f"1 invalid index: {index} on jobs_live ("
+    )
     assert f"REINDEX INDEX CONCURRENTLY {schema}.{index}" in found["invalid indexes"]["fix"]
 
 
@@ -555,7 +557,7 @@ def test_fix_restores_the_autovacuum_settings_of_pgjobs_tables(
     capsys: pytest.CaptureFixture[str], database_url: str, schema: str
 ) -> None:
     # given: the jobs table's eager autovacuum reset, and autovacuum off for workers
-    expected_jobs = reloptions(database_url, schema, "jobs")
+    expected_jobs = reloptions(database_url, schema, "jobs_live")
     execute(
         database_url,
         sql.SQL("ALTER TABLE {} RESET (autovacuum_vacuum_scale_factor)").format(table(schema)),
@@ -567,7 +569,7 @@ def test_fix_restores_the_autovacuum_settings_of_pgjobs_tables(
     _, before, _ = doctor_json(capsys, database_url, schema)
     assert before["autovacuum settings"]["status"] == "warn"
     assert (
-        "jobs: autovacuum_vacuum_scale_factor unset "
+        "jobs_live: autovacuum_vacuum_scale_factor unset "
         "(pgjobs sets autovacuum_vacuum_scale_factor = 0.02)"
         in before["autovacuum settings"]["message"]
     )
@@ -578,11 +580,11 @@ def test_fix_restores_the_autovacuum_settings_of_pgjobs_tables(
 
     # then
     assert (
-        f"fixed: ALTER TABLE {schema}.jobs SET (autovacuum_vacuum_scale_factor = 0.02)"
+        f"fixed: ALTER TABLE {schema}.jobs_live SET (autovacuum_vacuum_scale_factor = 0.02)"
         in result.out
     )
     assert f"fixed: ALTER TABLE {schema}.workers RESET (autovacuum_enabled)" in result.out
-    assert reloptions(database_url, schema, "jobs") == expected_jobs
+    assert reloptions(database_url, schema, "jobs_live") == expected_jobs
     assert reloptions(database_url, schema, "workers") == []
     assert result.code == 0
 
@@ -733,7 +735,7 @@ def test_a_disabled_wake_up_trigger_is_a_warning_with_the_statement_that_enables
 
     assert found.status == "warn"
     assert found.message.startswith("the wake-up trigger is disabled")
-    assert found.fix == f"ALTER TABLE {schema}.jobs ENABLE TRIGGER jobs_notify_available"
+    assert found.fix == f"ALTER TABLE {schema}.jobs_live ENABLE TRIGGER jobs_notify_available"
 
 
 @pytest.mark.slow
@@ -863,7 +865,7 @@ def test_a_least_privilege_role_sees_what_it_may_and_says_what_it_cannot(
             f"GRANT pg_read_all_stats TO {roles_.worker}"
         )
         assert "counted without seeing the type of" in found["connections"]["message"]
-        assert f"not fixed: ALTER TABLE {schema}.jobs SET" in err and "must be owner" in err
+        assert f"not fixed: ALTER TABLE {schema}.jobs_live SET" in err and "must be owner" in err
         assert code == 1
 
         # and with pg_read_all_stats it sees every session

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgjobs import App, Workflow
+from pgjobs import App, Workflow, history
 from pgjobs.data.producer import COPY_THRESHOLD
 from pgjobs.migrate import upgrade
 from tests.helpers import WorkerProcess, create_runs_table, run_cli, runs, state_counts, wait_until
@@ -30,17 +30,18 @@ from tests.poison_app import ODD_TASK_NAME
 GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE
-    ON {schema}.jobs, {schema}.workers, {schema}.workflows, {schema}.task_limits,
-       {schema}.rate_starts
+    ON {schema}.jobs, {schema}.jobs_live, {schema}.jobs_history,
+       {schema}.workers, {schema}.workflows, {schema}.task_limits, {schema}.rate_starts
     TO {role};
 GRANT SELECT, INSERT, UPDATE ON {schema}.queues, {schema}.schedules TO {role};
 GRANT SELECT ON {schema}.queue_summary, {schema}.failing_tasks TO {role};
+GRANT EXECUTE ON FUNCTION {schema}.jobs_history_drop(text) TO {role};
 """
 # A producer that only enqueues (and reads its jobs back) needs less: the queues table
 # holds the limits that enqueue checks.
 PRODUCER_GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT, INSERT ON {schema}.jobs, {schema}.workflows TO {role};
+GRANT SELECT, INSERT ON {schema}.jobs, {schema}.jobs_live, {schema}.workflows TO {role};
 GRANT SELECT ON {schema}.queues TO {role};
 """
 PASSWORD = "pgjobs-test"  # trust auth ignores it; password auth (a container) needs it
@@ -144,7 +145,7 @@ def test_worker_role_runs_jobs_with_only_the_documented_grants(
                 "UPDATE {} SET state = 'running', attempts = 1, worker_id = 'gone:1:x',"
                 " heartbeat_at = now() - interval '1 hour', began_at = now() - interval"
                 " '1 hour' WHERE id = %s"
-            ).format(sql.Identifier(roles.schema, "jobs")),
+            ).format(sql.Identifier(roles.schema, "jobs_live")),
             (orphan_id,),
         )
 
@@ -201,10 +202,13 @@ def test_admin_commands_work_as_the_worker_role(
 
 
 SCHEMA_CHANGES = (
-    "DROP TABLE {schema}.jobs",
-    "TRUNCATE {schema}.jobs",
-    "ALTER TABLE {schema}.jobs ADD COLUMN extra int",
-    "CREATE INDEX ON {schema}.jobs (task)",
+    "DROP VIEW {schema}.jobs",
+    "DROP TABLE {schema}.jobs_live",
+    "TRUNCATE {schema}.jobs_live",
+    "TRUNCATE {schema}.jobs_history",
+    "ALTER TABLE {schema}.jobs_live ADD COLUMN extra int",
+    "CREATE INDEX ON {schema}.jobs_live (task)",
+    "ALTER TABLE {schema}.jobs_history DETACH PARTITION {schema}.jobs_history_partitions",
     "CREATE TABLE {schema}.other (id int)",
     "DROP SCHEMA {schema} CASCADE",
     "DROP FUNCTION {schema}.jobs_notify_available()",
@@ -318,3 +322,45 @@ def test_odd_schema_queue_and_task_names_run_end_to_end(
         (int(cli.out), ODD_QUEUE, ODD_TASK_NAME),
     ]
     assert sorted(labels) == ["api", "cli '; --"]
+
+
+def test_the_worker_role_drops_a_past_day_of_history_and_the_producer_cannot(
+    migrated_by_owner: Roles,
+) -> None:
+    # given: a job the worker role finished four days ago, in a partition the owner's
+    # function made for it
+    roles = migrated_by_owner
+    app = App(roles.urls["worker"], schema=roles.schema)
+    job_id = app.enqueue(None, "record", {})
+    with psycopg.connect(roles.urls["worker"], autocommit=True) as worker:
+        worker.execute(
+            sql.SQL(
+                "UPDATE {} SET state = 'completed', finished_at = now() - interval '4 days'"
+                " WHERE id = %s"
+            ).format(sql.Identifier(roles.schema, "jobs_live")),
+            [job_id],
+        )
+        [old, *later] = [p for p in app.data.history.partitions(worker) if p.state == "completed"]
+        name = sql.Literal(old.name)
+        drop = sql.SQL("SELECT {}({})").format(
+            sql.Identifier(roles.schema, "jobs_history_drop"), name
+        )
+        # then: the producer may not drop it, nor may the worker drop today's
+        with (
+            psycopg.connect(roles.urls["producer"], autocommit=True) as producer,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            producer.execute(drop)
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            worker.execute(
+                sql.SQL("SELECT {}({})").format(
+                    sql.Identifier(roles.schema, "jobs_history_drop"), sql.Literal(later[0].name)
+                )
+            )
+        # when: retention runs as the worker role, which does not own the history
+        dropped = history.drop_expired(worker, app.data.history, {"completed": 86400.0})
+
+        # then: the owner's function detached and dropped the day
+        assert dropped == {"completed": 1}
+        assert old.name not in {p.name for p in app.data.history.partitions(worker)}
+    app.close()

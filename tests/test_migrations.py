@@ -24,6 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgjobs import App
 from pgjobs.cli import main
+from pgjobs.data.history import JOB_COLUMNS, PARTITION_NAME
 from pgjobs.data.sql import notify_channel
 from pgjobs.migrate import head_revision, upgrade
 from pgjobs.schema import JOBS_STORAGE_PARAMETERS, build_metadata
@@ -103,7 +104,9 @@ def schema_differences(engine: sa.Engine, schema: str, metadata: sa.MetaData) ->
     def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
         if type_ == "schema":
             return name == schema
-        return not (type_ == "table" and name == "alembic_version")
+        # The history's partitions are made day by day, not by migrations.
+        partition = type_ == "table" and PARTITION_NAME.match(name or "")
+        return not ((type_ == "table" and name == "alembic_version") or partition)
 
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
@@ -129,11 +132,19 @@ def test_migrated_schema_matches_the_metadata(engine: sa.Engine, schema: str) ->
     assert schema_differences(engine, schema, build_metadata(schema)) == []
 
 
+def test_both_job_tables_have_the_columns_the_moving_statements_list(schema: str) -> None:
+    # COMPLETE_JOBS inserts into the history the rows it deletes from jobs_live, column
+    # by column in JOB_COLUMNS' order.
+    tables = build_metadata(schema).tables
+    for name in ("jobs_live", "jobs_history"):
+        assert tuple(c.name for c in tables[f"{schema}.{name}"].columns) == JOB_COLUMNS
+
+
 def test_storage_parameters_and_partial_indexes_match_the_metadata(
     observer: psycopg.Connection[Any], schema: str
 ) -> None:
     # Autogenerate compares neither storage parameters nor index predicates.
-    jobs = f"{sql.Identifier(schema).as_string()}.jobs"
+    jobs = f"{sql.Identifier(schema).as_string()}.jobs_live"
     [options] = observer.execute(
         "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [jobs]
     ).fetchone() or [None]
@@ -148,21 +159,21 @@ def test_storage_parameters_and_partial_indexes_match_the_metadata(
     assert dict(option.split("=", 1) for option in options) == JOBS_STORAGE_PARAMETERS
     expected = {
         index.name: index.dialect_options["postgresql"]["where"] is not None
-        for index in build_metadata(schema).tables[f"{schema}.jobs"].indexes
+        for index in build_metadata(schema).tables[f"{schema}.jobs_live"].indexes
     }
     assert {name: flag for name, flag in partial.items() if name != "jobs_pkey"} == expected
 
 
 def _add_column(metadata: sa.MetaData, schema: str) -> None:
-    metadata.tables[f"{schema}.jobs"].append_column(sa.Column("extra", sa.Text))
+    metadata.tables[f"{schema}.jobs_live"].append_column(sa.Column("extra", sa.Text))
 
 
 def _add_index(metadata: sa.MetaData, schema: str) -> None:
-    sa.Index("jobs_task_idx", metadata.tables[f"{schema}.jobs"].c.task)
+    sa.Index("jobs_task_idx", metadata.tables[f"{schema}.jobs_live"].c.task)
 
 
 def _change_default(metadata: sa.MetaData, schema: str) -> None:
-    metadata.tables[f"{schema}.jobs"].c.queue.server_default = sa.DefaultClause("other")
+    metadata.tables[f"{schema}.jobs_live"].c.queue.server_default = sa.DefaultClause("other")
 
 
 @pytest.mark.parametrize(

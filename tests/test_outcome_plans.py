@@ -72,7 +72,7 @@ def claimed_and_analyzed(
     statistics taken then."""
     app.enqueue_many(None, [("report", {"n": n}) for n in range(enqueued)])
     claimed, _ = app.data.claims.claim(observer, limit=running, queue=None, worker_id="w")
-    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.schema, "jobs")))
+    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(app.schema, "jobs_live")))
     return claimed
 
 
@@ -117,7 +117,7 @@ def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
 def steps_on_jobs(node: dict[str, Any]) -> list[tuple[str, float]]:
     """Every step of a plan that reads `jobs`: (type, rows over all its runs)."""
     found = []
-    if node.get("Relation Name") == "jobs":
+    if node.get("Relation Name") == "jobs_live":
         found.append((node["Node Type"], node["Actual Rows"] * node.get("Actual Loops", 1)))
     for child in node.get("Plans", []):
         found += steps_on_jobs(child)

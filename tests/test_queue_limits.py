@@ -227,9 +227,9 @@ def test_the_count_reads_no_more_index_entries_than_the_limit(
     observer.execute(
         sql.SQL(
             "INSERT INTO {} (queue, task) SELECT 'mail', 'send' FROM generate_series(1, 20000)"
-        ).format(sql.Identifier(schema, "jobs"))
+        ).format(sql.Identifier(schema, "jobs_live"))
     )
-    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "jobs")))
+    observer.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "jobs_live")))
     params = {"queue": "mail", "up_to": 10}
 
     plan = observer.execute(

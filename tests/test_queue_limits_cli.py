@@ -346,7 +346,7 @@ def test_limits_shows_the_most_used_buckets_and_counts_the_rest(
 def test_limits_reads_only_running_jobs_and_the_window_through_indexes(
     app: App, observer: psycopg.Connection[Any], schema: str
 ) -> None:
-    jobs, starts = sql.Identifier(schema, "jobs"), sql.Identifier(schema, "rate_starts")
+    jobs, starts = sql.Identifier(schema, "jobs_live"), sql.Identifier(schema, "rate_starts")
     observer.execute(
         sql.SQL(
             "INSERT INTO {} (queue, task, state, finished_at)"
@@ -389,7 +389,9 @@ def test_limits_reads_only_running_jobs_and_the_window_through_indexes(
     # the `until` index: never a pass over every job or every start.
     for name, plan in plans.items():
         scans = [
-            line for line in plan.splitlines() if " on jobs " in line or " on rate_starts " in line
+            line
+            for line in plan.splitlines()
+            if " on jobs_live " in line or " on rate_starts " in line
         ]
         assert scans, (name, plan)
         for scan in scans:

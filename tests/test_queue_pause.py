@@ -80,7 +80,7 @@ def test_a_queue_name_is_checked_like_at_enqueue(app: App) -> None:
 def test_the_claim_still_uses_the_fetch_indexes(
     app: App, observer: psycopg.Connection[Any], schema: str
 ) -> None:
-    jobs = sql.Identifier(schema, "jobs")
+    jobs = sql.Identifier(schema, "jobs_live")
     observer.execute(
         sql.SQL(
             "INSERT INTO {} (queue, task) SELECT 'q' || (g % 10), 't'"

@@ -1,13 +1,15 @@
-"""Automatic retention: the maintenance leader deletes finished jobs past their retention,
-one worker at a time even when two think they lead."""
+"""Automatic retention: the maintenance leader drops the history's partitions whose whole
+day is past their state's retention, one worker at a time even when two think they lead."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgjobs import App, ConfigurationError
 from pgjobs.cli.common import parse_duration
@@ -30,27 +32,46 @@ def connection(database_url: str) -> Iterator[ResilientConnection]:
 @pytest.fixture
 def retention(app: App, connection: ResilientConnection) -> Retention:
     """The service with the default policy, run by hand."""
-    return Retention(connection, app.data.maintenance, RetentionPolicy())
+    return Retention(connection, app.data.maintenance, RetentionPolicy(), history=app.data.history)
 
 
-def test_a_pass_deletes_only_jobs_past_their_states_retention(
+def partitions(app: App, observer: psycopg.Connection[Any]) -> set[tuple[str, date]]:
+    """(state, day) of each partition of the history."""
+    return {(p.state, p.day) for p in app.data.history.partitions(observer)}
+
+
+def days_ago(days: int) -> date:
+    return (datetime.now(timezone.utc) - timedelta(days=days)).date()
+
+
+def test_a_pass_drops_the_whole_days_past_their_states_retention(
     app: App, observer: psycopg.Connection[Any], schema: str, retention: Retention
 ) -> None:
+    # Retention drops a day's partition once the whole day is past it: a job finished
+    # three days ago is gone with a day's retention, one finished an hour ago is not.
     kept = [
-        make_job(app, observer, **completed(finished_ago=DAY - HOUR)),
-        make_job(app, observer, **cancelled(finished_ago=DAY - HOUR)),
-        make_job(app, observer, **failed(finished_ago=7 * DAY - HOUR)),
+        make_job(app, observer, **completed(finished_ago=HOUR)),
+        make_job(app, observer, **cancelled(finished_ago=HOUR)),
+        make_job(app, observer, **failed(finished_ago=6 * DAY)),
         make_job(app, observer, **running()),
         make_job(app, observer),
     ]
-    make_job(app, observer, **completed(finished_ago=DAY + HOUR))
-    make_job(app, observer, **cancelled(finished_ago=DAY + HOUR))
-    make_job(app, observer, **failed(finished_ago=7 * DAY + HOUR))
+    make_job(app, observer, **completed(finished_ago=3 * DAY))
+    make_job(app, observer, **completed(finished_ago=3 * DAY))
+    make_job(app, observer, **cancelled(finished_ago=3 * DAY))
+    make_job(app, observer, **failed(finished_ago=9 * DAY))
+    assert ("completed", days_ago(3)) in partitions(app, observer)
 
     deleted = retention.run_once()
 
-    assert deleted == {"completed": 1, "failed": 1, "cancelled": 1}
+    assert deleted == {"completed": 2, "failed": 1, "cancelled": 1}
     assert job_ids(observer, schema) == kept
+    left = partitions(app, observer)
+    assert ("completed", days_ago(3)) not in left and ("failed", days_ago(9)) not in left
+    assert ("failed", days_ago(6)) in left
+    # Partitions for today and the days ahead, so that completions never make one.
+    for state in ("completed", "failed", "cancelled"):
+        assert {(state, days_ago(-ahead)) for ahead in range(3)} <= left
 
 
 def test_a_state_can_be_kept_and_retention_turned_off(
@@ -59,8 +80,8 @@ def test_a_state_can_be_kept_and_retention_turned_off(
     old_failure = make_job(app, observer, **failed(finished_ago=30 * DAY))
     make_job(app, observer, **completed(finished_ago=30 * DAY))
     policy = RetentionPolicy.parse("failed=off,completed=1h", parse_duration)
-    service = Retention(connection, app.data.maintenance, policy)
-    off = Retention(connection, app.data.maintenance, None)
+    service = Retention(connection, app.data.maintenance, policy, history=app.data.history)
+    off = Retention(connection, app.data.maintenance, None, history=app.data.history)
 
     assert off.run_once() == {}
     assert len(job_ids(observer, schema)) == 2
@@ -68,21 +89,34 @@ def test_a_state_can_be_kept_and_retention_turned_off(
     assert job_ids(observer, schema) == [old_failure]
 
 
-def test_a_pass_deletes_in_batches_until_done(
+def test_a_pass_moves_finished_rows_left_in_the_live_table_in_batches(
     app: App, observer: psycopg.Connection[Any], schema: str, connection: ResilientConnection
 ) -> None:
-    for _ in range(5):
-        make_job(app, observer, **completed(finished_ago=2 * DAY))
-    service = Retention(connection, app.data.maintenance, RetentionPolicy(), batch_size=2)
+    # given: finished rows in jobs_live, as a table migrated from before 0012 holds them
+    live = sql.Identifier(schema, "jobs_live")
+    observer.execute(
+        sql.SQL(
+            "INSERT INTO {} (task, state, finished_at)"
+            " SELECT 't', 'completed', now() - g * interval '1 minute'"
+            " FROM generate_series(1, 5) AS g"
+        ).format(live)
+    )
+    service = Retention(
+        connection, app.data.maintenance, None, history=app.data.history, batch_size=2
+    )
 
-    assert service.run_once() == {"completed": 5, "failed": 0, "cancelled": 0}
-    assert job_ids(observer, schema) == []
+    service.run_once()
+
+    history = sql.Identifier(schema, "jobs_history")
+    count = "SELECT count(*) FROM {}"
+    assert observer.execute(sql.SQL(count).format(live)).fetchone() == (0,)
+    assert observer.execute(sql.SQL(count).format(history)).fetchone() == (5,)
 
 
 def test_one_worker_at_a_time_makes_a_pass(
     app: App, observer: psycopg.Connection[Any], schema: str, retention: Retention
 ) -> None:
-    old = make_job(app, observer, **completed(finished_ago=2 * DAY))
+    old = make_job(app, observer, **completed(finished_ago=3 * DAY))
     # Another worker's pass holds the turn.
     assert app.data.maintenance.try_maintenance_lock(observer, "retention")
 

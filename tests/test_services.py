@@ -484,7 +484,7 @@ def test_worker_holds_no_more_than_concurrency_prefetch_and_unwritten_outcomes(
         with psycopg.connect(database_url) as locker:
             locker.execute(
                 sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(
-                    sql.Identifier(app.schema, "jobs")
+                    sql.Identifier(app.schema, "jobs_live")
                 ),
                 [slow_id],
             )

@@ -554,7 +554,9 @@ def test_the_workers_retention_keeps_unfinished_workflows_too(
     finished_long_ago(observer, schema, a_id)
     connection = ResilientConnection(database_url, "maintenance")
     try:
-        retention = Retention(connection, app.data.maintenance, RetentionPolicy())
+        retention = Retention(
+            connection, app.data.maintenance, RetentionPolicy(), history=app.data.history
+        )
         assert retention.run_once() == {"completed": 0, "failed": 0, "cancelled": 0}
         jobs.run(queues=["later"])
         finished_long_ago(observer, schema, b)

@@ -25,7 +25,7 @@ from .common.report import report, write_json
 from .common.run import Run, Settings
 from .common.scripts import worker_options
 from .common.tables import Target
-from .drivers import WORKER_ARGS, systems
+from .drivers import DRIVERS, WORKER_ARGS, systems
 from .drivers.base import PROCESSES, System, processes_of
 from .runner import run_all
 from .scenarios import SCENARIO_NAMES
@@ -88,7 +88,9 @@ def main(description: str) -> None:
     console = Console(width=None if sys.stdout.isatty() else 170)
     started = time.monotonic()
     wanted = args.systems.split(",")
-    chosen = [s for s in systems(peers_python()) if s.name in wanted]
+    # The peers' virtualenv is made (pip) only when a peer is among the systems run.
+    peers = peers_python() if any(d.peer and d.name in wanted for d in DRIVERS) else None
+    chosen = [s for s in systems(peers or Path(sys.executable)) if s.name in wanted]
     settings = Settings()
     with (
         tempfile.TemporaryDirectory(prefix="pgjobs-compare-") as files,

@@ -34,7 +34,9 @@ from _common import (
 import pgjobs
 
 SCHEMA = "pgjobs"
-JOBS = f"{SCHEMA}.jobs"
+JOBS = f"{SCHEMA}.jobs"  # every job (a view), to read
+LIVE = f"{SCHEMA}.jobs_live"  # waiting, blocked and running jobs
+HISTORY = f"{SCHEMA}.jobs_history"  # finished jobs, a partition per final state and UTC day
 
 app = pgjobs.App(schema=SCHEMA)
 marks = StartMarks()
@@ -56,19 +58,26 @@ async def async_job(n: int) -> None:
 
 
 DESCRIPTION = {
-    "reset": f"TRUNCATE {JOBS} RESTART IDENTITY",
-    "unfinished": f"SELECT count(*) FROM {JOBS} WHERE state IN ('available', 'running')",
+    # Empty tables, and the history's partitions for finished jobs of today (and of the
+    # next hour, should a UTC day begin meanwhile): `fill_finished` inserts into them.
+    "reset": f"""
+        TRUNCATE {LIVE}, {HISTORY} RESTART IDENTITY;
+        SELECT {SCHEMA}.jobs_history_partition('completed', now() + make_interval(hours => h))
+        FROM generate_series(0, 1) AS h""",
+    "unfinished": f"SELECT count(*) FROM {LIVE} WHERE state IN ('available', 'running')",
     # First claim to last completion, as the rows record them.
     "window": f"""
         SELECT extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at)),
                count(*) FILTER (WHERE state = 'completed')
         FROM {JOBS}""",
     "fill_waiting": f"""
-        INSERT INTO {JOBS} (task, payload)
+        INSERT INTO {LIVE} (task, payload)
         SELECT '{TASK}', jsonb_build_object('n', g) FROM generate_series(1, %(count)s) g""",
+    # Where finished jobs are: in the history (ids from the live table's sequence).
     "fill_finished": f"""
-        INSERT INTO {JOBS} (task, payload, state, attempts, started_at, finished_at)
-        SELECT '{TASK}', jsonb_build_object('n', g), 'completed', 1, now(), now()
+        INSERT INTO {HISTORY} (id, task, payload, state, attempts, started_at, finished_at)
+        SELECT nextval(pg_get_serial_sequence('{LIVE}', 'id')), '{TASK}',
+               jsonb_build_object('n', g), 'completed', 1, now(), now()
         FROM generate_series(1, %(count)s) g""",
 }
 

@@ -30,8 +30,9 @@ one database, with `--jobs` no-op jobs a drain, this measures and prints, as Mar
    pgjobs' CLAIM, READY_JOBS, COMPLETE_JOBS, HEARTBEAT and RECORD_OUTCOMES and raw SQL's
    claim and completion; then `EXPLAIN (ANALYZE, BUFFERS)` of each (rolled back).
 5. **Rows and indexes**: `pg_column_size` of a waiting, a running and a completed row,
-   the table's indexes and how many bytes each grew per job over a drain, and the share
-   of HOT updates.
+   the tables' indexes and how many bytes each grew per job over a drain (pgjobs'
+   `jobs_live`, and `jobs_history` that its completions move the rows into, summed over
+   its partitions), the share of HOT updates, and the row deletes.
 
 pgjobs' jobs are inserted due a few seconds ahead (the NOTIFY trigger off), the worker
 started, and a NOTIFY sent when they fall due, so its start-up is over before the first
@@ -68,6 +69,7 @@ sys.path[:0] = [str(BENCH), str(PEERS)]
 
 import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements)
 from comparison.common.cpu import CpuSampler  # noqa: E402
+from harness import make_partitions  # noqa: E402
 
 from pgjobs.data.claims import (  # noqa: E402
     CLAIM_FORMS,
@@ -81,7 +83,9 @@ from pgjobs.migrate import upgrade  # noqa: E402
 from pgjobs.types import JobState, Outcome  # noqa: E402
 
 SCHEMA = "pgjobs"
-JOBS = sql.Identifier(SCHEMA, "jobs")
+JOBS = sql.Identifier(SCHEMA, "jobs")  # the view of every job, to read
+LIVE = f"{SCHEMA}.jobs_live"  # waiting and running jobs: the drain's claims and deletes
+HISTORY = f"{SCHEMA}.jobs_history"  # finished jobs: the completions insert into it
 TASK = "bench.job"
 PGJOBS_SETTING = ("--concurrency", "10")
 RAW_SETTING = ("--threads", "2", "--batch", "500")
@@ -133,8 +137,10 @@ def one(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:
 
 
 def fill_pgjobs(conn: psycopg.Connection[Any], count: int, due_in: float) -> float:
-    """`count` jobs due in `due_in` seconds (epoch seconds of when), the trigger off."""
-    conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(JOBS))
+    """`count` jobs due in `due_in` seconds (epoch seconds of when), the trigger off, in
+    an emptied `jobs_live`; `jobs_history` emptied, its partitions of today made."""
+    conn.execute(f"TRUNCATE {LIVE}, {HISTORY} RESTART IDENTITY")
+    make_partitions(conn, SCHEMA)
     conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(SCHEMA, "workers")))
     due = time.time() + due_in
     with conn.transaction():
@@ -143,7 +149,7 @@ def fill_pgjobs(conn: psycopg.Connection[Any], count: int, due_in: float) -> flo
             sql.SQL(
                 "INSERT INTO {} (task, payload, run_at) SELECT %s, jsonb_build_object('n', g),"
                 " to_timestamp(%s) FROM generate_series(1, %s) g"
-            ).format(JOBS),
+            ).format(sql.Identifier(SCHEMA, "jobs_live")),
             (TASK, due, count),
         )
     settle(conn)
@@ -186,8 +192,18 @@ def wal(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def table_stats(conn: psycopg.Connection[Any], table: str) -> dict[str, int]:
-    """Sizes of the table and each of its indexes (bytes), and its update counts."""
+# The size of a partitioned table or index: its partitions' (bytes).
+PARTITIONS_SIZE = (
+    "SELECT coalesce(sum(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s::regclass)"
+)
+
+
+def table_stats(
+    conn: psycopg.Connection[Any], table: str, history: str | None = None
+) -> dict[str, int]:
+    """Sizes of the table and each of its indexes (bytes), and its update and delete
+    counts; with `history` (pgjobs' jobs_history), the sizes of its partitions and of each
+    of its indexes, summed over the partitions, too."""
     sizes = conn.execute(
         "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index"
         " WHERE indrelid = %s::regclass",
@@ -195,13 +211,21 @@ def table_stats(conn: psycopg.Connection[Any], table: str) -> dict[str, int]:
     ).fetchall()
     stats: dict[str, int] = {name: int(size) for name, size in sizes}
     stats["(table)"] = int(one(conn, "SELECT pg_relation_size(%s::regclass)", (table,)))
+    if history is not None:
+        stats["(history, all partitions)"] = int(one(conn, PARTITIONS_SIZE, (history,)))
+        for (index,) in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
+            (history,),
+        ).fetchall():
+            stats[str(index)] = int(one(conn, PARTITIONS_SIZE, (index,)))
     conn.execute("SELECT pg_stat_clear_snapshot()")
     row = conn.execute(
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass",
+        "SELECT n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables"
+        " WHERE relid = %s::regclass",
         (table,),
     ).fetchone()
     assert row is not None
-    stats["updates"], stats["hot updates"] = int(row[0]), int(row[1])
+    stats["updates"], stats["hot updates"], stats["deletes"] = map(int, row)
     return stats
 
 
@@ -302,7 +326,7 @@ def drain(
     spy_out: Path | None = None,
 ) -> Drain:
     """Fill, start the worker, drain `count` jobs, and read every figure of it."""
-    table = "raw_jobs" if system == "raw" else f"{SCHEMA}.jobs"
+    table, history = ("raw_jobs", None) if system == "raw" else (LIVE, HISTORY)
     due: float | None = None
     if system == "raw":
         fill_raw(admin, count)
@@ -311,7 +335,7 @@ def drain(
     state_file = files / f"state-{time.monotonic_ns()}.json"
     env = dict(os.environ, PYTHONPATH=str(PEERS), PROFILE_STATE=str(state_file))
     env["PROFILE_COUNT"] = "1" if census else "0"
-    before_table = table_stats(admin, table)
+    before_table = table_stats(admin, table, history)
     wal_before = wal(admin)
     sampler = CpuSampler(url, {admin.info.backend_pid})
     sampler.start()
@@ -384,7 +408,7 @@ def drain(
         wal_bytes=(wal_after[0] - wal_before[0]) / count,
         wal_records=(wal_after[1] - wal_before[1]) / count,
         statements=difference(state["statements"], statements_before),
-        table=subtract(table_stats(admin, table), before_table),
+        table=subtract(table_stats(admin, table, history), before_table),
         switches=switched / count,
         gc={
             generation: [
@@ -775,7 +799,7 @@ def table_section(drains: dict[str, list[Drain]], index_list: list[tuple[str, st
         "| --- | ---: | ---: |",
     ]
     raw, ours = drains["raw"][-1], drains["pgjobs"][-1]
-    for name in sorted({*raw.table, *ours.table} - {"updates", "hot updates"}):
+    for name in sorted({*raw.table, *ours.table} - {"updates", "hot updates", "deletes"}):
         a, b = raw.table.get(name), ours.table.get(name)
         lines.append(
             f"| {name} | {'' if a is None else f'{a / raw.jobs:.1f}'} | "
@@ -784,11 +808,13 @@ def table_section(drains: dict[str, list[Drain]], index_list: list[tuple[str, st
     for label, d in (("raw SQL", raw), ("pgjobs", ours)):
         updates = d.table.get("updates", 0)
         hot = d.table.get("hot updates", 0)
+        deletes = d.table.get("deletes", 0)
         lines.append(
             f"\n{label}: {updates / d.jobs:.2f} row updates per job, "
-            f"{hot / max(updates, 1):.0%} of them HOT."
+            f"{hot / max(updates, 1):.0%} of them HOT; {deletes / d.jobs:.2f} row deletes"
+            " per job."
         )
-    lines += ["", "Indexes of pgjobs.jobs:", ""]
+    lines += ["", f"Indexes of {LIVE} and {HISTORY}:", ""]
     lines += [f"- `{name}`: `{definition}`" for name, definition in index_list]
     lines.append("")
     return "\n".join(lines)
@@ -839,7 +865,8 @@ def main() -> None:
                         f"{us(d.server)} µs server, {us(d.client)} µs client"
                     )
             print(cpu_section(drains), flush=True)
-            print(table_section(drains, indexes(admin, f"{SCHEMA}.jobs")), flush=True)
+            index_list = indexes(admin, LIVE) + indexes(admin, HISTORY)
+            print(table_section(drains, index_list), flush=True)
         if "census" in only:
             census = drain(url, admin, "pgjobs", args.jobs, files, census=True)
             print(census_section(census), flush=True)

@@ -17,9 +17,10 @@ quartiles. The variants are not pgjobs' code: they measure what a change would g
   the primary key and the fetch index ("bare"); raw SQL's claim as `raw_sql.py` sends it
   (`WHERE id IN (subquery)`) and with the ids as an array (`= ANY(ARRAY(subquery))`);
 - completions of 388 rows: COMPLETE_JOBS as sent (outcomes locked in id order by a
-  lateral lookup each, then updated by an array of their ids); the same UPDATE with the
-  guard in its own WHERE (no lock pass; the attempt checked against a JSON object of the
-  attempts), with no attempt check at all, and on the lean schema; raw SQL's completion;
+  lateral lookup each, then moved by an array of their ids: deleted from `jobs_live`,
+  inserted into `jobs_history`); the same move with the guard in the DELETE's own WHERE
+  (no lock pass; the attempt checked against a JSON object of the attempts), with no
+  attempt check at all, and on the lean schema; raw SQL's completion;
 - CLAIM's cost against its size: 10 to 1,000 rows a claim, server µs per statement, for a
   fixed and a per-row part; and prepared on the server but planned for each call's
   parameters, which saves parsing and analysis only;
@@ -46,8 +47,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "peers")]
 
 import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements)
+from harness import live_of, make_partitions, tables_of  # noqa: E402
 
-from pgjobs.data.claims import CLAIM_FORMS, COMPLETE_JOBS  # noqa: E402
+from pgjobs.data.claims import CLAIM_FORMS, COMPLETE_JOBS, COMPLETED  # noqa: E402
+from pgjobs.data.history import moved_row  # noqa: E402
 from pgjobs.data.layer import DataLayer  # noqa: E402
 from pgjobs.data.sql import int_array  # noqa: E402
 from pgjobs.embedded import temporary_cluster  # noqa: E402
@@ -71,36 +74,39 @@ SCHEMAS = {
 # CLAIM setting what raw SQL's claim sets, and returning the same columns.
 CLAIM_LIKE_RAW = """
 WITH claimable AS (
-    SELECT id FROM {jobs}
+    SELECT id FROM {live}
     WHERE state = 'available' AND run_at <= now()
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE {jobs} AS j
+UPDATE {live} AS j
 SET state = 'running', started_at = now(), worker_id = %(worker_id)s
 WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
 RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
           date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.workflow_id,
           j.meta::text, j.began_at IS NOT NULL
 """
-# COMPLETE_JOBS without the lock pass: the guard in the UPDATE's own WHERE (which locks
-# the rows it changes, in the primary key's order, and re-checks the guard on a row
-# changed meanwhile), the attempt looked up in a JSON object of `{id: attempt}`.
-COMPLETE_GUARDED = """
-UPDATE {jobs} AS j
-SET state = 'completed', finished_at = now(), heartbeat_at = NULL
-WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'running'
-  AND j.worker_id = %(worker_id)s
-  AND j.attempts = (%(attempts)s::jsonb ->> j.id::text)::int
-RETURNING j.id
+# COMPLETE_JOBS without the lock pass: the guard in the DELETE's own WHERE (which locks
+# the rows it deletes, in the primary key's order, and re-checks the guard on a row
+# changed meanwhile), the attempt looked up in a JSON object of `{id: attempt}`; the rows
+# moved into the history as COMPLETE_JOBS moves them.
+MOVED = """
+WITH done AS (
+    DELETE FROM {{live}} AS j
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'running'
+      AND j.worker_id = %(worker_id)s{attempt}
+    RETURNING j.*
+)
+INSERT INTO {{history}}
+SELECT {row} FROM done
+RETURNING id
 """
-COMPLETE_UNGUARDED = """
-UPDATE {jobs} AS j
-SET state = 'completed', finished_at = now(), heartbeat_at = NULL
-WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state = 'running' AND j.worker_id = %(worker_id)s
-RETURNING j.id
-"""
+COMPLETED_ROW = moved_row("done", **COMPLETED)
+COMPLETE_GUARDED = MOVED.format(
+    attempt="\n      AND j.attempts = (%(attempts)s::jsonb ->> j.id::text)::int", row=COMPLETED_ROW
+)
+COMPLETE_UNGUARDED = MOVED.format(attempt="", row=COMPLETED_ROW)
 RAW_CLAIM_ARRAY = raw_sql.CLAIM.replace("WHERE id IN (", "WHERE id = ANY(ARRAY(").replace(
     "SKIP LOCKED\n)", "SKIP LOCKED\n))"
 )
@@ -133,8 +139,12 @@ class Bench:
         return rows, (time.clock_gettime_ns(self.clock) - before) / 1e3
 
     def fill_pgjobs(self, schema: str) -> None:
-        jobs = sql.Identifier(schema, "jobs")
-        self.admin.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(jobs))
+        """`--jobs` waiting jobs in `jobs_live`, the history empty (its partitions of
+        today made: the completions move their rows into them)."""
+        tables = sql.SQL(", ").join(tables_of(self.admin, schema))
+        self.admin.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables))
+        make_partitions(self.admin, schema)
+        jobs = live_of(self.admin, schema)
         with self.admin.transaction():
             self.admin.execute("SET LOCAL session_replication_role = replica")
             self.admin.execute(
@@ -269,7 +279,7 @@ VARIANTS: dict[str, Variant] = {
     "claim: raw SQL as sent (IN subquery)": raw_claims(raw_sql.CLAIM),
     "claim: raw SQL, = ANY(ARRAY(subquery))": raw_claims(RAW_CLAIM_ARRAY),
     "completion: COMPLETE_JOBS as sent": completions_of("pgjobs", "as sent"),
-    "completion: guard in the UPDATE, no lock pass": completions_of("pgjobs", "guarded"),
+    "completion: guard in the DELETE, no lock pass": completions_of("pgjobs", "guarded"),
     "completion: no attempt check, no lock pass": completions_of("pgjobs", "unguarded"),
     "completion: COMPLETE_JOBS, lean schema": completions_of("lean", "as sent"),
     "completion: COMPLETE_JOBS, bare schema": completions_of("bare", "as sent"),

@@ -35,7 +35,7 @@ MARKERS = (
     ("CLAIM", "claimable AS"),
     ("COMPLETE_WATCHED", "AS by_id"),
     ("RECORD_OUTCOMES", "o(id, attempt, state, delay"),
-    ("COMPLETE_JOBS", "SET state = 'completed', finished_at = now(), heartbeat_at = NULL"),
+    ("COMPLETE_JOBS", "'completed', done.priority"),  # the row it moves to the history
     ("READY_JOBS", "SET ready_jobs ="),
     ("HEARTBEAT", "SET heartbeat_at = now()"),
 )

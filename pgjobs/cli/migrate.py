@@ -25,5 +25,10 @@ def migrate(
         migrations.upgrade_sql(resolve_schema(schema), sys.stdout)
         return
     app = open_app(database_url, schema, migrated=False)
-    migrations.upgrade(app.database.url, app.schema)
+    migrations.upgrade(app.database.url, app.schema, progress=_moved)
     print(f"schema {app.schema!r} is at revision {migrations.head_revision()}", file=sys.stderr)
+
+
+def _moved(count: int) -> None:
+    """A large table's history moves in batches (migration 0012): say how far it is."""
+    print(f"moved {count:,} finished jobs into the history", file=sys.stderr)

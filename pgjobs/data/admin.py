@@ -14,6 +14,12 @@ from typing import Any, NamedTuple
 
 from pgjobs.data.group import StatementGroup
 from pgjobs.data.sql import fill
+from pgjobs.data.step_retry import (
+    COUNT_RETRIED_DEPENDENCIES,
+    LINK_DEPENDENTS,
+    LOCK_DEPENDENCIES,
+    STEPS_TO_RETRY,
+)
 from pgjobs.types import JobState
 
 Params = Mapping[str, Any]
@@ -51,12 +57,28 @@ class StepRetry:
 
 # Retry and cancel lock their rows first (in id order, so two admins cannot deadlock),
 # check them, then change them all in one statement: a change is all or nothing, and no
-# worker can move a row in between.
+# worker can move a row in between. Failed and cancelled jobs among them are first moved
+# back from the history into jobs_live unchanged (REOPEN_JOBS: a retry changes them
+# there; a refused change rolls the move back with it), so that every row a change may
+# touch is a live row, locked here. Completed jobs stay where they are and are only read
+# (LOOK_UP_FINISHED), for the refusal that names their state.
+REOPEN = """
+WITH reopened AS ({reopened}), gone AS (
+    DELETE FROM {history} AS h
+    WHERE h.id = ANY(ARRAY(SELECT id FROM reopened)) AND h.state IN ('failed', 'cancelled')
+    RETURNING h.*
+)
+INSERT INTO {live} SELECT * FROM gone
+"""
+REOPEN_JOBS = fill(REOPEN, reopened="SELECT unnest(%(ids)s::bigint[]) AS id")
 LOCK_JOBS_FOR_CHANGE = """
-SELECT id, state, unique_key FROM {jobs}
+SELECT id, state, unique_key FROM {live}
 WHERE id = ANY(%(ids)s::bigint[])
 ORDER BY id
 FOR UPDATE
+"""
+LOOK_UP_FINISHED = """
+SELECT id, state, unique_key FROM {history} WHERE id = ANY(%(ids)s::bigint[])
 """
 
 # A retried job gets at least one more attempt, so one that ran out can run again. A
@@ -68,7 +90,7 @@ RETRY_JOBS = """
 WITH o AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(waiting)s::int[]) AS o(id, waiting)
 ), retried AS (
-    UPDATE {jobs} AS j
+    UPDATE {live} AS j
     SET state = CASE WHEN o.waiting > 0 THEN 'blocked' ELSE 'available' END,
         waiting_for = CASE WHEN j.workflow_id IS NULL THEN j.waiting_for ELSE o.waiting END,
         run_at = now(),
@@ -92,10 +114,10 @@ SELECT id, CASE WHEN state = 'available' THEN pg_notify(%(channel)s, queue) END 
 # dependencies merely finished, which releases them. `App.result` waiters are woken.
 CANCEL_JOBS = """
 WITH target AS (
-    SELECT id, state, worker_id FROM {jobs}
+    SELECT id, state, worker_id FROM {live}
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('available', 'running', 'blocked')
 ), cancelled AS (
-    UPDATE {jobs} AS j
+    UPDATE {live} AS j
     SET state = 'cancelled', finished_at = now(), worker_id = NULL, heartbeat_at = NULL
     FROM target
     WHERE j.id = target.id
@@ -109,76 +131,22 @@ SELECT id, CASE WHEN was = 'running' AND worker_id IS NOT NULL THEN pg_notify(
 FROM cancelled
 """
 
-# Retrying workflow steps (admin.py decides, job_checks.py's `plan_retry`). The steps
-# among the locked jobs, with what decides their new state:
-STEPS_TO_RETRY = """
-SELECT id, workflow_id, step, run_if, depends_on FROM {jobs}
-WHERE id = ANY(%(ids)s::bigint[]) AND workflow_id IS NOT NULL
-ORDER BY id
-"""
-# Their dependencies, locked (in id order, after the retried jobs) so that none finishes
-# unseen before the retry commits: one that finishes after waits for the retry, and its
-# settle_steps then finds the retried step blocked and counts it off.
-LOCK_DEPENDENCIES = """
-SELECT id, step, state FROM {jobs}
-WHERE id = ANY(%(ids)s::bigint[])
-ORDER BY id
-FOR UPDATE
-"""
-# A retried step is unfinished again: each blocked step that depends on it (found by
-# `depends_on`, one scan of each workflow's steps) waits for it once more. Those steps
-# are locked in id order, as settle_steps locks them; one released or cancelled
-# meanwhile is left alone. The retried steps themselves are excluded: RETRY_JOBS counted
-# their dependencies. Returns the (parent, child) edges counted, for LINK_DEPENDENTS.
-COUNT_RETRIED_DEPENDENCIES = """
-WITH edges AS (
-    SELECT c.id AS child, p.id AS parent
-    FROM {jobs} AS c CROSS JOIN LATERAL unnest(c.depends_on) AS p(id)
-    WHERE c.workflow_id = ANY(%(workflows)s::bigint[]) AND c.state = 'blocked'
-      AND p.id = ANY(%(ids)s::bigint[]) AND c.id <> ALL(%(ids)s::bigint[])
-), locked AS (
-    SELECT id FROM {jobs}
-    WHERE id IN (SELECT child FROM edges) AND state = 'blocked'
-    ORDER BY id
-    FOR UPDATE
-), counted AS (
-    UPDATE {jobs} AS j
-    SET waiting_for = j.waiting_for + e.n
-    FROM (SELECT child, count(*)::int AS n FROM edges GROUP BY child) AS e
-    WHERE j.id = e.child AND j.id IN (SELECT id FROM locked)
-    RETURNING j.id
-)
-SELECT parent, child FROM edges WHERE child IN (SELECT id FROM counted)
-"""
-# The unfinished jobs a step waits for must list it in `dependents`, or finishing them
-# would never count it off. A step added at run time after a dependency had finished is
-# not listed there; retrying that dependency, or the step, lists it.
-LINK_DEPENDENTS = """
-WITH wanted AS (
-    SELECT e.parent, array_agg(e.child ORDER BY e.child) AS children
-    FROM unnest(%(parents)s::bigint[], %(children)s::bigint[]) AS e(parent, child)
-    JOIN {jobs} AS p ON p.id = e.parent
-    WHERE e.child <> ALL(coalesce(p.dependents, '{{}}'))
-    GROUP BY e.parent
-)
-UPDATE {jobs} AS j
-SET dependents = coalesce(j.dependents, '{{}}') || w.children
-FROM wanted AS w
-WHERE j.id = w.parent
-"""
-
 # `pgjobs cancel --workflow ID`: whether the workflow exists, then its unfinished steps,
 # locked in id order (by the partial jobs_workflow_step_idx) for CANCEL_JOBS.
 WORKFLOW_EXISTS = "SELECT EXISTS (SELECT FROM {workflows} WHERE id = %(workflow_id)s)"
 LOCK_WORKFLOW_STEPS = """
-SELECT id FROM {jobs}
+SELECT id FROM {live}
 WHERE workflow_id = %(workflow_id)s AND state IN ('available', 'running', 'blocked')
 ORDER BY id
 FOR UPDATE
 """
 
 # Every job of one queue, whatever its state (the demo starts each run afresh with it).
-DELETE_QUEUE_JOBS = "DELETE FROM {jobs} WHERE queue = %(queue)s"
+DELETE_QUEUE_JOBS = """
+WITH live AS (DELETE FROM {live} WHERE queue = %(queue)s RETURNING 1),
+     finished AS (DELETE FROM {history} WHERE queue = %(queue)s RETURNING 1)
+SELECT (SELECT count(*) FROM live) + (SELECT count(*) FROM finished)
+"""
 
 # Pausing needs no message, since every claim reads the setting.
 PAUSE_QUEUE = """
@@ -222,9 +190,18 @@ COUNT_MATCHING = "SELECT count(*), coalesce(max(id), 0) FROM {jobs} WHERE {match
 
 # One batch of a bulk change, locked in id order like LOCK_JOBS_FOR_CHANGE; the caller
 # changes it with RETRY_JOBS or CANCEL_JOBS in the same short transaction and continues
-# after the last id.
+# after the last id. A retry's batch is first moved back from the history, like
+# REOPEN_JOBS: the next `batch_size` matching finished jobs there, of which the lowest
+# ids of both tables then make the batch (any left over are the next batch's).
+REOPENED_MATCHING = """
+    SELECT id FROM {history}
+    WHERE {matching} AND id > %(after_id)s AND id <= %(up_to_id)s
+    ORDER BY id
+    LIMIT %(batch_size)s
+    FOR UPDATE
+"""
 LOCK_MATCHING = """
-SELECT id, state, unique_key FROM {jobs}
+SELECT id, state, unique_key FROM {live}
 WHERE {matching} AND id > %(after_id)s AND id <= %(up_to_id)s
 ORDER BY id
 LIMIT %(batch_size)s
@@ -236,14 +213,14 @@ FOR UPDATE
 # order, so the latest of them is due now. The claim then finds them like any due job.
 MAKE_DUE = """
 WITH due AS (
-    SELECT id, run_at FROM {jobs}
+    SELECT id, run_at FROM {live}
     WHERE state = 'available' AND run_at > now()
       AND run_at <= coalesce(%(until)s::timestamptz,
                              now() + make_interval(secs => %(advance)s::float8),
                              'infinity')
     FOR UPDATE
 ), shift AS (SELECT max(run_at) - now() AS by FROM due)
-UPDATE {jobs} AS j SET run_at = j.run_at - shift.by
+UPDATE {live} AS j SET run_at = j.run_at - shift.by
 FROM due, shift
 WHERE j.id = due.id
 RETURNING j.id
@@ -252,6 +229,9 @@ RETURNING j.id
 
 COUNT_MATCHING = fill(COUNT_MATCHING, matching=MATCHING_JOBS.strip())
 LOCK_MATCHING = fill(LOCK_MATCHING, matching=MATCHING_JOBS.strip())
+REOPEN_MATCHING = fill(
+    REOPEN, reopened=fill(REOPENED_MATCHING, matching=MATCHING_JOBS.strip()).strip()
+)
 
 
 class AdminStatements(StatementGroup):
@@ -259,7 +239,12 @@ class AdminStatements(StatementGroup):
 
     def lock_jobs(self, conn: Any, ids: Sequence[int]) -> dict[int, tuple[JobState, str | None]]:
         """Lock jobs (in id order) for a change: {id: (state, unique_key)} of those found."""
-        locked = self._rows(conn, LOCK_JOBS_FOR_CHANGE, {"ids": list(ids)})
+        params = {"ids": list(ids)}
+        self._rows(conn, REOPEN_JOBS, params)
+        locked = list(self._rows(conn, LOCK_JOBS_FOR_CHANGE, params))
+        missing = set(ids).difference(row[0] for row in locked)
+        if missing:
+            locked += self._rows(conn, LOOK_UP_FINISHED, {"ids": sorted(missing)})
         return {job_id: (JobState(state), key) for job_id, state, key in locked}
 
     def retry_jobs(
@@ -310,7 +295,10 @@ class AdminStatements(StatementGroup):
         wanted = sorted({dependency for step in steps.values() for dependency in step.depends_on})
         if not wanted:
             return steps, {}
-        locked = self._rows(conn, LOCK_DEPENDENCIES, {"ids": wanted})
+        locked = list(self._rows(conn, LOCK_DEPENDENCIES, {"ids": wanted}))
+        missing = set(wanted).difference(row[0] for row in locked)
+        if missing:
+            locked += self._rows(conn, LOCK_DEPENDENCIES, {"ids": sorted(missing)})
         return steps, {row[0]: Dependency(row[0], row[1], JobState(row[2])) for row in locked}
 
     def cancel_jobs(self, conn: Any, ids: Sequence[int]) -> set[int]:
@@ -339,7 +327,8 @@ class AdminStatements(StatementGroup):
 
     def delete_queue(self, conn: Any, queue: str) -> int:
         """Delete every job of `queue`, whatever its state; how many."""
-        return int(self._rows(conn, DELETE_QUEUE_JOBS, {"queue": queue}).rowcount)
+        [(deleted,)] = self._rows(conn, DELETE_QUEUE_JOBS, {"queue": queue})
+        return int(deleted)
 
     def pause_queue(self, conn: Any, queue: str) -> None:
         """Pause `queue` (workers skip it from their next claim)."""
@@ -377,6 +366,8 @@ class AdminStatements(StatementGroup):
     ) -> dict[int, tuple[JobState, str | None]]:
         """Lock the next batch of matching jobs after `after_id`, like `lock_jobs`."""
         params = {**matching, "after_id": after_id, "up_to_id": up_to_id, "batch_size": batch_size}
+        if set(matching["states"]) & {"failed", "cancelled"}:
+            self._rows(conn, REOPEN_MATCHING, params)
         locked = self._rows(conn, LOCK_MATCHING, params)
         return {job_id: (JobState(state), key) for job_id, state, key in locked}
 

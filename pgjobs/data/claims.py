@@ -7,11 +7,13 @@ autocommit gives a transaction's guarantees at a third of the round trips.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import date, datetime, timezone
 from typing import Any
 
 from pgjobs.data.connector import rows
 from pgjobs.data.group import StatementGroup
-from pgjobs.data.sql import fill, id_ranges, int_array
+from pgjobs.data.history import moved_row
+from pgjobs.data.sql import SchemaSQL, fill, id_ranges, int_array
 from pgjobs.data.steps import Statement
 from pgjobs.types import ClaimedJob, Outcome
 
@@ -28,13 +30,13 @@ from pgjobs.types import ClaimedJob, Outcome
 # HELD_OUTCOMES.
 CLAIM = """
 WITH {async_commit}claimable AS (
-    SELECT id FROM {jobs}
+    SELECT id FROM {live}
     WHERE state = 'available' AND run_at <= now() {queue_filter}{async_condition}{limited}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE {jobs} AS j
+UPDATE {live} AS j
 SET state = 'running', attempts = j.attempts + 1, started_at = now(),
     began_at = CASE WHEN j.id = ANY(ARRAY(SELECT id FROM claimable LIMIT %(begin)s))
                     THEN now() END,
@@ -72,7 +74,7 @@ CLAIM_UNLIMITED_FILTER = """
 # The rows of `ids` this worker still holds, locked in id order. Outcome writes and
 # heartbeats touch the same rows; locking them in one order means they cannot deadlock.
 HELD_BY_WORKER = """
-    SELECT id FROM {jobs}
+    SELECT id FROM {live}
     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
     ORDER BY id
     FOR UPDATE
@@ -101,7 +103,7 @@ HELD_BY_WORKER = """
 HELD_OUTCOMES = """
     SELECT o.* FROM (SELECT * FROM {outcomes} ORDER BY id) AS o
     CROSS JOIN LATERAL (
-        SELECT FROM {jobs} AS j
+        SELECT FROM {live} AS j
         WHERE j.id = o.id AND j.attempts = o.attempt
           AND j.state = 'running' AND j.worker_id = %(worker_id)s
         FOR UPDATE
@@ -120,7 +122,7 @@ OUTCOMES = """unnest(
     ) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)"""
 RECORD_OUTCOMES = """
 WITH o AS ({held_outcomes}), recorded AS (
-    UPDATE {jobs} AS j
+    UPDATE {live} AS j
     SET state = o.state,
         attempts = j.attempts + o.attempts_delta,
         max_attempts = j.max_attempts + o.max_attempts_delta,
@@ -145,18 +147,25 @@ FROM recorded
 
 # The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
 # attempts that succeeded. Two arrays instead of seven and no per-row CASE make it about
-# twice as cheap for the database and for the worker that sends it.
+# twice as cheap for the database and for the worker that sends it. A completed job
+# moves to the history in this statement: deleted from jobs_live, inserted into the
+# day's partition of `jobs_history` (migration 0012); the partition is made beforehand
+# (ENSURE_TODAY), since a statement routes its rows only to partitions that existed
+# when it began.
 ATTEMPTS = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
 COMPLETE_JOBS = """
-WITH o AS ({held_outcomes})
-UPDATE {jobs} AS j
-SET state = 'completed', finished_at = now(), heartbeat_at = NULL
-WHERE j.id = ANY(ARRAY(SELECT id FROM o))
-RETURNING j.id
+WITH o AS ({held_outcomes}), done AS (
+    DELETE FROM {live} AS j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM o))
+    RETURNING j.*
+)
+INSERT INTO {history}
+SELECT {completed_row} FROM done
+RETURNING id
 """
 
 # COMPLETE_JOBS for the jobs someone may wait for or depend on: those of tasks that store
-# their result (written here, in the same row update) and workflows' steps. It wakes
+# their result (written here, as the row moves) and workflows' steps. It wakes
 # `App.result` waiters and, through SETTLED_STEPS, releases the steps that waited for
 # these in this very statement's transaction. Plain jobs never take it, so they pay for
 # none of this. The rows are found by one array of ids, as COMPLETE_JOBS finds them; the
@@ -165,15 +174,25 @@ RETURNING j.id
 COMPLETE_WATCHED = """
 WITH o AS ({held_outcomes}), results AS MATERIALIZED (
     SELECT %(results)s::jsonb AS by_id
-), recorded AS (
-    UPDATE {jobs} AS j
-    SET state = 'completed', finished_at = now(), heartbeat_at = NULL,
-        result = (SELECT by_id FROM results) -> j.id::text
+), done AS (
+    DELETE FROM {live} AS j
     WHERE j.id = ANY(ARRAY(SELECT id FROM o))
-    RETURNING j.id, j.state, j.workflow_id
+    RETURNING j.*
+), recorded AS (
+    INSERT INTO {history}
+    SELECT {completed_row_with_result} FROM done
+    RETURNING id, state, workflow_id
 )
 SELECT id, {settle_finished}
 FROM recorded
+"""
+
+# The history's partitions of completed jobs for today and tomorrow (UTC, by the
+# server's clock), made if missing: run before the first completion of each day a
+# worker sees. (Failed and cancelled jobs move by the row trigger, which makes theirs.)
+ENSURE_TODAY = """
+SELECT {history_partition}('completed', now()),
+       {history_partition}('completed', now() + interval '1 day')
 """
 
 # Appended to the statements that finish jobs: the workflow steps among `recorded` that
@@ -208,7 +227,7 @@ RETURNING true
 # The same, one row at a time, for a worker whose row is missing (not registered yet, or
 # forgotten after a long silence): `began_at`, as the claim sets it.
 READY_JOB_ROWS = """
-UPDATE {jobs} SET began_at = now()
+UPDATE {live} SET began_at = now()
 WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s
 """
 
@@ -216,7 +235,7 @@ WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker
 # back were cancelled or rescued meanwhile, and their tasks are told to stop.
 HEARTBEAT = """
 WITH held AS ({held})
-UPDATE {jobs} AS j SET heartbeat_at = now()
+UPDATE {live} AS j SET heartbeat_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM held))
 RETURNING j.id
 """
@@ -246,17 +265,31 @@ RECORD_OUTCOMES = fill(
     held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES),
     settle_finished=SETTLED_STEPS,
 )
+COMPLETED = {"state": "'completed'", "finished_at": "now()", "heartbeat_at": "NULL"}
 COMPLETE_WATCHED = fill(
     COMPLETE_WATCHED,
     held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS),
     settle_finished=SETTLED_STEPS,
+    completed_row_with_result=moved_row(
+        "done", **COMPLETED, result="(SELECT by_id FROM results) -> done.id::text"
+    ),
 )
-COMPLETE_JOBS = fill(COMPLETE_JOBS, held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS))
+COMPLETE_JOBS = fill(
+    COMPLETE_JOBS,
+    held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS),
+    completed_row=moved_row("done", **COMPLETED),
+)
 HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)
 
 
 class ClaimStatements(StatementGroup):
     """The worker's hot statements for one schema, on a given connection."""
+
+    def __init__(self, sql: SchemaSQL) -> None:
+        super().__init__(sql)
+        # The UTC day whose history partitions this process has made sure of (the
+        # completions insert into them).
+        self._history_ready_on: date | None = None
 
     def claim(
         self,
@@ -286,6 +319,13 @@ class ClaimStatements(StatementGroup):
         (it was cancelled or rescued meanwhile).
         """
         applied: set[int] = set()
+        today = datetime.now(timezone.utc).date()
+        if self._history_ready_on != today and any(o.state == "completed" for o in outcomes):
+            self._rows(conn, ENSURE_TODAY)
+            # Made for good only once committed: inside a caller's transaction (the
+            # testing helpers') they are checked again the next time.
+            if getattr(conn, "autocommit", False):
+                self._history_ready_on = today
         for statement in self.outcome_statements(outcomes, worker_id=worker_id):
             applied.update(row[0] for row in rows(conn, self.schema, statement))
         return applied

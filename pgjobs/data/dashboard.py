@@ -2,11 +2,11 @@
 costs about the same with a million jobs in the table as with a hundred.
 
 No exact count over the whole table: a state's count stops at a cap (the dashboard shows
-"10,000+") and is then replaced by the planner's estimate when it has one
-(`pg_class.reltuples` times the state's frequency in `pg_stats`). Counts and charts read
-through the partial indexes: waiting jobs through the fetch index, running ones through
-the running index, finished ones through the finished index, by `finished_at`, each
-read capped; the caller learns when a cap cut a read short.
+"10,000+") and is then replaced by the planner's estimate when it has one (the row
+counts of the state's history partitions). Counts and charts read through indexes:
+waiting jobs through the fetch index, running ones through the running index, finished
+ones through the history's finished index, by `finished_at`, each read capped; the
+caller learns when a cap cut a read short.
 """
 
 from __future__ import annotations
@@ -29,37 +29,31 @@ RUN_TIMES_SCAN = 10_000
 # The (queue, priority) pairs the queue latency visits at most.
 LATENCY_GROUPS = 1_000
 
-# Waiting and running jobs are counted (up to the cap) through their partial indexes.
-# The other states have none: in a small table they are counted too, in a big one they
-# are the planner's estimate, `pg_class.reltuples` times the state's frequency in
-# `pg_stats` (a state missing from the most common values gets the planner's share of
-# the rest). The CASE runs a count only where it is asked for.
+# Waiting and running jobs are counted (up to the cap) through their partial indexes,
+# blocked ones in jobs_live. Finished jobs are in the history's partitions, one per state
+# and day: in a small history they are counted too, in a big one they are the sum of the
+# planner's row counts (`pg_class.reltuples`) of their state's partitions. The CASE runs
+# a count only where it is asked for.
 STATE_COUNTS = """
-WITH stats AS (
-    SELECT greatest(c.reltuples, 0) AS reltuples, st.most_common_vals::text::text[] AS vals,
-           st.most_common_freqs AS freqs, st.null_frac, st.n_distinct
-    FROM pg_class AS c
-    JOIN pg_namespace AS n ON n.oid = c.relnamespace
-    LEFT JOIN pg_stats AS st
-      ON st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = 'state'
-    WHERE n.nspname = %(schema)s AND c.relname = 'jobs'
-), estimates AS (
-    SELECT s.state,
-           round(stats.reltuples * coalesce(
-               stats.freqs[array_position(stats.vals, s.state)],
-               (1 - (SELECT sum(f) FROM unnest(stats.freqs) AS f) - stats.null_frac)
-                   / greatest(stats.n_distinct - cardinality(stats.vals), 1)))::bigint
-               AS estimated,
-           stats.reltuples <= %(small)s AS small
-    FROM unnest(%(states)s::text[]) AS s(state) LEFT JOIN stats ON true
+WITH estimates AS (
+    SELECT s.state, (
+        SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint
+        FROM pg_inherits AS i
+        JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = to_regclass(%(history)s)
+          AND c.relname LIKE 'jobs!_history!_' || s.state || '!_%%' ESCAPE '!'
+    ) AS estimated
+    FROM unnest(%(states)s::text[]) AS s(state)
 )
 SELECT e.state,
        CASE e.state
            WHEN 'available' THEN (SELECT count(*) FROM (
-               SELECT 1 FROM {jobs} WHERE state = 'available' LIMIT %(cap)s + 1) AS c)
+               SELECT 1 FROM {live} WHERE state = 'available' LIMIT %(cap)s + 1) AS c)
            WHEN 'running' THEN (SELECT count(*) FROM (
-               SELECT 1 FROM {jobs} WHERE state = 'running' LIMIT %(cap)s + 1) AS c)
-           ELSE CASE WHEN e.small IS NOT FALSE THEN (SELECT count(*) FROM (
+               SELECT 1 FROM {live} WHERE state = 'running' LIMIT %(cap)s + 1) AS c)
+           WHEN 'blocked' THEN (SELECT count(*) FROM (
+               SELECT 1 FROM {live} WHERE state = 'blocked' LIMIT %(cap)s + 1) AS c)
+           ELSE CASE WHEN e.estimated <= %(small)s THEN (SELECT count(*) FROM (
                SELECT 1 FROM {jobs} AS j WHERE j.state = e.state LIMIT %(cap)s + 1) AS c) END
        END AS counted,
        e.estimated
@@ -113,17 +107,17 @@ LIMIT %(limit)s
 # probe per (queue, priority) pair, whose first entry is the pair's oldest job.
 QUEUE_LATENCY = """
 WITH RECURSIVE heads AS (
-    (SELECT queue, priority, run_at, 1 AS visited FROM {jobs} WHERE state = 'available'
+    (SELECT queue, priority, run_at, 1 AS visited FROM {live} WHERE state = 'available'
      ORDER BY queue, priority DESC, run_at LIMIT 1)
     UNION ALL
     SELECT following.queue, following.priority, following.run_at, h.visited + 1
     FROM heads AS h
     CROSS JOIN LATERAL (
-        (SELECT queue, priority, run_at FROM {jobs}
+        (SELECT queue, priority, run_at FROM {live}
          WHERE state = 'available' AND queue = h.queue AND priority < h.priority
          ORDER BY priority DESC, run_at LIMIT 1)
         UNION ALL
-        (SELECT queue, priority, run_at FROM {jobs}
+        (SELECT queue, priority, run_at FROM {live}
          WHERE state = 'available' AND queue > h.queue
          ORDER BY queue, priority DESC, run_at LIMIT 1)
         LIMIT 1
@@ -147,11 +141,11 @@ WITH waiting AS (
     SELECT queue, count(*) AS waiting,
            now() - min(run_at) FILTER (WHERE run_at <= now()) AS oldest_waiting
     FROM (
-        SELECT queue, run_at FROM {jobs} WHERE state = 'available' LIMIT %(scan)s
+        SELECT queue, run_at FROM {live} WHERE state = 'available' LIMIT %(scan)s
     ) AS w
     GROUP BY queue
 ), running AS (
-    SELECT queue, count(*) AS running FROM {jobs} WHERE state = 'running' GROUP BY queue
+    SELECT queue, count(*) AS running FROM {live} WHERE state = 'running' GROUP BY queue
 ), recent AS (
     SELECT queue,
            count(*) FILTER (WHERE state = 'completed') AS completed_last_hour,
@@ -255,7 +249,7 @@ class DashboardStatements(StatementGroup):
         params = {
             "cap": COUNT_CAP,
             "small": SMALL_TABLE,
-            "schema": self.schema,
+            "history": self.sql.render("{history}").as_string(),
             "states": [state.value for state in STATES],
         }
         found = self._rows(conn, STATE_COUNTS, params)

@@ -82,20 +82,32 @@ SELECT id, state, workflow_id, step FROM {jobs} WHERE id = ANY(%(ids)s::bigint[]
 # jobs_workflow_step_idx, stopping at the first such step.
 UNFINISHED_WORKFLOWS = """
 SELECT w.id FROM unnest(%(ids)s::bigint[]) AS w(id)
-WHERE EXISTS (SELECT FROM {jobs} AS s
+WHERE EXISTS (SELECT FROM {live} AS s
               WHERE s.workflow_id = w.id AND s.state IN ('available', 'running', 'blocked'))
 """
-# Deleting by hand, all or nothing like retry and cancel: rows locked in id order first.
+# Deleting by hand, all or nothing like retry and cancel: rows locked in id order first,
+# in each table (live rows first; a finished row may still be in jobs_live).
 LOCK_FOR_DELETE = """
-SELECT id, state, workflow_id, step FROM {jobs}
-WHERE id = ANY(%(ids)s::bigint[])
-ORDER BY id
-FOR UPDATE
+SELECT * FROM (
+    SELECT id, state, workflow_id, step FROM {live}
+    WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+) AS live
+UNION ALL
+SELECT * FROM (
+    SELECT id, state, workflow_id, step FROM {history}
+    WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+) AS finished
 """
 DELETE_FINISHED = """
-DELETE FROM {jobs}
-WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('completed', 'failed', 'cancelled')
-RETURNING id, workflow_id
+WITH live AS (
+    DELETE FROM {live}
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('completed', 'failed', 'cancelled')
+    RETURNING id, workflow_id
+), finished AS (
+    DELETE FROM {history} WHERE id = ANY(%(ids)s::bigint[])
+    RETURNING id, workflow_id
+)
+SELECT * FROM live UNION ALL SELECT * FROM finished
 """
 
 # A step's dependents: the steps of its workflow that list it in `depends_on` (the
@@ -281,6 +293,11 @@ class DashboardJobs(StatementGroup):
             row[0]: row for row in self._rows(conn, LOCK_FOR_DELETE, {"ids": sorted(set(ids))})
         }
         missing = sorted(set(ids) - locked.keys())
+        if missing:
+            # Finished while this waited for its lock: moved to the history since.
+            again = self._rows(conn, LOCK_FOR_DELETE, {"ids": missing})
+            locked.update((row[0], row) for row in again)
+            missing = sorted(set(ids) - locked.keys())
         if missing:
             many = "jobs with ids" if len(missing) > 1 else "job with id"
             raise JobNotFoundError(f"no {many} {', '.join(map(str, missing))}")

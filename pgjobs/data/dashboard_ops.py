@@ -43,7 +43,7 @@ WITH entries AS MATERIALIZED (
            coalesce((e.entry ->> 'attempt')::int, 1) > 0 AS attempted,
            r.state = 'failed' AND e.position = jsonb_array_length(r.errors) AS final
     FROM (
-        (SELECT task, state, errors, finished_at, true AS unfinished FROM {jobs}
+        (SELECT task, state, errors, finished_at, true AS unfinished FROM {live}
          WHERE errors <> '[]'::jsonb AND finished_at IS NULL
          ORDER BY finished_at DESC
          LIMIT %(unfinished_cap)s)
@@ -99,7 +99,7 @@ WITH fleet AS (
     ORDER BY d.duty, f.started_at, f.id
 ), held AS (
     SELECT worker_id, task, count(*) AS n
-    FROM (SELECT worker_id, task FROM {jobs} WHERE state = 'running' LIMIT %(scan)s) AS r
+    FROM (SELECT worker_id, task FROM {live} WHERE state = 'running' LIMIT %(scan)s) AS r
     GROUP BY worker_id, task
 ), holding AS (
     SELECT worker_id, jsonb_object_agg(task, n) AS tasks, sum(n)::bigint AS jobs

@@ -334,7 +334,7 @@ class DoctorStatements(StatementGroup):
     def notifications(self, conn: Any) -> tuple[str | None, float]:
         """(the wake-up trigger's `tgenabled`, None when it is missing; the share of the
         server's notification queue in use)."""
-        params = {"jobs_table": self.sql.jobs.as_string()}
+        params = {"jobs_table": self.sql.live.as_string()}
         [(state, usage)] = self._rows(conn, NOTIFICATIONS, params)
         return state, float(usage)
 

@@ -37,8 +37,8 @@ SELECT current_setting('autovacuum') = 'on' AS enabled,
        current_setting('autovacuum_vacuum_scale_factor')::float8 AS scale_factor
 """
 
-# Each table's activity statistics and storage parameters; `jobs_family`: the jobs table
-# and, should it be partitioned, its partitions, which get the jobs table's settings.
+# Each table's activity statistics and storage parameters; `jobs_family`: the live jobs
+# table (and, should it be partitioned, its partitions), which gets the queue's settings.
 TABLES = """
 SELECT c.relname AS name,
        c.oid = to_regclass(%(jobs_table)s)
@@ -250,7 +250,7 @@ class TableStatements(StatementGroup):
         return AutovacuumDefaults(**row)
 
     def tables(self, conn: Any) -> list[TableHealth]:
-        params = {"schema": self.schema, "jobs_table": self.sql.jobs.as_string()}
+        params = {"schema": self.schema, "jobs_table": self.sql.live.as_string()}
         found = self._rows(conn, TABLES, params, named=True).dicts()
         return [TableHealth(**{**row, "options": _options(row["options"])}) for row in found]
 

@@ -178,7 +178,7 @@ ORDER BY 1
 # thread: both are `running` in the table), from the partial running index.
 LIST_WORKERS = """
 WITH held AS (
-    SELECT worker_id, id, task FROM {jobs} WHERE state = 'running'
+    SELECT worker_id, id, task FROM {live} WHERE state = 'running'
 ), tasks AS (
     SELECT worker_id, jsonb_object_agg(task, n) AS tasks
     FROM (SELECT worker_id, task, count(*) AS n FROM held GROUP BY worker_id, task) AS t
@@ -223,7 +223,7 @@ ORDER BY task, rank
 CONCURRENCY_USE = """
 WITH held AS (
     SELECT b.bucket, count(*) AS used
-    FROM {jobs} AS j CROSS JOIN LATERAL unnest(j.limit_buckets) AS b(bucket)
+    FROM {live} AS j CROSS JOIN LATERAL unnest(j.limit_buckets) AS b(bucket)
     WHERE j.state = 'running' AND j.limit_buckets IS NOT NULL
     GROUP BY b.bucket
 ), owned AS (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pgjobs.data.admin import AdminStatements
 from pgjobs.data.claims import ClaimStatements
+from pgjobs.data.history import HistoryStatements
 from pgjobs.data.inspect import InspectStatements
 from pgjobs.data.limits import LimitStatements
 from pgjobs.data.maintenance import MaintenanceStatements
@@ -24,3 +25,4 @@ class DataLayer:
         self.inspect = InspectStatements(self.sql)  # reading: CLI, admin, testing
         self.admin = AdminStatements(self.sql)  # changing by hand: CLI, admin, testing
         self.limits = LimitStatements(self.sql)  # concurrency and rate limits
+        self.history = HistoryStatements(self.sql)  # finished jobs' partitions

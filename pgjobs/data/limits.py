@@ -51,7 +51,7 @@ defs AS MATERIALIZED (
     SELECT name, max_running FROM {queues} WHERE max_running IS NOT NULL
 ), held AS MATERIALIZED (
     SELECT bucket, count(*)::int AS used
-    FROM {jobs} AS j
+    FROM {live} AS j
     CROSS JOIN LATERAL ({buckets_of_job}) AS b
     CROSS JOIN LATERAL unnest(ARRAY[b.c_bucket, b.q_bucket]) AS bucket
     WHERE j.state = 'running' AND bucket IS NOT NULL
@@ -87,7 +87,7 @@ BUCKETS_OF_JOB = """
 CANDIDATES = """
     SELECT j.id, j.priority, j.run_at, b.*,
            array_remove(ARRAY[b.c_bucket, b.q_bucket, b.r_bucket], NULL) AS buckets
-    FROM {jobs} AS j
+    FROM {live} AS j
     CROSS JOIN LATERAL ({buckets_of_job}) AS b
     WHERE j.state = 'available' AND j.run_at <= now() {queue_filter}
       AND (j.task IN (SELECT task FROM defs) OR j.queue IN (SELECT name FROM capped))
@@ -143,12 +143,12 @@ room AS (
       AND (c.r_bucket IS NULL OR c.r_rank <= (SELECT room FROM room WHERE bucket = c.r_bucket))
     ORDER BY priority DESC, run_at, id
 ), claimable AS (
-    SELECT id FROM {jobs}
+    SELECT id FROM {live}
     WHERE id = ANY(ARRAY(SELECT id FROM chosen)) AND state = 'available'
     ORDER BY id
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE {jobs} AS j
+    UPDATE {live} AS j
     SET state = 'running', attempts = j.attempts + 1, started_at = statement_timestamp(),
         began_at = CASE WHEN j.id = ANY(ARRAY(
                             SELECT id FROM chosen WHERE id IN (SELECT id FROM claimable)

@@ -17,7 +17,7 @@ from psycopg import sql as psql
 
 from pgjobs.data.connector import rows, run
 from pgjobs.data.group import StatementGroup
-from pgjobs.data.sql import SchemaSQL
+from pgjobs.data.sql import SchemaSQL, fill
 from pgjobs.data.steps import Atomic, Plan, Statement
 from pgjobs.types import WorkerRegistration
 
@@ -38,14 +38,14 @@ WITH leader AS (
     SELECT pg_try_advisory_xact_lock(hashtext(%(lock_name)s)) AS held
 ), stale AS (
     SELECT j.id, j.began_at IS NOT NULL OR j.id <@ w.ready_jobs IS TRUE AS began
-    FROM {jobs} AS j
+    FROM {live} AS j
     LEFT JOIN {workers} AS w ON w.id = j.worker_id
     WHERE j.state = 'running'
       AND j.heartbeat_at < now() - make_interval(secs => %(rescue_after)s)
       AND (SELECT held FROM leader)
     FOR UPDATE OF j SKIP LOCKED
 ), rescued AS (
-    UPDATE {jobs} AS j
+    UPDATE {live} AS j
     SET state = CASE WHEN stale.began AND j.attempts >= j.max_attempts
                      THEN 'failed' ELSE 'available' END,
         attempts = CASE WHEN stale.began THEN j.attempts ELSE j.attempts - 1 END,
@@ -72,11 +72,14 @@ FROM rescued
 """
 
 # Deletes one batch of plain jobs (workflows' steps go by PRUNE_STEPS), so a large
-# prune is many short transactions rather than one long lock. The literal state list
-# lets the planner use the partial jobs_finished_idx.
+# prune is many short transactions rather than one long lock. `pgjobs prune` drops the
+# history's partitions wholly past the cutoff (pgjobs/history.py), then deletes the rest
+# here from `{table}`, the history or the live table (finished rows not moved yet). The
+# literal state list lets the planner use jobs_live's partial jobs_finished_idx and
+# leave out the history's partitions of other states.
 PRUNE_FINISHED = """
 WITH batch AS (
-    SELECT id FROM {jobs}
+    SELECT id FROM {table}
     WHERE state IN ('completed', 'failed', 'cancelled')
       AND state = ANY(%(states)s::text[])
       AND finished_at < now() - make_interval(secs => %(older_than)s)
@@ -84,7 +87,7 @@ WITH batch AS (
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 )
-DELETE FROM {jobs} AS j
+DELETE FROM {table} AS j
 USING batch
 WHERE j.id = batch.id
 """
@@ -101,7 +104,7 @@ WHERE j.id = batch.id
 # locked: one retried meanwhile is left.
 PRUNE_STEPS = """
 WITH candidates AS MATERIALIZED (
-    SELECT id, workflow_id, finished_at FROM {jobs}
+    SELECT id, workflow_id, finished_at FROM {table}
     WHERE state IN ('completed', 'failed', 'cancelled')
       AND state = ANY(%(states)s::text[])
       AND finished_at < now() - make_interval(secs => %(older_than)s)
@@ -115,19 +118,19 @@ WITH candidates AS MATERIALIZED (
 ), finished AS (
     SELECT w.workflow_id FROM workflows AS w
     LEFT JOIN LATERAL (
-        SELECT true AS found FROM {jobs} AS s
+        SELECT true AS found FROM {live} AS s
         WHERE s.workflow_id = w.workflow_id AND s.state IN ('available', 'running', 'blocked')
         LIMIT 1
     ) AS unfinished ON true
     WHERE unfinished.found IS NULL
 ), batch AS (
-    SELECT j.id FROM {jobs} AS j
+    SELECT j.id FROM {table} AS j
     WHERE j.id IN (SELECT id FROM candidates
                    WHERE workflow_id IN (SELECT workflow_id FROM finished))
       AND j.state IN ('completed', 'failed', 'cancelled')
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
-    DELETE FROM {jobs} AS j
+    DELETE FROM {table} AS j
     USING batch
     WHERE j.id = batch.id
     RETURNING j.workflow_id
@@ -158,14 +161,19 @@ class PrunedSteps(NamedTuple):
 
 
 class PruneCursor(NamedTuple):
-    """Where a prune pass is: deleting plain jobs, then (`steps`) workflows' steps
-    finished after `after` (finished_at, id)."""
+    """Where a prune pass is: in which of PRUNED_TABLES, deleting plain jobs, then
+    (`steps`) workflows' steps finished after `after` (finished_at, id)."""
 
+    table: int = 0
     steps: bool = False
     after: tuple[datetime, int] = (datetime(1, 1, 1, tzinfo=timezone.utc), 0)
 
 
 PRUNE_START = PruneCursor()
+# The history first (where nearly all finished jobs are), then the live table.
+PRUNED_TABLES = ("{history}", "{live}")
+PRUNE_FINISHED_IN = [fill(PRUNE_FINISHED, table=table) for table in PRUNED_TABLES]
+PRUNE_STEPS_IN = [fill(PRUNE_STEPS, table=table) for table in PRUNED_TABLES]
 
 
 # A guard around retention's pass on the leader (a session lock, released at the end of
@@ -218,7 +226,7 @@ RETURNING id
 # one's wait, per queue, from the partial fetch index alone.
 QUEUE_DEPTHS = """
 SELECT queue, count(*), extract(epoch FROM now() - min(run_at))::float8
-FROM {jobs}
+FROM {live}
 WHERE state = 'available' AND run_at <= now()
 GROUP BY queue
 """
@@ -251,7 +259,13 @@ class MaintenanceStatements(StatementGroup):
         return [(row[0], row[1], row[2]) for row in self._rows(conn, RESCUE, params)]
 
     def prune_batch(
-        self, conn: Any, *, states: Sequence[str], older_than_seconds: float, batch_size: int
+        self,
+        conn: Any,
+        *,
+        states: Sequence[str],
+        older_than_seconds: float,
+        batch_size: int,
+        table: int = 0,
     ) -> int:
         """Delete up to `batch_size` plain jobs finished in `states` long enough ago; how
         many (workflows' steps: `prune_steps`)."""
@@ -260,7 +274,7 @@ class MaintenanceStatements(StatementGroup):
             "older_than": older_than_seconds,
             "batch_size": batch_size,
         }
-        return int(self._rows(conn, PRUNE_FINISHED, params).rowcount)
+        return int(self._rows(conn, PRUNE_FINISHED_IN[table], params).rowcount)
 
     def prune_steps(
         self,
@@ -270,6 +284,7 @@ class MaintenanceStatements(StatementGroup):
         older_than_seconds: float,
         batch_size: int,
         after: tuple[datetime, int] = PRUNE_START.after,
+        table: int = 0,
     ) -> PrunedSteps:
         """Delete the steps of finished workflows among the next `batch_size` steps
         finished in `states` long enough ago, after `after`, and the workflows left
@@ -282,13 +297,13 @@ class MaintenanceStatements(StatementGroup):
             "after_at": after[0],
             "after_id": after[1],
         }
-        return run(conn, self.schema, _atomic(self._prune_steps(params, after)))
+        return run(conn, self.schema, _atomic(self._prune_steps(params, after, table)))
 
     def _prune_steps(
-        self, params: dict[str, Any], after: tuple[datetime, int]
+        self, params: dict[str, Any], after: tuple[datetime, int], table: int
     ) -> Plan[PrunedSteps]:
         [(scanned, deleted, last_at, last_id, emptied)] = yield Statement(
-            self.sql.render(PRUNE_STEPS), params
+            self.sql.render(PRUNE_STEPS_IN[table]), params
         )
         if emptied:
             yield Statement(self.sql.render(DELETE_EMPTY_WORKFLOWS), {"ids": emptied})
@@ -310,18 +325,25 @@ class MaintenanceStatements(StatementGroup):
         next batch starts (None: the pass is over)."""
         if not cursor.steps:
             deleted = self.prune_batch(
-                conn, states=states, older_than_seconds=older_than_seconds, batch_size=batch_size
+                conn,
+                states=states,
+                older_than_seconds=older_than_seconds,
+                batch_size=batch_size,
+                table=cursor.table,
             )
-            return deleted, cursor if deleted >= batch_size else PruneCursor(steps=True)
+            return deleted, cursor if deleted >= batch_size else cursor._replace(steps=True)
         pruned = self.prune_steps(
             conn,
             states=states,
             older_than_seconds=older_than_seconds,
             batch_size=batch_size,
             after=cursor.after,
+            table=cursor.table,
         )
-        more = pruned.scanned >= batch_size
-        return pruned.deleted, PruneCursor(True, pruned.after) if more else None
+        if pruned.scanned >= batch_size:
+            return pruned.deleted, cursor._replace(after=pruned.after)
+        following = cursor.table + 1
+        return pruned.deleted, PruneCursor(following) if following < len(PRUNED_TABLES) else None
 
     def try_maintenance_lock(self, conn: Any, name: str) -> bool:
         """Take the session lock of maintenance task `name` if no other worker holds it."""

@@ -30,7 +30,7 @@ DO NOTHING
 """
 
 ENQUEUE = """
-INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
+INSERT INTO {live} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
 SELECT i.queue, i.task, i.payload::jsonb, i.priority,
        coalesce(i.run_at, now() + make_interval(secs => i.delay)),
        i.max_attempts, i.unique_key, i.meta::jsonb
@@ -51,7 +51,7 @@ RETURNING id, unique_key
 # parameters (psycopg maps named ones to positions at every execute: 8 µs of a 130 µs
 # single enqueue).
 ENQUEUE_ONE = """
-INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
+INSERT INTO {live} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
 VALUES (%s, %s, %s::jsonb, %s,
         coalesce(%s::timestamptz, now() + make_interval(secs => %s)),
         %s, %s, %s::jsonb)
@@ -65,7 +65,7 @@ RETURNING id, unique_key
 # drawn first, in ascending order, by a function of the schema (migration 0006: it runs
 # with its owner's rights, so a producer needs no grant on the sequence).
 RESERVE_JOB_IDS = "SELECT {reserve_job_ids}(%(count)s)"
-COPY_JOBS = "COPY {jobs} (id, queue, task, payload, priority, max_attempts, meta) FROM STDIN"
+COPY_JOBS = "COPY {live} (id, queue, task, payload, priority, max_attempts, meta) FROM STDIN"
 
 # Large batches: COPY into a temporary table, then one INSERT from it. COPY sends the rows
 # in PostgreSQL's binary format, several times cheaper on both sides than adapting and
@@ -84,7 +84,7 @@ STAGING_TYPES = (
 )  # fmt: skip
 COPY_TO_STAGING = "COPY {staging} FROM STDIN (FORMAT BINARY)"
 ENQUEUE_STAGED = """
-INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
+INSERT INTO {live} (queue, task, payload, priority, run_at, max_attempts, unique_key, meta)
 SELECT s.queue, s.task, s.payload::jsonb, s.priority,
        coalesce(s.run_at, now() + make_interval(secs => s.delay)),
        s.max_attempts, s.unique_key, s.meta::jsonb
@@ -96,7 +96,7 @@ RETURNING id, unique_key
 DROP_STAGING = "DROP TABLE {staging}"
 
 UNIQUE_KEY_HOLDERS = """
-SELECT unique_key, id FROM {jobs}
+SELECT unique_key, id FROM {live}
 WHERE unique_key = ANY(%(unique_keys)s::text[]) AND state IN ('available', 'running')
 """
 
@@ -107,7 +107,7 @@ QUEUE_LIMITS = "SELECT name, max_waiting FROM {queues} WHERE max_waiting IS NOT 
 # count costs the same for a queue of a hundred jobs and one of ten million.
 COUNT_WAITING = """
 SELECT count(*) FROM (
-    SELECT FROM {jobs} WHERE queue = %(queue)s AND state = 'available' LIMIT %(up_to)s
+    SELECT FROM {live} WHERE queue = %(queue)s AND state = 'available' LIMIT %(up_to)s
 ) AS waiting
 """
 

@@ -83,7 +83,7 @@ WITH due AS (
     WHERE name = %(name)s AND done_until < %(tick)s
     FOR UPDATE
 ), enqueued AS (
-    INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, scheduled_at)
+    INSERT INTO {live} (queue, task, payload, priority, run_at, max_attempts, scheduled_at)
     SELECT %(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s, %(tick)s,
            %(max_attempts)s, %(tick)s
     FROM due

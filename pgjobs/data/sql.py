@@ -1,6 +1,6 @@
 """Statement text bound to a schema: identifiers quoted once with `psycopg.sql`, cached.
 
-Statements are written against placeholders (`{jobs}`, `{queues}`, `{workers}`,
+Statements are written against placeholders (`{jobs}`, `{live}`, `{queues}`, `{workers}`,
 `{schedules}`, ...) and bind every value as a parameter. Each data module keeps its own
 statements beside the functions that run them; `SchemaSQL(schema).render(TEMPLATE)`
 turns one into the text for a schema. Batches travel as arrays and are expanded with
@@ -54,10 +54,18 @@ class SchemaSQL:
         self.control_channel = control_channel(schema)
         self.results_channel = results_channel(schema)
         self.jobs = sql.Identifier(schema, "jobs")
+        self.live = sql.Identifier(schema, "jobs_live")
         # Alembic's version table lives in the schema too (migrations/env.py).
         self.version_table = sql.Identifier(schema, "alembic_version")
         self._identifiers = {
+            # The view of every job; `live` and `history` are its two tables (migration
+            # 0012): waiting, blocked and running jobs, and finished ones.
             "jobs": self.jobs,
+            "live": self.live,
+            "history": sql.Identifier(schema, "jobs_history"),
+            "history_partition": sql.Identifier(schema, "jobs_history_partition"),
+            "history_drop": sql.Identifier(schema, "jobs_history_drop"),
+            "move_finished_batch": sql.Identifier(schema, "jobs_move_finished_batch"),
             "queues": sql.Identifier(schema, "queues"),
             "workers": sql.Identifier(schema, "workers"),
             "schedules": sql.Identifier(schema, "schedules"),

@@ -37,7 +37,7 @@ WITH workflow AS (
     SELECT parent, array_agg(child_id ORDER BY child) AS dependents
     FROM edges GROUP BY parent
 )
-INSERT INTO {jobs} (id, queue, task, payload, priority, run_at, max_attempts, workflow_id,
+INSERT INTO {live} (id, queue, task, payload, priority, run_at, max_attempts, workflow_id,
                     step, run_if, state, depends_on, dependents, waiting_for, meta)
 SELECT new.ids[s.n], s.queue, s.task, s.payload::jsonb, s.priority,
        coalesce(s.run_at, now() + make_interval(secs => s.delay)), s.max_attempts,
@@ -64,12 +64,22 @@ RETURNING id, workflow_id
 # it at once (unless it runs if they merely finished), as settle_steps would have.
 # The adding step's own row is locked with them and must still be running this attempt:
 # a step cancelled (or rescued) while it runs adds nothing more to its workflow.
+# Finished dependencies are in the history, where nothing changes them but a retry
+# (which locks the adding step's row first): they are read, not locked. One that
+# finished while this waited for its lock is in neither part of this statement's
+# answer; the caller asks once more before calling a dependency unknown.
 LOCK_STEPS = """
-SELECT id, step, state, attempts FROM {jobs}
+SELECT * FROM (
+    SELECT id, step, state, attempts FROM {live}
+    WHERE workflow_id = %(workflow_id)s
+      AND (step = ANY(%(names)s::text[]) OR id = ANY(%(ids)s::bigint[]) OR id = %(adder)s)
+    ORDER BY id
+    FOR UPDATE
+) AS unfinished
+UNION ALL
+SELECT id, step, state, attempts FROM {history}
 WHERE workflow_id = %(workflow_id)s
   AND (step = ANY(%(names)s::text[]) OR id = ANY(%(ids)s::bigint[]) OR id = %(adder)s)
-ORDER BY id
-FOR UPDATE
 """
 FIND_STEP = "SELECT id FROM {jobs} WHERE workflow_id = %(workflow_id)s AND step = %(step)s"
 ADD_STEP = """
@@ -88,7 +98,7 @@ WITH parents AS (
                 WHEN waiting > 0 THEN 'blocked' ELSE 'available' END AS state
     FROM summary
 ), inserted AS (
-    INSERT INTO {jobs} (queue, task, payload, priority, run_at, max_attempts, workflow_id,
+    INSERT INTO {live} (queue, task, payload, priority, run_at, max_attempts, workflow_id,
                         step, run_if, state, depends_on, waiting_for, finished_at, errors,
                         meta)
     SELECT %(queue)s, %(task)s, %(payload)s::jsonb, %(priority)s,
@@ -104,7 +114,7 @@ WITH parents AS (
     FROM decided AS d
     RETURNING id, state
 ), linked AS (
-    UPDATE {jobs} AS j
+    UPDATE {live} AS j
     SET dependents = coalesce(j.dependents, '{{}}') || ARRAY(SELECT id FROM inserted)
     FROM parents
     WHERE j.id = parents.id AND parents.state NOT IN ('completed', 'failed', 'cancelled')
@@ -194,7 +204,7 @@ def add_step(
     if existing:
         return AddedStep(int(existing[0][0]), new=False)
     adder_id, attempt = adder
-    locked = yield Statement(
+    lock = Statement(
         sql.render(LOCK_STEPS),
         {
             "workflow_id": workflow_id,
@@ -203,6 +213,9 @@ def add_step(
             "adder": adder_id,
         },
     )
+    locked = yield lock
+    if len(locked) < len(set(after_names)) + len(set(after_ids)) + 1:
+        locked = yield lock
     if not any(row[0] == adder_id and row[2:] == ("running", attempt) for row in locked):
         raise JobStateError(
             {

@@ -109,7 +109,7 @@ def notifications(ctx: Context) -> Finding:
             name,
             "fail",
             "the wake-up trigger jobs_notify_available is missing from "
-            + ident(ctx.schema, "jobs"),
+            + ident(ctx.schema, "jobs_live"),
             "restore it from the migration (pgjobs migrate --sql prints its definition)",
         )
     if trigger in TRIGGER_OFF:
@@ -117,7 +117,7 @@ def notifications(ctx: Context) -> Finding:
             name,
             "warn",
             f"the wake-up trigger is {TRIGGER_OFF[trigger]}: workers find jobs only when they poll",
-            f"ALTER TABLE {ident(ctx.schema, 'jobs')} ENABLE TRIGGER jobs_notify_available",
+            f"ALTER TABLE {ident(ctx.schema, 'jobs_live')} ENABLE TRIGGER jobs_notify_available",
         )
     status = judge(usage, t.notify_queue_warn, t.notify_queue_fail)
     if status != "ok":

@@ -64,7 +64,7 @@ def vacuum(ctx: Context) -> Finding:
     judged = [(_dead_status(table, t), table) for table in tables]
     status = worst([verdict for verdict, _ in judged])
     if status == "ok":
-        jobs = next((table for table in tables if table.name == "jobs"), tables[0])
+        jobs = next((table for table in tables if table.name == "jobs_live"), tables[0])
         dead = sum(table.dead_rows for table in tables)
         return Finding(
             name,

@@ -299,7 +299,9 @@ class WorkerParts(DataPath):
         self.periodic = PeriodicEnqueuer(
             upkeep, data.schedules, list(app.schedules.values()) if settings.periodic else []
         )
-        self.retention = Retention(upkeep, data.maintenance, settings.retention)
+        self.retention = Retention(
+            upkeep, data.maintenance, settings.retention, history=data.history
+        )
         members: list[tuple[str, LoopService]] = [
             (MAINTENANCE, self.rescuer),
             (MAINTENANCE, LostWorkers(upkeep, data.maintenance, interval=beat)),

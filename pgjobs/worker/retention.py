@@ -1,12 +1,13 @@
-"""Retention: deletes finished jobs once they are past their state's retention.
+"""Retention: drops finished jobs once they are past their state's retention.
 
-Without it the jobs table grows forever (`pgjobs prune` by hand or from cron was the only
-way). It is maintenance: only the leader runs it (`worker/maintenance.py`), once a
-minute. A pass deletes in batches of `PRUNE_BATCH_SIZE` rows, each its own short
-statement (the ones `pgjobs prune` uses: plain jobs, then workflows' steps, which stay
-until their whole workflow has finished) on the maintenance connection, so the other
-maintenance services wait for one batch at most, and it stops between batches when
-maintenance stops. A session advisory lock around the pass stays as a guard for the beat
+Without it the history grows forever. It is maintenance: only the leader runs it
+(`worker/maintenance.py`), once a minute. A pass makes the history's partitions for the
+days ahead, moves the finished rows left in jobs_live into the history in batches of
+`PRUNE_BATCH_SIZE` (each its own short statement), and drops whole partitions whose day
+is past the state's retention (pgjobs/history.py): a job stays between its retention and
+one day more, and removing it deletes no row. Steps of workflows with unfinished steps
+keep their partition. It runs on the maintenance connection and stops between steps
+when maintenance stops. A session advisory lock around the pass stays as a guard for the beat
 in which two workers may both think they lead; it goes with the connection if the worker
 dies mid-pass.
 """
@@ -17,13 +18,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
 
+from pgjobs import history
 from pgjobs.admin import PRUNE_BATCH_SIZE
-from pgjobs.data.maintenance import PRUNE_START, MaintenanceStatements, PruneCursor
+from pgjobs.data.history import HistoryStatements
+from pgjobs.data.maintenance import MaintenanceStatements
 from pgjobs.errors import ConfigurationError
 from pgjobs.types import FINISHED_STATES
 from pgjobs.worker.connection import CONNECTION_ERRORS, Connections
@@ -36,6 +38,10 @@ DAY = 86400.0
 # Seconds between passes: finished jobs a minute past their retention cost nothing.
 INTERVAL = 60.0
 LOCK_NAME = "retention"
+# Batches of finished rows moved out of jobs_live per pass: the other maintenance on
+# the leader's connection (rescue, periodic enqueue) waits for a pass, so a large old
+# history moves over several passes (`pgjobs migrate` moves it all at once).
+MOVE_BATCHES_PER_PASS = 10
 OFF = "off"
 
 
@@ -82,7 +88,9 @@ class RetentionPolicy:
 
 
 class Retention(StatementService[MaintenanceStatements]):
-    """Deletes finished jobs past `policy` every `interval` seconds; idle when None."""
+    """Keeps the history every `interval` seconds: makes its partitions ahead, moves
+    finished rows left in jobs_live into it, and drops the partitions past `policy`
+    (None keeps every finished job)."""
 
     def __init__(
         self,
@@ -90,48 +98,47 @@ class Retention(StatementService[MaintenanceStatements]):
         statements: MaintenanceStatements,
         policy: RetentionPolicy | None,
         *,
+        history: HistoryStatements,
         interval: float = INTERVAL,
         batch_size: int = PRUNE_BATCH_SIZE,
     ) -> None:
         super().__init__("retention", interval, connection, statements)
         self.policy = policy
+        self.history = history
         self.batch_size = batch_size
 
     def run_once(self) -> dict[str, int] | None:
-        """One pass: {state: jobs deleted}, or None when another worker holds the turn."""
-        if self.policy is None:
-            return {}
+        """One pass: {state: jobs dropped}, or None when another worker holds the turn."""
         if not self._run(lambda conn: self.statements.try_maintenance_lock(conn, LOCK_NAME)):
             return None
         try:
-            deleted = {
-                state: self._delete(state, seconds) for state, seconds in self.policy.by_state()
-            }
+            self._run(lambda conn: history.prepare(conn, self.history))
+            moved = self._run(
+                lambda conn: history.move_finished(
+                    conn,
+                    self.history,
+                    batch_size=self.batch_size,
+                    max_batches=MOVE_BATCHES_PER_PASS,
+                    stopping=lambda: self.stopping,
+                )
+            )
+            retention = dict(self.policy.by_state()) if self.policy else {}
+            deleted = self._run(
+                lambda conn: history.drop_expired(
+                    conn, self.history, retention, stopping=lambda: self.stopping
+                )
+            )
         finally:
             # On a connection that broke meanwhile the lock went with the session.
             with contextlib.suppress(*CONNECTION_ERRORS):
                 self._run(lambda conn: self.statements.release_maintenance_lock(conn, LOCK_NAME))
+        if moved:
+            log.info("moved finished jobs into the history", extra={"moved": moved})
         if any(deleted.values()):
             log.info(
-                "deleted finished jobs past their retention",
+                "dropped finished jobs past their retention",
                 extra={f"{state}_deleted": count for state, count in deleted.items()},
             )
-        return deleted
-
-    def _delete(self, state: str, seconds: float) -> int:
-        deleted = 0
-        cursor: PruneCursor | None = PRUNE_START
-        while cursor is not None and not self.stopping:
-            batch, cursor = self._run(
-                partial(
-                    self.statements.prune_next,
-                    states=[state],
-                    older_than_seconds=seconds,
-                    batch_size=self.batch_size,
-                    cursor=cursor,
-                )
-            )
-            deleted += batch
         return deleted
 
     def _run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:

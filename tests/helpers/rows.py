@@ -48,7 +48,9 @@ def job_row_locked(database_url: str, schema: str, job_id: int) -> Iterator[None
     """
     with psycopg.connect(database_url) as blocker:
         blocker.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(_table(schema, "jobs")),
+            sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(
+                _table(schema, "jobs_live")
+            ),
             (job_id,),
         )
         yield
@@ -124,7 +126,8 @@ def make_job(
 
 
 def update_job(observer: psycopg.Connection[Any], schema: str, job_id: int, **columns: Any) -> None:
-    """Set columns of one job directly."""
+    """Set columns of one job directly: in jobs_live while it is there (a job given a
+    final state moves to the history), else through the `jobs` view."""
     assignments = [
         sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in columns
     ]
@@ -132,12 +135,15 @@ def update_job(observer: psycopg.Connection[Any], schema: str, job_id: int, **co
         name: Jsonb(value) if name in ("errors", "payload") else value
         for name, value in columns.items()
     }
-    observer.execute(
-        sql.SQL("UPDATE {} SET {} WHERE id = %(id)s").format(
-            sql.Identifier(schema, "jobs"), sql.SQL(", ").join(assignments)
-        ),
-        {**params, "id": job_id},
-    )
+    for table in ("jobs_live", "jobs"):
+        changed = observer.execute(
+            sql.SQL("UPDATE {} SET {} WHERE id = %(id)s").format(
+                sql.Identifier(schema, table), sql.SQL(", ").join(assignments)
+            ),
+            {**params, "id": job_id},
+        )
+        if changed.rowcount:
+            return
 
 
 def ago(seconds: float = 0) -> datetime:

@@ -69,7 +69,7 @@ sys.path[:0] = [str(BENCH), str(PEERS)]
 
 import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements)
 from comparison.common.cpu import CpuSampler  # noqa: E402
-from harness import make_partitions  # noqa: E402
+from harness import make_partitions, stop  # noqa: E402
 
 from pgjobs.data.claims import (  # noqa: E402
     CLAIM_FORMS,
@@ -430,16 +430,6 @@ def difference(after: list[list[Any]], before: list[list[Any]]) -> list[list[Any
 
 def subtract(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {key: value - before.get(key, 0) for key, value in after.items()}
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- py-spy's samples ---------------------------------------------------------------------

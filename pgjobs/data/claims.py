@@ -12,7 +12,7 @@ from typing import Any
 
 from pgjobs.data.connector import rows
 from pgjobs.data.group import StatementGroup
-from pgjobs.data.history import moved_row
+from pgjobs.data.history import ENSURE_PARTITIONS, moved_row
 from pgjobs.data.sql import SchemaSQL, fill, id_ranges, int_array
 from pgjobs.data.steps import Statement
 from pgjobs.types import ClaimedJob, Outcome
@@ -150,8 +150,8 @@ FROM recorded
 # twice as cheap for the database and for the worker that sends it. A completed job
 # moves to the history in this statement: deleted from jobs_live, inserted into the
 # day's partition of `jobs_history` (migration 0012); the partition is made beforehand
-# (ENSURE_TODAY), since a statement routes its rows only to partitions that existed
-# when it began.
+# (data/history.py's ENSURE_PARTITIONS, before the first completion of each day), since
+# a statement routes its rows only to partitions that existed when it began.
 ATTEMPTS = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
 COMPLETE_JOBS = """
 WITH o AS ({held_outcomes}), done AS (
@@ -185,14 +185,6 @@ WITH o AS ({held_outcomes}), results AS MATERIALIZED (
 )
 SELECT id, {settle_finished}
 FROM recorded
-"""
-
-# The history's partitions of completed jobs for today and tomorrow (UTC, by the
-# server's clock), made if missing: run before the first completion of each day a
-# worker sees. (Failed and cancelled jobs move by the row trigger, which makes theirs.)
-ENSURE_TODAY = """
-SELECT {history_partition}('completed', now()),
-       {history_partition}('completed', now() + interval '1 day')
 """
 
 # Appended to the statements that finish jobs: the workflow steps among `recorded` that
@@ -321,7 +313,10 @@ class ClaimStatements(StatementGroup):
         applied: set[int] = set()
         today = datetime.now(timezone.utc).date()
         if self._history_ready_on != today and any(o.state == "completed" for o in outcomes):
-            self._rows(conn, ENSURE_TODAY)
+            # The history's partitions of completed jobs for today and tomorrow (UTC, by
+            # the server's clock): failed and cancelled jobs move by the row trigger,
+            # which makes theirs.
+            self._rows(conn, ENSURE_PARTITIONS, {"states": ["completed"], "days_ahead": 1})
             # Made for good only once committed: inside a caller's transaction (the
             # testing helpers') they are checked again the next time.
             if getattr(conn, "autocommit", False):

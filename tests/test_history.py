@@ -16,6 +16,7 @@ from pgjobs import App, FailJob
 from pgjobs.admin import cancel_jobs, retry_jobs
 from pgjobs.migrate import upgrade
 from pgjobs.testing import Jobs
+from pgjobs.worker.outcomes import completed
 from tests.helpers import job, run_cli, wait_until
 
 Capsys = pytest.CaptureFixture[str]
@@ -109,25 +110,43 @@ def test_hand_written_sql_may_write_the_view(
     assert table_of(observer, schema, job_id) == []
 
 
-def test_a_heartbeat_waiting_for_a_row_that_is_cancelled_meanwhile_passes_over_it(
-    app: App, database_url: str, observer: psycopg.Connection[Any], schema: str
+@pytest.mark.parametrize("meanwhile", ["cancelled", "rescued"])
+@pytest.mark.parametrize("statement", ["heartbeat", "completion", "completion with a result"])
+def test_a_statement_waiting_for_a_row_taken_away_meanwhile_passes_over_it(
+    app: App,
+    database_url: str,
+    observer: psycopg.Connection[Any],
+    schema: str,
+    statement: str,
+    meanwhile: str,
 ) -> None:
-    # given: a running job, cancelled in a transaction not committed yet
+    # given: a running job, cancelled (or rescued) in a transaction not committed yet
     job_id = app.enqueue(None, "ok", {})
     with psycopg.connect(database_url, autocommit=True) as worker:
         [claimed], _ = app.data.claims.claim(worker, limit=1, queue=None, worker_id="w")
         admin = psycopg.connect(database_url)
-        app.data.admin.lock_jobs(admin, [job_id])
-        app.data.admin.cancel_jobs(admin, [job_id])
+        if meanwhile == "cancelled":
+            app.data.admin.lock_jobs(admin, [job_id])
+            app.data.admin.cancel_jobs(admin, [job_id])
+        else:
+            assert app.data.maintenance.rescue(admin, rescue_after=0) == [
+                (job_id, "available", False)
+            ]
         beats: list[set[int] | BaseException] = []
 
         def heartbeat() -> None:
+            claims = app.data.claims
             try:
-                beats.append(app.data.claims.heartbeat(worker, [claimed.id], worker_id="w"))
+                if statement == "heartbeat":
+                    beats.append(claims.heartbeat(worker, [claimed.id], worker_id="w"))
+                else:
+                    result = '{"ok": 1}' if statement.endswith("result") else None
+                    outcome = completed(claimed, result_json=result)
+                    beats.append(claims.record_outcomes(worker, [outcome], worker_id="w"))
             except BaseException as error:
                 beats.append(error)
 
-        # when: the worker's heartbeat waits for the row, and the cancel commits
+        # when: the worker's heartbeat (or outcome) waits for the row, and the cancel commits
         beat = threading.Thread(target=heartbeat)
         beat.start()
         wait_until(lambda: waiting_for_a_lock(observer))
@@ -135,9 +154,15 @@ def test_a_heartbeat_waiting_for_a_row_that_is_cancelled_meanwhile_passes_over_i
         admin.close()
         beat.join(10)
 
-    # then: the heartbeat found the row gone (no serialization failure) and says so
+    # then: it found the row no longer this attempt's (no serialization failure) and
+    # says so; the job stays as the other transaction left it, its outcome dropped
     assert beats == [set()]
-    assert table_of(observer, schema, job_id) == ["jobs_history"]
+    if meanwhile == "cancelled":
+        assert table_of(observer, schema, job_id) == ["jobs_history"]
+        assert job(observer, schema, job_id)["state"] == "cancelled"
+    else:
+        assert table_of(observer, schema, job_id) == ["jobs_live"]
+        assert job(observer, schema, job_id)["state"] == "available"
 
 
 def waiting_for_a_lock(observer: psycopg.Connection[Any]) -> bool:

@@ -159,3 +159,37 @@ def test_a_batch_reads_its_own_rows_not_the_table(
     assert plan["Actual Rows"] == len(batch)
     steps = steps_on_jobs(plan)
     assert steps and all(rows <= len(batch) for _, rows in steps), steps
+
+
+def scans_of_jobs(node: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """Every step of a plan that reads `jobs_live` (the DELETE aside): (type, index)."""
+    found = []
+    if node.get("Relation Name") == "jobs_live" and node["Node Type"] != "ModifyTable":
+        found.append((node["Node Type"], node.get("Index Name")))
+    for child in node.get("Plans", []):
+        found += scans_of_jobs(child)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["completed", "completed with a result"])
+def test_a_completion_finds_its_rows_in_id_order_in_either_plan(
+    app: App, observer: Connection, conn: Connection, kind: str
+) -> None:
+    # given: 1,000 outcomes of the 1,200 jobs running among 20,000
+    running = claimed_and_analyzed(app, observer, enqueued=20_000, running=1_200)
+    batch = outcomes_of(kind, running[100:1_100])
+    [statement] = app.data.claims.outcome_statements(batch, worker_id="w")
+    query, params = statement.query, dict(statement.params or {})
+
+    # when: it runs as the worker sends it, and as a prepared statement's generic plan
+    plans = [custom_plan(conn, query, params), generic_plan(conn, query, params)]
+
+    # then: each reads jobs_live once, through an index keyed by id: its rows are locked
+    # in id order, as a heartbeat locks them, so the two cannot deadlock (a bitmap scan
+    # would lock them in the order of the table's pages)
+    for plan in plans:
+        assert plan["Actual Rows"] == len(batch)
+        assert scans_of_jobs(plan) in (
+            [("Index Scan", "jobs_running_idx")],
+            [("Index Scan", "jobs_live_pkey")],
+        )

@@ -56,13 +56,16 @@ CREATE TRIGGER {TABLE}_notify AFTER INSERT ON {TABLE}
 INSERT = f"INSERT INTO {TABLE} (payload) VALUES (%s)"
 CLAIM = f"""
 UPDATE {TABLE} SET state = 'running', started_at = now()
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT id FROM {TABLE} WHERE state = 'available'
     ORDER BY id LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING id, payload
 """
+# `= ANY(ARRAY(subquery))` rather than `IN (subquery)`: the planner turns IN into a hash
+# semi-join over a sequential scan of the whole table, on every claim (bench/PROFILE.md:
+# 5.46 µs a row against 3.40 written this way). The baseline claims at its best.
 COMPLETE = f"UPDATE {TABLE} SET state = 'completed', finished_at = now() WHERE id = ANY(%s)"
 POLL_SECONDS = 1.0
 

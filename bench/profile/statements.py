@@ -49,9 +49,10 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "peers")]
 import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements)
 from harness import live_of, make_partitions, tables_of  # noqa: E402
 
-from pgjobs.data.claims import CLAIM_FORMS, COMPLETE_JOBS, COMPLETED  # noqa: E402
+from pgjobs.data.claims import CLAIM_FORMS  # noqa: E402
 from pgjobs.data.history import moved_row  # noqa: E402
 from pgjobs.data.layer import DataLayer  # noqa: E402
+from pgjobs.data.outcome_sql import COMPLETE_JOBS, COMPLETED  # noqa: E402
 from pgjobs.data.sql import int_array  # noqa: E402
 from pgjobs.embedded import temporary_cluster  # noqa: E402
 from pgjobs.migrate import upgrade  # noqa: E402

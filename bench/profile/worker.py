@@ -1,6 +1,6 @@
 """`pgjobs work`, run in this process with what `drain.py` needs to see of it.
 
-    PROFILE_STATE=FILE [PROFILE_COUNT=1] python bench/profile/worker.py WORK-ARGUMENTS
+    PROFILE_STATE=FILE [PROFILE_COUNT=1] [PROFILE_CLAIMS=LOG] python bench/profile/worker.py ARGS
 
 Every 0.1 s a daemon thread writes to FILE (JSON, replaced atomically) the native id and
 name of every thread, so that the drain's per-thread CPU clocks can be named. With
@@ -10,6 +10,9 @@ returned or changed, and seconds in the call (the round trip, the server's work 
 The counts are cumulative; `drain.py` takes the difference of two readings. The wrapper
 costs a few microseconds a statement, so the CPU figures come from runs without it. The
 garbage collector's collections and their time, per generation, are always written.
+`PROFILE_CLAIMS=LOG` wraps it too, and appends to LOG (each time FILE is written) a line
+`began rows seconds` per CLAIM call: its wall-clock start, the jobs it claimed, and its
+time (`bench/sustained.py` follows the claims' cost over a long run).
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ import psycopg.sql
 
 STATE = Path(os.environ["PROFILE_STATE"])
 COUNT = os.environ.get("PROFILE_COUNT") == "1"
+CLAIMS = os.environ.get("PROFILE_CLAIMS")
 PERIOD = 0.1
 
 # Statement names by a fragment only that statement's text holds (pgjobs/data/*.py).
 MARKERS = (
     ("CLAIM", "claimable AS"),
-    ("COMPLETE_WATCHED", "AS by_id"),
+    ("COMPLETE_WATCHED", "results AS MATERIALIZED"),
     ("RECORD_OUTCOMES", "o(id, attempt, state, delay"),
     ("COMPLETE_JOBS", "'completed', done.priority"),  # the row it moves to the history
     ("READY_JOBS", "SET ready_jobs ="),
@@ -48,6 +52,7 @@ names: dict[int, str] = {}
 # whichever thread allocated past the threshold, so no frame of py-spy's names it).
 collections: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
 collecting: list[float] = [0.0]
+claim_calls: list[str] = []  # lines for CLAIMS, not written yet
 
 
 def on_gc(phase: str, info: dict[str, int]) -> None:
@@ -76,6 +81,7 @@ def statement_name(query: Any) -> str:
 
 def counting(execute: Any) -> Any:
     def execute_counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        began = time.time()
         started = time.perf_counter()
         try:
             return execute(self, query, *args, **kwargs)
@@ -87,6 +93,8 @@ def counting(execute: Any) -> Any:
                 entry[0] += 1
                 entry[1] += max(self.rowcount, 0)
                 entry[2] += seconds
+                if CLAIMS and key[1] == "CLAIM":
+                    claim_calls.append(f"{began:.6f} {max(self.rowcount, 0)} {seconds:.6f}\n")
 
     return execute_counted
 
@@ -97,6 +105,11 @@ def write_state() -> None:
             names[thread.native_id] = thread.name
     with lock:
         statements = [[*key, *value] for key, value in counts.items()]
+        claimed = claim_calls.copy()
+        claim_calls.clear()
+    if CLAIMS and claimed:
+        with open(CLAIMS, "a") as log:
+            log.writelines(claimed)
     state = {
         "threads": {str(k): v for k, v in names.items()},
         "statements": statements,
@@ -114,7 +127,7 @@ def keep_writing() -> None:
 
 
 def main() -> None:
-    if COUNT:
+    if COUNT or CLAIMS:
         psycopg.Cursor.execute = counting(psycopg.Cursor.execute)  # type: ignore[method-assign]
     gc.callbacks.append(on_gc)
     threading.Thread(target=keep_writing, name="profile-state", daemon=True).start()

@@ -1,4 +1,5 @@
-"""The worker's hot statements: claim, ready, heartbeat and write outcomes.
+"""The worker's hot statements: claim, ready, heartbeat and write outcomes (their SQL
+in data/outcome_sql.py).
 
 They run on the worker's own autocommit connections, each one atomic statement, so
 autocommit gives a transaction's guarantees at a third of the round trips.
@@ -12,7 +13,14 @@ from typing import Any
 
 from pgjobs.data.connector import rows
 from pgjobs.data.group import StatementGroup
-from pgjobs.data.history import ENSURE_PARTITIONS, moved_row
+from pgjobs.data.history import ENSURE_PARTITIONS
+from pgjobs.data.outcome_sql import (
+    COMPLETE_JOBS,
+    COMPLETE_WATCHED,
+    RECORD_OUTCOMES,
+    attempts_by_id,
+    results_by_id,
+)
 from pgjobs.data.sql import SchemaSQL, fill, id_ranges, int_array
 from pgjobs.data.steps import Statement
 from pgjobs.types import ClaimedJob, Outcome
@@ -27,7 +35,7 @@ from pgjobs.types import ClaimedJob, Outcome
 # in a lost worker's buffer from one that may have run (RESCUE).
 # The rows come back in no particular order: the worker's buffer orders what it holds.
 # The UPDATE finds the claimed rows by an array of their ids, for the reasons given at
-# HELD_OUTCOMES.
+# HEARTBEAT.
 CLAIM = """
 WITH {async_commit}claimable AS (
     SELECT id FROM {live}
@@ -80,124 +88,14 @@ HELD_BY_WORKER = """
     FOR UPDATE
 """
 
-# The outcomes in `{outcomes}` (a row source `o` with at least `id` and `attempt`) whose
-# attempt this worker is still running, their rows locked in id order like
-# HELD_BY_WORKER's: the sorted outcomes drive the loop. An outcome whose job was
-# meanwhile cancelled or rescued (no longer this attempt, running and ours) is left out,
-# so a late writer can never overwrite someone else's attempt; FOR UPDATE checks that
-# again on the newest row after a wait, and the lock keeps it true until the write
-# commits, so the UPDATE that follows only has to find the rows by id.
-# Each outcome looks up its own row by id, whatever the plan: one UPDATE joining the
-# outcomes, the locked rows and `jobs` got, as a prepared statement's generic plan, a
-# scan of every running job once per outcome (tests/test_outcome_plans.py).
-#
-# CLAIM, COMPLETE_JOBS and HEARTBEAT then update the locked rows found by one array of
-# their ids, `WHERE j.id = ANY(ARRAY(SELECT id FROM held))`, not by a join: whatever the
-# estimates, that is one pass over the primary key. Joined by id, a batch of 1,000 was
-# hash-joined to a scan of the whole table (60,000 rows: 25 ms a batch instead of 10), and
-# a join by id plus the array went quadratic when the statistics were stale (the array
-# scanned again for each row: 60 ms a claim of 460). A row updated by someone else since
-# the statement began is followed to its newest version as usual, and still matches.
-# RECORD_OUTCOMES sets each row from its own outcome, so it keeps the join by id: the rarer
-# path (failures, retries, snoozes), and at worst one scan of the table per batch.
-HELD_OUTCOMES = """
-    SELECT o.* FROM (SELECT * FROM {outcomes} ORDER BY id) AS o
-    CROSS JOIN LATERAL (
-        SELECT FROM {live} AS j
-        WHERE j.id = o.id AND j.attempts = o.attempt
-          AND j.state = 'running' AND j.worker_id = %(worker_id)s
-        FOR UPDATE
-    ) AS held
-"""
-
-# Writes the outcomes of many attempts at once: completion, retry, failure, snooze and
-# put-back are all "set this state, maybe push run_at, maybe append an error".
-# The worker that finished a job stays in `worker_id` (who ran it); a job that goes back
-# to waiting is nobody's. A NULL delay keeps `run_at`: a job handed back unstarted (at
-# shutdown, or surplus to the worker's buffer) keeps its place in line, and other
-# workers are woken for it at once, since only INSERTs fire the wake-up trigger.
-OUTCOMES = """unnest(
-        %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(delays)s::float8[],
-        %(errors)s::text[], %(attempts_deltas)s::int[], %(max_attempts_deltas)s::int[]
-    ) AS o(id, attempt, state, delay, error, attempts_delta, max_attempts_delta)"""
-RECORD_OUTCOMES = """
-WITH o AS ({held_outcomes}), recorded AS (
-    UPDATE {live} AS j
-    SET state = o.state,
-        attempts = j.attempts + o.attempts_delta,
-        max_attempts = j.max_attempts + o.max_attempts_delta,
-        run_at = CASE WHEN o.state = 'available' AND o.delay IS NOT NULL
-                      THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
-        errors = CASE WHEN o.error IS NULL THEN j.errors
-                      ELSE j.errors || jsonb_build_array(
-                          o.error::jsonb || jsonb_build_object('at', now())) END,
-        finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled')
-                           THEN now() END,
-        worker_id = CASE WHEN o.state = 'available' THEN NULL ELSE j.worker_id END,
-        heartbeat_at = NULL
-    FROM o
-    WHERE j.id = o.id
-    RETURNING j.id, j.queue, j.state, j.workflow_id, o.delay
-)
-SELECT id, CASE WHEN state = 'available' AND delay IS NULL
-                THEN pg_notify(%(channel)s, queue) END,
-       {settle_finished}
-FROM recorded
-"""
-
-# The common case of RECORD_OUTCOMES, on its own because it is most of the traffic:
-# attempts that succeeded. Two arrays instead of seven and no per-row CASE make it about
-# twice as cheap for the database and for the worker that sends it. A completed job
-# moves to the history in this statement: deleted from jobs_live, inserted into the
-# day's partition of `jobs_history` (migration 0012); the partition is made beforehand
-# (data/history.py's ENSURE_PARTITIONS, before the first completion of each day), since
-# a statement routes its rows only to partitions that existed when it began.
-ATTEMPTS = "unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS o(id, attempt)"
-COMPLETE_JOBS = """
-WITH o AS ({held_outcomes}), done AS (
-    DELETE FROM {live} AS j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM o))
-    RETURNING j.*
-)
-INSERT INTO {history}
-SELECT {completed_row} FROM done
-RETURNING id
-"""
-
-# COMPLETE_JOBS for the jobs someone may wait for or depend on: those of tasks that store
-# their result (written here, as the row moves) and workflows' steps. It wakes
-# `App.result` waiters and, through SETTLED_STEPS, releases the steps that waited for
-# these in this very statement's transaction. Plain jobs never take it, so they pay for
-# none of this. The rows are found by one array of ids, as COMPLETE_JOBS finds them; the
-# results travel as one JSON object keyed by job id, parsed once (the InitPlan of
-# `results`) and looked up per row, so that no join by id can turn into a scan.
-COMPLETE_WATCHED = """
-WITH o AS ({held_outcomes}), results AS MATERIALIZED (
-    SELECT %(results)s::jsonb AS by_id
-), done AS (
-    DELETE FROM {live} AS j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM o))
-    RETURNING j.*
-), recorded AS (
-    INSERT INTO {history}
-    SELECT {completed_row_with_result} FROM done
-    RETURNING id, state, workflow_id
-)
-SELECT id, {settle_finished}
-FROM recorded
-"""
-
-# Appended to the statements that finish jobs: the workflow steps among `recorded` that
-# finished are settled (their dependents released or cancelled, migration 0009's
-# settle_steps), and `App.result` waiters are woken, once per statement (an uncorrelated
-# subquery runs once). For plain jobs it is an aggregate over no row and an empty call.
-SETTLED_STEPS = """(
-        SELECT {settle_steps}(array_agg(id), array_agg(state))
-        FROM recorded
-        WHERE workflow_id IS NOT NULL AND state IN ('completed', 'failed', 'cancelled')
-    ) AS released,
-    (SELECT pg_notify(%(results_channel)s, '')
-     FROM recorded WHERE state IN ('completed', 'failed', 'cancelled') LIMIT 1) AS woken"""
+# CLAIM and HEARTBEAT update the locked rows found by one array of their ids,
+# `WHERE j.id = ANY(ARRAY(SELECT id FROM held))`, not by a join (the completions of
+# data/outcome_sql.py find their rows so too): whatever the estimates, that is one pass
+# over the primary key. Joined by id, a batch of 1,000 was hash-joined to a scan of the
+# whole table (60,000 rows: 25 ms a batch instead of 10), and a join by id plus the array
+# went quadratic when the statistics were stale (the array scanned again for each row:
+# 60 ms a claim of 460). A row updated by someone else since the statement began is
+# followed to its newest version as usual, and still matches.
 
 # Readies claimed jobs for the worker's threads, just before they need them: from now on
 # their attempt may begin, and a rescue counts it as lost (RESCUE). The worker lists in
@@ -252,25 +150,6 @@ def _claim_forms() -> dict[tuple[bool, bool], str]:
 
 CLAIM_FORMS = _claim_forms()
 # The statements as they run: their shared subqueries put in.
-RECORD_OUTCOMES = fill(
-    RECORD_OUTCOMES,
-    held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES),
-    settle_finished=SETTLED_STEPS,
-)
-COMPLETED = {"state": "'completed'", "finished_at": "now()", "heartbeat_at": "NULL"}
-COMPLETE_WATCHED = fill(
-    COMPLETE_WATCHED,
-    held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS),
-    settle_finished=SETTLED_STEPS,
-    completed_row_with_result=moved_row(
-        "done", **COMPLETED, result="(SELECT by_id FROM results) -> done.id::text"
-    ),
-)
-COMPLETE_JOBS = fill(
-    COMPLETE_JOBS,
-    held_outcomes=fill(HELD_OUTCOMES, outcomes=ATTEMPTS),
-    completed_row=moved_row("done", **COMPLETED),
-)
 HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)
 
 
@@ -337,7 +216,7 @@ class ClaimStatements(StatementGroup):
             successes = [o for o in successes if not o.watched]
             results: Mapping[str, Any] = {
                 "ids": int_array([o.job_id for o in watched]),
-                "attempts": int_array([o.attempt for o in watched]),
+                "attempts": attempts_by_id(watched),
                 "results": results_by_id(watched),
                 "worker_id": worker_id,
                 "results_channel": self.sql.results_channel,
@@ -346,7 +225,7 @@ class ClaimStatements(StatementGroup):
         if successes:
             completions = {
                 "ids": int_array([o.job_id for o in successes]),
-                "attempts": int_array([o.attempt for o in successes]),
+                "attempts": attempts_by_id(successes),
                 "worker_id": worker_id,
             }
             statements.append(Statement(self.sql.render(COMPLETE_JOBS), completions))
@@ -379,13 +258,6 @@ class ClaimStatements(StatementGroup):
         """Refresh `heartbeat_at` of the jobs still ours; returns their ids."""
         params = {"ids": int_array(ids), "worker_id": worker_id}
         return {row[0] for row in self._rows(conn, HEARTBEAT, params)}
-
-
-def results_by_id(outcomes: Sequence[Outcome]) -> str:
-    """The stored results of `outcomes` as one JSON object text: `{"12": <result>, ...}`
-    (each result is JSON already; outcomes without one are left out)."""
-    entries = [f'"{o.job_id}":{o.result_json}' for o in outcomes if o.result_json is not None]
-    return "{" + ",".join(entries) + "}"
 
 
 def claimed_jobs(rows: Sequence[tuple[Any, ...]]) -> tuple[list[ClaimedJob], set[int]]:

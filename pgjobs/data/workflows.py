@@ -3,7 +3,7 @@ step, the results a step reads, and the graph as `pgjobs workflow` shows it.
 
 The step graph lives on the steps' own rows (migration 0009): `depends_on`,
 `dependents`, `waiting_for`, `run_if`. Finishing a step settles its dependents in the
-finishing statement (data/claims.py's SETTLED_STEPS, migration 0009's settle_steps).
+finishing statement (data/outcome_sql.py's SETTLED_STEPS, migration 0009's settle_steps).
 """
 
 from __future__ import annotations

@@ -1,30 +1,21 @@
 """The claim buffer: claimed jobs waiting for a thread, in the order they must start.
 
-The fetcher asks `room()` before claiming and puts what it claimed here; executor threads
-`take()` from here, and the event loop of `async def` tasks `take_async()`s the jobs of
-those tasks (`is_async`), which wait in a line of their own. Outcomes waiting to be
-written are bounded separately, by the completer.
+The fetcher puts what it claimed here (within `room()`); executor threads `take()` the
+jobs, the event loop of `async def` tasks `take_async()`s theirs (`is_async`: a line of
+their own). Outcomes waiting to be written are bounded by the completer.
 
-Claiming ahead keeps the threads busy, and must not bend what pgjobs promises:
-- **Order.** Each line is a heap on `(priority DESC, run_at, id)`, so whatever several
-  claims brought in, the most urgent held job starts first. With weighted queues, jobs
-  of one priority from different queues start in the weights' proportions (a queue's
-  next job goes after `1 / weight` of virtual time, as in stride scheduling); within a
-  queue, by `run_at, id`.
-- **A job that never ran is never charged.** A thread starts only a *ready* job: one the
-  table marks as such (`began_at`). The claim readies the jobs for the free slots; the
-  others wait *claimed*, and the fetcher readies the next few in line just before the
-  slots need them (`to_ready`: one per free slot, and as many as the slots started in
-  the last `READY_AHEAD` seconds). A rescue gives the attempt of a claimed job back,
-  uncharged; so a worker that dies costs its claimed jobs nothing, and at most those
-  few ready ones an attempt each (none while its slots run long jobs).
-- **No hoarding.** What may wait here is bounded in count (`prefetch`, an upper bound)
-  and in time: no more than the threads are expected to start within `window` seconds,
-  from the task durations this worker measured (`Estimates`). Before anything was
-  measured nothing is claimed beyond the free threads; slow tasks keep the buffer empty.
-  When an estimate rises (a task turned out slow, or runs past the window right now),
-  `surplus()` hands back the jobs that would now wait longer than the window, for the
-  fetcher to return to the queue where idle workers can take them.
+Claiming ahead keeps the threads busy, and must not bend what pgjobs promises (in full:
+docs/architecture.md, "Claim-ahead never bends the order"):
+- **Order.** Each line is a heap on `(priority DESC, run_at, id)`; with weighted queues,
+  jobs of one priority start in the weights' proportions (stride scheduling, `Turns`).
+- **A job that never ran is never charged.** A thread starts only a *ready* job, one the
+  table marks as such (`began_at`): the claim readies the jobs for the free slots, the
+  readier the next few in line just before the slots need them (`to_ready`). A rescue
+  gives a claimed job's attempt back, so a worker that dies costs its claimed jobs
+  nothing, and at most those few ready ones an attempt each.
+- **No hoarding.** What waits here is bounded in count (`prefetch`) and in time: no more
+  than the threads are expected to start within `window` seconds (`Estimates`); when an
+  estimate rises, `surplus()` hands back what would now wait longer.
 """
 
 from __future__ import annotations
@@ -36,6 +27,7 @@ from collections.abc import Callable, Collection, Mapping
 from pgjobs.types import ClaimedJob
 from pgjobs.worker.claim_lines import Held, Line, Turns
 from pgjobs.worker.estimates import Estimates
+from pgjobs.worker.idle_threads import IdleThreads
 
 # The default of `window`: claim ahead what the threads should start within this many
 # seconds. The SPEC caps it at one second; a quarter keeps a backlog of millisecond jobs
@@ -78,10 +70,10 @@ class ClaimBuffer:
         self._ahead = 0  # jobs the last sizing allowed beyond the free slots
         self._recheck = False  # an estimate rose: some held job may now wait too long
         self._closed = False
-        self._idle_threads = 0  # executor threads waiting for a job
-        self._waking = 0  # of those, woken and not yet back (at most one, see _wake_one)
+        # Called, and the part called (fetcher, readier) not found idle since: no need again.
+        self._room_called = self._ready_called = False
         self._lock = threading.Lock()
-        self._job_ready = threading.Condition(self._lock)
+        self._idle = IdleThreads(self._lock)
         self._on_room: Callable[[], None] = lambda: None
         self._on_ready_wanted: Callable[[], None] = lambda: None
         self._on_async_jobs: Callable[[], None] = lambda: None
@@ -114,7 +106,9 @@ class ClaimBuffer:
         """Worth a claim: a batch's worth of room, or a slot with nothing to start."""
         with self._lock:
             self._ahead = self._size_ahead()
-            return self._wants_jobs()
+            wants = self._wants_jobs()
+            self._room_called = self._room_called and wants  # False: to be called again
+            return wants
 
     def _size_ahead(self) -> int:
         """Jobs that may wait beyond the free slots: at most `prefetch`, and no more than
@@ -171,7 +165,8 @@ class ClaimBuffer:
                 async_ready = async_ready or (readied and line is self._async)
             self._wake_one()
             # Idle threads asked for ready jobs before these were claimed: ask again.
-            wants_ready = any(line.short_of_ready(self.clock) for line in self._lines)
+            self._ready_called = False
+            wants_ready = self._wants_ready_edge(*self._lines)
         if async_ready:
             self._on_async_jobs()
         if wants_ready:
@@ -182,7 +177,11 @@ class ClaimBuffer:
     def wants_ready(self) -> bool:
         """Claimed jobs should be readied: the ready ones run low."""
         with self._lock:
-            return not self._closed and any(line.short_of_ready(self.clock) for line in self._lines)
+            wants = not self._closed and any(
+                line.short_of_ready(self.clock) for line in self._lines
+            )
+            self._ready_called = self._ready_called and wants  # False: to be called again
+            return wants
 
     def to_ready(self) -> list[ClaimedJob]:
         """The next claimed jobs in line to ready for the slots (then `readied`)."""
@@ -236,20 +235,17 @@ class ClaimBuffer:
     def take(self) -> ClaimedJob | None:
         """The next ready job to run (blocks); None once the buffer is closed."""
         with self._lock:
-            while not self._threads.ready:
+            while not self._may_take():
                 if self._closed:
                     return None
-                if self._threads.short_of_ready(self.clock):
+                if self._wants_ready_edge(self._threads):
                     self._on_ready_wanted()
-                self._idle_threads += 1
-                self._job_ready.wait()
-                self._idle_threads -= 1
-                self._waking = max(0, self._waking - 1)
+                self._idle.wait()
             held = self._threads.pop()
             if self._weights is not None:
                 self._turns.reached(held.turn)
             self._wake_one()
-            wants_ready = self._threads.short_of_ready(self.clock)
+            wants_ready = self._wants_ready_edge(self._threads)
         if wants_ready:
             self._on_ready_wanted()
         return held.job
@@ -259,29 +255,44 @@ class ClaimBuffer:
         blocks)."""
         with self._lock:
             if not self._async.ready or self._async.free() <= 0:
-                wants_ready = self._async.short_of_ready(self.clock)
                 held = None
             else:
                 held = self._async.pop()
                 self._turns.reached(held.turn)
-                wants_ready = self._async.short_of_ready(self.clock)
+            wants_ready = self._wants_ready_edge(self._async)
         if wants_ready:
             self._on_ready_wanted()
         return None if held is None else held.job
 
-    def _wake_one(self) -> None:
-        """Wake an idle thread for the ready jobs, unless one is on its way already.
+    def _wants_ready_edge(self, *lines: Line) -> bool:
+        """Whether to call the readier now: some line runs short, and it was not called."""
+        if self._ready_called or not any(line.short_of_ready(self.clock) for line in lines):
+            return False
+        self._ready_called = True
+        return True
 
-        Threads are woken one after the other, each by the one before once it has its
-        job, rather than one per job at once: a thread woken for a job that a busy
-        thread took first costs a switch for nothing, and at thousands of short jobs a
-        second those switches were the worker's biggest cost. Busy threads take the next
-        job themselves; a burst of slow jobs still fills every thread within a few
-        milliseconds. The caller holds the lock.
-        """
-        if self._threads.ready and self._idle_threads > self._waking == 0:
-            self._waking += 1
-            self._job_ready.notify()
+    def _wake_one(self) -> None:
+        """Wake an idle thread if the ready jobs want one more (see IdleThreads)."""
+        if self._idle.may_wake() and self._may_take():
+            self._idle.wake_one()
+
+    def _may_take(self) -> bool:
+        """Whether a thread running nothing should take a job: one is ready and wants one
+        more thread than those running (`Line.more_hands`); else it is left to them."""
+        threads = self._threads
+        return bool(threads.ready) and threads.more_hands(
+            self.estimates.mean is None, self._idle.stalled
+        )
+
+    def unstall(self, stalled: int) -> None:
+        """`stalled` thread jobs run far past what short jobs take (the watchdog's count):
+        they no longer count as hands for the ready jobs, which may wake a thread."""
+        with self._lock:
+            self._idle.stalled = stalled
+            self._wake_one()
+
+    def has_ready(self) -> bool:
+        return bool(self._threads.ready)  # read without the lock: a hint for the watchdog
 
     def done(self, job: ClaimedJob, duration: float) -> None:
         """A thread finished `job` after `duration` seconds and handed its outcome on."""
@@ -297,7 +308,8 @@ class ClaimBuffer:
             rose = self.estimates.observe(job.task, duration) and self._may_overflow(job.task)
             if rose:
                 self._recheck = True
-            wants = rose or self._wants_jobs()
+            wants = rose or (not self._room_called and self._wants_jobs())
+            self._room_called = self._room_called or wants
         if wants:
             self._on_room()
 
@@ -343,7 +355,7 @@ class ClaimBuffer:
     def idle_threads(self) -> int:
         """Executor threads waiting for a job now."""
         with self._lock:
-            return self._idle_threads
+            return self._idle.count
 
     def waiting(self) -> int:
         """Claimed jobs not started yet, for the executor threads."""
@@ -384,5 +396,5 @@ class ClaimBuffer:
                 line.unready(held)
             self._readying = []
             unstarted = [job for line in self._lines for job in line.clear()]
-            self._job_ready.notify_all()
+            self._idle.wake_all()
             return unstarted

@@ -34,6 +34,12 @@ from pgjobs.workflow_steps import RunningStep
 log = logging.getLogger("pgjobs.worker")
 
 WATCHDOG_INTERVAL = 0.05
+# While attempts run and ready jobs wait, the watchdog also looks this often for threads
+# stalled on a job expected to be short (`ClaimBuffer.unstall`); from rest, within its
+# WATCHDOG_INTERVAL.
+UNSTALL_INTERVAL = 0.005
+# A job running this long has stalled its thread, as far as short jobs are concerned.
+STALLED_AFTER = 0.01
 
 
 @dataclass(slots=True)
@@ -115,6 +121,10 @@ class ExecutorPool(Service):
     def subservices(self) -> list[Service]:
         return [self.watchdog]
 
+    def running(self) -> bool:
+        """Whether an attempt runs (read without the lock: a hint for the watchdog)."""
+        return bool(self._attempts)
+
     def unsettled_ids(self) -> list[int]:
         """Ids of jobs whose attempt is running here and not yet settled."""
         return [job.id for job in self.unsettled_jobs()]
@@ -163,10 +173,13 @@ class ExecutorPool(Service):
         the claim buffer of attempts running past its window (their task is slow)."""
         now = self.clock()
         window = self.buffer.window
+        stalled = 0
         for attempt in self._snapshot():
+            running_for = now - attempt.started
+            # A thread's, settled or not: a task past its timeout may keep its thread.
+            stalled += running_for > STALLED_AFTER and attempt.cancel is None
             if attempt.settled:
                 continue
-            running_for = now - attempt.started
             if running_for > window:
                 self.buffer.running_for(attempt.job.task, running_for)
             if attempt.timeout is None:
@@ -176,6 +189,7 @@ class ExecutorPool(Service):
             attempt.stop()
             outcome = self.policy.of_timeout(attempt.job, attempt.timeout)
             self._settle(attempt, outcome, Ending.TIMED_OUT)
+        self.buffer.unstall(stalled)
 
     def _snapshot(self) -> list[Attempt]:
         with self._lock:
@@ -286,11 +300,13 @@ class ExecutorPool(Service):
         """Forget a finished attempt (after `end`); `wait_idle` returns once none is left."""
         with self._idle:
             self._attempts.pop((job.id, job.attempt), None)
-            self._idle.notify_all()
+            if not self._attempts:
+                self._idle.notify_all()
 
 
 class _Watchdog(LoopService):
-    """Ends attempts that run past their task's timeout, a few times a second."""
+    """Ends attempts that run past their task's timeout, a few times a second, and keeps
+    ready jobs from waiting behind a stalled thread."""
 
     def __init__(self, pool: ExecutorPool) -> None:
         super().__init__("watchdog", WATCHDOG_INTERVAL)
@@ -298,6 +314,10 @@ class _Watchdog(LoopService):
 
     def run_once(self) -> None:
         self.pool.check_deadlines()
+
+    def next_wait(self) -> float:
+        busy = self.pool.running() and self.pool.buffer.has_ready()
+        return UNSTALL_INTERVAL if busy else self.interval
 
 
 def call_task(task: Task[Any, Any], payload: dict[str, Any], context: JobContext | None) -> Any:

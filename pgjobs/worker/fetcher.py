@@ -66,6 +66,15 @@ class Claims:
             shortfall = want - len(got)
         return claimed, ready
 
+    def read_limits(self) -> bool:
+        """Read again whether any limit exists, when due (after a claim: see
+        `LimitsWatch.read`); True when limits just appeared, so their jobs are claimable."""
+        limits = self.limits
+        if limits is None or not limits.read_due():
+            return False
+        appeared: bool = self.connection.run(limits.read, attempts=2)
+        return appeared
+
     def _claim(
         self, limit: int, queue: str | None, begin: int
     ) -> tuple[list[ClaimedJob], set[int]]:
@@ -156,6 +165,8 @@ class Fetcher(LoopService):
         surplus; returns how many jobs were claimed."""
         self.release_surplus()
         claimed = self._claim_if_wanted()
+        if self.claims.read_limits():
+            self._maybe_more = True  # claim their jobs at once
         self.release_surplus()
         return claimed
 

@@ -49,17 +49,29 @@ class LimitsWatch:
         self._lock = threading.Lock()  # the fetcher adds to _held, the completer removes
 
     def active(self, conn: Any) -> bool:
-        """Whether any limit exists (on `conn`, the claim's connection)."""
+        """Whether any limit exists, as last read (on `conn`, the claim's connection: the
+        first call declares this worker's limits and reads at once)."""
         if not self._written:
             self.statements.declare(conn, self.declared)
             self._written = True
-            self._next_read = 0.0
-        now = self.clock()
-        if now >= self._next_read:
-            self._active = self.statements.any_limit(conn)
-            self._next_read = now + self.refresh
-            self.due = True
+            self.read(conn)
         return self._active
+
+    def read_due(self) -> bool:
+        """Whether `refresh` seconds passed since the last read."""
+        return self.clock() >= self._next_read
+
+    def read(self, conn: Any) -> bool:
+        """Read again whether any limit exists; True when limits just appeared.
+
+        The fetcher reads after a claim rather than before it, so that a job's pickup
+        never waits for this read: a limit set meanwhile is missed by one claim at most,
+        which passes the limited jobs over all the same (data/claims.py)."""
+        before = self._active
+        self._active = self.statements.any_limit(conn)
+        self._next_read = self.clock() + self.refresh
+        self.due = True
+        return self._active and not before
 
     def claimed(self, ids: Iterable[int], *, found: bool) -> None:
         """A claim of limited jobs took `ids`; `found`: it found any to take."""

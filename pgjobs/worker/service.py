@@ -120,7 +120,10 @@ class LoopService(Service):
 
     def wake(self) -> None:
         """Run a pass as soon as possible."""
-        self._woken.set()
+        # Set already: the loop has not cleared it yet, so it runs a pass after this
+        # call, which sees whatever the caller changed before calling.
+        if not self._woken.is_set():
+            self._woken.set()
 
     def stop(self, timeout: float) -> bool:
         self.request_stop()

@@ -196,8 +196,9 @@ class WorkerProcess:
             message=lambda: f"worker never answered a NOTIFY; {self.describe()}",
         )
 
-    def last_activity(self) -> datetime | None:
-        """When the worker's connections last started a statement now finished.
+    def last_activity(self, like: str = "%") -> datetime | None:
+        """When the worker's connections last started a statement now finished (one whose
+        text is `like` that pattern: "%claimable AS%" for a claim).
 
         Only idle sessions count, so a statement (or transaction) is seen once, finished.
         None when no connection of the worker has finished a statement yet.
@@ -206,16 +207,17 @@ class WorkerProcess:
             self._observe()
             .execute(
                 "SELECT max(query_start) FROM pg_stat_activity"
-                " WHERE application_name = %s AND state = 'idle'",
-                (self.application_name,),
+                " WHERE application_name = %s AND state = 'idle' AND query LIKE %s",
+                (self.application_name, like),
             )
             .fetchone()
         )
         return None if row is None else row[0]
 
-    def active_since(self, moment: datetime | None) -> bool:
-        """Whether the worker's connections finished a statement after `moment`."""
-        latest = self.last_activity()
+    def active_since(self, moment: datetime | None, like: str = "%") -> bool:
+        """Whether the worker's connections finished a statement (`like` that pattern)
+        after `moment`."""
+        latest = self.last_activity(like)
         return latest is not None and (moment is None or latest > moment)
 
     def worker_id(self) -> str:

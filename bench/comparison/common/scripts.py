@@ -21,12 +21,15 @@ from .tables import Target
 
 def child_env(url: str, starts: Path | None = None) -> dict[str, str]:
     """The environment of every subprocess: the system's database, the peers folder on the
-    path (workers import their app from it), and where task starts go, if anywhere."""
+    path (workers import their app from it) before whatever PYTHONPATH already holds (a
+    pgjobs exported at another revision, `harness.export_before`), and where task starts
+    go, if anywhere."""
+    path = os.pathsep.join(filter(None, [str(PEERS), os.environ.get("PYTHONPATH")]))
     env = {
         **os.environ,
         "BENCH_DATABASE_URL": url,
         "PGJOBS_DATABASE_URL": url,
-        "PYTHONPATH": str(PEERS),
+        "PYTHONPATH": path,
     }
     env.pop("BENCH_STARTS_FILE", None)
     if starts is not None:

@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from comparison.common.latency import percentile, read_marks
+from comparison.common.latency import percentile_or_nan as pct
+from comparison.common.latency import read_marks
 from harness import HERE, say, scalar, started_workers, stop
 from history import busy_seconds
 from pooler import bench_database
@@ -239,10 +240,6 @@ def measure(url: str, system: System, number: int, args: argparse.Namespace, fil
 
 
 # --- the report ---------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float:
-    return percentile(values, p) if values else math.nan
 
 
 def pooled(runs: list[Run], read: Callable[[Run], list[float]]) -> list[float]:

@@ -67,7 +67,8 @@ sys.path.insert(0, str(PEERS))
 
 import pgjobs_bench  # noqa: E402  (bench/peers: the app, its task and its producer)
 from _common import STARTS_FILE_VARIABLE, Schedule  # noqa: E402
-from comparison.common.latency import percentile, read_marks  # noqa: E402
+from comparison.common.latency import percentile_or_nan as pct  # noqa: E402
+from comparison.common.latency import read_marks  # noqa: E402
 from comparison.common.workers import status_kb  # noqa: E402
 from history import busy_seconds, cpu_seconds, ours, postmaster  # noqa: E402
 
@@ -125,10 +126,6 @@ class Sample:
     plan: str  # its scans of jobs_live
     buffers: int  # shared buffers its claimable scan touched
     cpu: dict[str, float]
-
-
-def pct(values: Sequence[float], p: float) -> float:
-    return percentile(values, p) if values else math.nan
 
 
 def produce(url: str, schema: str, jobs: range, rate: float, lanes: int, begin: float) -> list[Any]:

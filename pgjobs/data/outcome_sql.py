@@ -16,11 +16,11 @@ from pgjobs.types import Outcome
 
 # The outcomes in `{outcomes}` (a row source `o` with at least `id` and `attempt`) whose
 # attempt this worker is still running, their rows locked in id order like
-# data/claims.py's HELD_BY_WORKER: the sorted outcomes drive the loop. An outcome whose job was
-# meanwhile cancelled or rescued (no longer this attempt, running and ours) is left out,
-# so a late writer can never overwrite someone else's attempt; FOR UPDATE checks that
-# again on the newest row after a wait, and the lock keeps it true until the write
-# commits, so the UPDATE that follows only has to find the rows by id.
+# data/claims.py's HELD_BY_WORKER: the sorted outcomes drive the loop. An outcome whose
+# job was meanwhile cancelled or rescued (no longer this attempt, running and ours) is
+# left out, so a late writer can never overwrite someone else's attempt; FOR UPDATE
+# checks that again on the newest row after a wait, and the lock keeps it true until the
+# write commits, so the UPDATE that follows only has to find the rows by id.
 # Each outcome looks up its own row by id, whatever the plan: one UPDATE joining the
 # outcomes, the locked rows and `jobs` got, as a prepared statement's generic plan, a
 # scan of every running job once per outcome (tests/test_outcome_plans.py).

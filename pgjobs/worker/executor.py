@@ -34,7 +34,7 @@ from pgjobs.workflow_steps import RunningStep
 log = logging.getLogger("pgjobs.worker")
 
 WATCHDOG_INTERVAL = 0.05
-# While attempts run and ready jobs wait, the watchdog also looks this often for threads
+# While ready jobs wait, the watchdog also looks this often for threads
 # stalled on a job expected to be short (`ClaimBuffer.unstall`); from rest, within its
 # WATCHDOG_INTERVAL.
 UNSTALL_INTERVAL = 0.005
@@ -120,10 +120,6 @@ class ExecutorPool(Service):
 
     def subservices(self) -> list[Service]:
         return [self.watchdog]
-
-    def running(self) -> bool:
-        """Whether an attempt runs (read without the lock: a hint for the watchdog)."""
-        return bool(self._attempts)
 
     def unsettled_ids(self) -> list[int]:
         """Ids of jobs whose attempt is running here and not yet settled."""
@@ -316,8 +312,7 @@ class _Watchdog(LoopService):
         self.pool.check_deadlines()
 
     def next_wait(self) -> float:
-        busy = self.pool.running() and self.pool.buffer.has_ready()
-        return UNSTALL_INTERVAL if busy else self.interval
+        return UNSTALL_INTERVAL if self.pool.buffer.has_ready() else self.interval
 
 
 def call_task(task: Task[Any, Any], payload: dict[str, Any], context: JobContext | None) -> Any:

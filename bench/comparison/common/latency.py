@@ -24,6 +24,11 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+def percentile_or_nan(values: Sequence[float], p: float) -> float:
+    """`percentile`, NaN when there are no values (a report's empty cell)."""
+    return percentile(values, p) if values else math.nan
+
+
 def latencies(
     run: Run, target: Target, scenario: str, count: int, rate: float, lanes: int
 ) -> tuple[list[float], int, float]:

@@ -72,7 +72,7 @@ from harness import drop, say, scalar
 from psycopg import sql
 
 import pgjobs
-from pgjobs.data.claims import CLAIM_FORMS
+from pgjobs.data.claim_plan import explain_claim
 from pgjobs.history import drop_expired
 from pgjobs.types import JobState, Outcome
 
@@ -426,12 +426,13 @@ def explain(url: str, schema: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of one claim and one completion, rolled back."""
     app = pgjobs.App(url, schema=schema)
     claims, lines = app.data.claims, [f"-- {schema}"]
-    claim = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + app.data.sql.render(CLAIM_FORMS[True, False])
-    params = {"limit": CLAIM_LIMIT, "worker_id": WORKER, "queue": None, "begin": CLAIM_LIMIT}
     with psycopg.connect(url, prepare_threshold=None) as conn:
         for _ in range(20):
             app.enqueue(conn, "noop", {"n": 0})
-        lines += [row[0] for row in conn.execute(claim, params)]
+        explained = explain_claim(
+            conn, schema, limit=CLAIM_LIMIT, begin=CLAIM_LIMIT, options="ANALYZE, BUFFERS"
+        )
+        lines += [row[0] for row in explained]
         for _ in range(20):
             app.enqueue(conn, "noop", {"n": 0})
         jobs, _ = claims.claim(conn, limit=CLAIM_LIMIT, queue=None, worker_id=WORKER)

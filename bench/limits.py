@@ -68,7 +68,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,32 +442,27 @@ def analyzed(conn: psycopg.Connection[Any], statement: sql.Composable, params: A
 def explain(site: Site, args: argparse.Namespace) -> list[tuple[int, list[float], list[int]]]:
     """For `--jobs` and ten times as many waiting plain jobs, with `bench.slow`'s bucket
     full (10 running, 20 waiting): the execution time (ms, median of 5) of LOCK_BUCKETS,
-    CLAIM_LIMITED and the plain CLAIM (passing limited jobs over), as one
+    CLAIM_LIMITED and the plain claim (`claim_jobs`, passing limited jobs over), as one
     claim of 16 by the worker sends them, and the most rows each removed by a filter."""
-    from pgjobs.data.claims import CLAIM_FORMS
+    from pgjobs.data.claim_plan import explain_claim
     from pgjobs.data.layer import DataLayer
     from pgjobs.data.limits import FORMS
     from pgjobs.limits import TaskLimits
 
     schema = site.pair[0]
     layer = DataLayer(schema)
-    forms: dict[Any, str] = CLAIM_FORMS  # (any queue, async commit[, passing limited over])
-    plain_claim = forms.get((True, False, True)) or forms[True, False]
-    statements = (
-        (layer.sql.render(FORMS["lock", True]), {"limit": 16, "queue": None}),
-        (
-            layer.sql.render(FORMS["claim", True]),
-            {
-                "limit": 16,
-                "queue": None,
-                "locked": ["c:bench.slow"],
-                "worker_id": "explain",
-                "begin": 0,
-            },
-        ),
-        (
-            layer.sql.render(plain_claim),
-            {"limit": 16, "queue": None, "worker_id": "explain", "begin": 0},
+    limited_params = {
+        "limit": 16,
+        "queue": None,
+        "locked": ["c:bench.slow"],
+        "worker_id": "explain",
+        "begin": 0,
+    }
+    plans: tuple[Callable[[psycopg.Connection[Any]], str], ...] = (
+        lambda conn: analyzed(conn, layer.sql.render(FORMS["lock", True]), limited_params),
+        lambda conn: analyzed(conn, layer.sql.render(FORMS["claim", True]), limited_params),
+        lambda conn: "\n".join(
+            line for (line,) in explain_claim(conn, schema, limit=16, options="ANALYZE, BUFFERS")
         ),
     )
     found = []
@@ -487,8 +482,8 @@ def explain(site: Site, args: argparse.Namespace) -> list[tuple[int, list[float]
             times: list[list[float]] = [[], [], []]
             removed = [0, 0, 0]
             for _ in range(5):
-                for n, (statement, params) in enumerate(statements):
-                    plan = analyzed(conn, statement, params)
+                for n, plan_of in enumerate(plans):
+                    plan = plan_of(conn)
                     match = EXECUTION.search(plan)
                     assert match is not None, plan
                     times[n].append(float(match.group(1)))

@@ -72,14 +72,13 @@ from comparison.common.latency import read_marks  # noqa: E402
 from comparison.common.workers import status_kb  # noqa: E402
 from history import busy_seconds, cpu_seconds, ours, postmaster  # noqa: E402
 
-from pgjobs.data.claims import CLAIM_FORMS  # noqa: E402
-from pgjobs.data.layer import DataLayer  # noqa: E402
+from pgjobs.data.claim_plan import explain_claim  # noqa: E402
 
 EVERY = 10.0  # seconds between samples
 EDGE = 60.0  # the claim's "first" and "last" minute
 START_LEAD = 5.0  # seconds for the producer processes to start before the first job
 DRAIN_WAIT = 120.0  # seconds the fleet may take to finish what is left at the end
-PROBE = {"limit": 10, "begin": 10, "queue": None, "worker_id": "sustained-probe"}
+PROBE: dict[str, Any] = {"limit": 10, "begin": 10, "queue": None}
 LIVE = """
 SELECT n_live_tup, n_dead_tup, pg_relation_size(relid), pg_indexes_size(relid),
        pg_total_relation_size(relid), autovacuum_count, autoanalyze_count,
@@ -202,13 +201,10 @@ class Sampler:
         self.probe = stack.enter_context(psycopg.connect(url, prepare_threshold=None))
         self.live = sql.Identifier(schema, "jobs_live").as_string(self.stats)
         self.history = sql.Identifier(schema, "jobs_history").as_string(self.stats)
-        self.explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + DataLayer(
-            schema
-        ).sql.render(CLAIM_FORMS[True, False])
+        self.schema = schema
         self.server = postmaster(self.stats)
         self.workers = workers
-        self.probe.execute(self.explain, PROBE)  # the first one reads the catalogs
-        self.probe.rollback()
+        self.explain()  # the first one reads the catalogs
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far: the machine's busy time, the workers', this script's
@@ -223,6 +219,14 @@ class Sampler:
         used["server"] = ours(self.server) - cpu_seconds(mine, False)
         return used
 
+    def explain(self) -> dict[str, Any]:
+        """EXPLAIN ANALYZE of a claim (PROBE) as the workers' `claim_jobs` runs it."""
+        [[explained]] = explain_claim(
+            self.probe, self.schema, **PROBE, options="ANALYZE, BUFFERS, FORMAT JSON"
+        )
+        plan: dict[str, Any] = explained[0]
+        return plan
+
     def read(self, query: str, name: str, param: str) -> tuple[int, ...]:
         """The one row of `query`, `{name}` the table named `param`, as integers."""
         statement = sql.SQL(query).format(**{name: sql.SQL(param)})
@@ -232,10 +236,7 @@ class Sampler:
 
     def sample(self, at: float) -> Sample:
         live = Live(*self.read(LIVE, "live", self.live))
-        row = self.probe.execute(self.explain, PROBE).fetchone()
-        self.probe.rollback()
-        assert row is not None
-        plan = row[0][0]
+        plan = self.explain()
         node = claim_node(plan["Plan"]) or plan["Plan"]
         buffers = int(node.get("Shared Hit Blocks", 0)) + int(node.get("Shared Read Blocks", 0))
         rss = [status_kb(w.pid, "VmRSS") * 1024 for w in self.workers]

@@ -18,7 +18,8 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
-from pgjobs.data.claims import CLAIM_FORMS, HEARTBEAT
+from pgjobs.data.claim_plan import explain_claim
+from pgjobs.data.claims import HEARTBEAT
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.outcomes import completed, failed_attempt, snoozed
 
@@ -143,16 +144,21 @@ def test_a_batch_reads_its_own_rows_not_the_table(
 
     # when: a batch of 1,000 outcomes (or a heartbeat of 1,000 jobs, or a claim of 1,000)
     # runs as the worker sends it, with its parameters, so the planner knows the batch's size
+    # (a claim as `claim_jobs` plans it: its own generic plan)
     if kind == "claim":
-        query = app.data.sql.render(CLAIM_FORMS[True, False])  # any queue, durable
-        params: dict[str, Any] = {"limit": len(batch), "worker_id": "w2", "begin": 10}
-    elif kind == "heartbeat":
-        query = app.data.sql.render(HEARTBEAT)
-        params = {"ids": [job.id for job in batch], "worker_id": "w"}
+        [[explained]] = explain_claim(
+            conn, app.schema, limit=len(batch), begin=10, options="ANALYZE, FORMAT JSON"
+        )
+        plan: dict[str, Any] = explained[0]["Plan"]
     else:
-        [statement] = app.data.claims.outcome_statements(outcomes_of(kind, batch), worker_id="w")
-        query, params = statement.query, dict(statement.params or {})
-    plan = custom_plan(conn, query, params)
+        if kind == "heartbeat":
+            query = app.data.sql.render(HEARTBEAT)
+            params: dict[str, Any] = {"ids": [job.id for job in batch], "worker_id": "w"}
+        else:
+            outcomes = outcomes_of(kind, batch)
+            [statement] = app.data.claims.outcome_statements(outcomes, worker_id="w")
+            query, params = statement.query, dict(statement.params or {})
+        plan = custom_plan(conn, query, params)
 
     # then: it wrote the batch, and no step read more rows of the table than the batch
     # holds; joined by id alone, the rows were hash-joined to a scan of all 20,000

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App, InvalidJobError
-from pgjobs.data.claims import CLAIM_FORMS
+from pgjobs.data.claim_plan import explain_claim
 from pgjobs.data.sql import notify_channel
 from pgjobs.queue_control import pause_queue, resume_queue, set_queue_limit
 from pgjobs.types import ClaimedJob
@@ -89,9 +89,8 @@ def test_the_claim_still_uses_the_fetch_indexes(
     )
     observer.execute(sql.SQL("ANALYZE {}").format(jobs))
     pause_queue(app, "q1")
-    # (CLAIM_FORMS by (any queue, asynchronous commit))
-    any_queue = explain(observer, app.data.sql.render(CLAIM_FORMS[True, False]), None)
-    paused = explain(observer, app.data.sql.render(CLAIM_FORMS[False, False]), "q1")
+    any_queue = explain(observer, app.schema, None)
+    paused = explain(observer, app.schema, "q1")
 
     assert "Index Scan using jobs_fetch_any_queue_idx" in any_queue, any_queue
     assert "hashed SubPlan" in any_queue, any_queue
@@ -100,12 +99,10 @@ def test_the_claim_still_uses_the_fetch_indexes(
     assert "(never executed)" in paused, paused
 
 
-def explain(observer: psycopg.Connection[Any], query: sql.Composed, queue: str | None) -> str:
-    """The plan of a claim, run and rolled back so that it claims nothing."""
-    params = {"limit": 10, "worker_id": "w", "queue": queue, "begin": 2}
-    with observer.transaction(force_rollback=True):
-        rows = observer.execute(sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + query, params)
-        return "\n".join(row[0] for row in rows)
+def explain(observer: psycopg.Connection[Any], schema: str, queue: str | None) -> str:
+    """The plan of a claim as `claim_jobs` runs it, rolled back so that it claims nothing."""
+    rows = explain_claim(observer, schema, limit=10, begin=2, queue=queue)
+    return "\n".join(row[0] for row in rows)
 
 
 def test_queues_lists_every_queue_with_its_settings(

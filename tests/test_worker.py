@@ -36,7 +36,7 @@ BACKOFF_BASE, BACKOFF_CAP, BACKOFF_JITTER = 0.05, 0.4, 0.2
 # Retries and snoozes send no NOTIFY (only inserts do); a fast poll keeps the tests that
 # wait for them quick without depending on how the worker schedules its next poll.
 FAST_POLL = ("--poll-interval", "0.05")
-CLAIM = "%claimable AS%"  # the text of a claim, to tell it in pg_stat_activity
+CLAIM = '%claim_jobs"(%'  # the text of a claim, to tell it in pg_stat_activity
 
 
 def labels(observer: Connection, schema: str, job_id: int | None = None) -> list[str]:

@@ -71,8 +71,9 @@ import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements
 from comparison.common.cpu import CpuSampler  # noqa: E402
 from harness import make_partitions, stop  # noqa: E402
 
+from pgjobs.data.claim_plan import explain_claim  # noqa: E402
 from pgjobs.data.claims import (  # noqa: E402
-    CLAIM_FORMS,
+    CLAIM,
     HEARTBEAT,
     READY_JOBS,
 )
@@ -496,6 +497,17 @@ def timed(
     return rows, server / 1e3, client / 1e3
 
 
+def claim_params(limit: int) -> dict[str, Any]:
+    """CLAIM's parameters for a claim of `limit` jobs, as the worker sends them."""
+    return {
+        "limit": limit,
+        "begin": 10,
+        "worker_id": WORKER_ID,
+        "queue": None,
+        "async_commit": False,
+    }
+
+
 def explained(conn: psycopg.Connection[Any], statement: Any, params: Any) -> str:
     with conn.transaction(force_rollback=True):
         query = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + (
@@ -531,7 +543,7 @@ def replay(
     widths["pgjobs waiting row"] = float(
         one(admin, sql.SQL("SELECT avg(pg_column_size(j.*)) FROM {} j").format(JOBS))
     )
-    claim_sql = layer.sql.render(CLAIM_FORMS[True, False])
+    claim_sql = layer.sql.render(CLAIM)
     ready_sql = layer.sql.render(READY_JOBS)
     heartbeat_sql = layer.sql.render(HEARTBEAT)
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
@@ -539,7 +551,7 @@ def replay(
         held: list[int] = []
         rounds = max(1, min(count // claim - 2, 20))
         for _ in range(rounds):
-            params = {"limit": claim, "worker_id": WORKER_ID, "queue": None, "begin": 10}
+            params = claim_params(claim)
             rows, server, client = timed(conn, backend, claim_sql, params, binary=True)
             record("CLAIM", len(rows), server, client)
             ids = sorted(row[0] for row in rows)
@@ -583,8 +595,7 @@ def replay(
         )
         # The plans, on the same table: claim and ready again, then each statement
         # rolled back.
-        params = {"limit": claim, "worker_id": WORKER_ID, "queue": None, "begin": 10}
-        plans["CLAIM"] = (claim_sql, params)
+        params = claim_params(claim)
         rows = conn.execute(claim_sql, params, binary=True).fetchall()
         ids = sorted(row[0] for row in rows)
         plans["READY_JOBS"] = (ready_sql, {"ranges": id_ranges(ids), "worker_id": WORKER_ID})
@@ -600,6 +611,13 @@ def replay(
         plans["RECORD_OUTCOMES (retries)"] = (statement.query, statement.params)
         for name, (statement_sql, statement_params) in plans.items():
             found[name].plan = explained(conn, statement_sql, statement_params)
+        # the claim as `claim_jobs` plans it (EXPLAIN of the call shows only the call)
+        found["CLAIM"].plan = "\n".join(
+            line
+            for (line,) in explain_claim(
+                conn, SCHEMA, limit=claim, begin=10, options="ANALYZE, BUFFERS"
+            )
+        )
 
         fill_raw(admin, count)
         widths["raw waiting row"] = float(

@@ -49,7 +49,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "peers")]
 import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements)
 from harness import live_of, make_partitions, tables_of  # noqa: E402
 
-from pgjobs.data.claims import CLAIM_FORMS  # noqa: E402
+from pgjobs.data.claims import CLAIM  # noqa: E402
 from pgjobs.data.history import moved_row  # noqa: E402
 from pgjobs.data.layer import DataLayer  # noqa: E402
 from pgjobs.data.outcome_sql import COMPLETE_JOBS, COMPLETED  # noqa: E402
@@ -170,12 +170,18 @@ class Bench:
 
 
 def claim_params(limit: int) -> dict[str, Any]:
-    return {"limit": limit, "worker_id": WORKER_ID, "queue": None, "begin": 10}
+    return {
+        "limit": limit,
+        "worker_id": WORKER_ID,
+        "queue": None,
+        "begin": 10,
+        "async_commit": False,
+    }
 
 
 def claimed(bench: Bench, schema: str, count: int) -> list[int]:
     """Claim `count` jobs as the worker does (untimed): their ids, in id order."""
-    claim = DataLayer(schema).sql.render(CLAIM_FORMS[True, False])
+    claim = DataLayer(schema).sql.render(CLAIM)
     rows = bench.conn.execute(claim, claim_params(count), binary=True).fetchall()
     return sorted(row[0] for row in rows)
 
@@ -193,7 +199,7 @@ def claims_of(
     def run(bench: Bench, per_fill: int) -> list[tuple[int, float]]:
         bench.fill_pgjobs(schema)
         layer = DataLayer(schema)
-        claim = layer.sql.render(template or CLAIM_FORMS[True, False])
+        claim = layer.sql.render(template or CLAIM)
         if not prepared:
             return [bench.timed(claim, claim_params(limit), binary=True) for _ in range(per_fill)]
         bench.conn.execute("SET plan_cache_mode = force_custom_plan")

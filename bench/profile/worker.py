@@ -36,7 +36,7 @@ PERIOD = 0.1
 
 # Statement names by a fragment only that statement's text holds (pgjobs/data/*.py).
 MARKERS = (
-    ("CLAIM", "claimable AS"),
+    ("CLAIM", 'claim_jobs"('),
     ("COMPLETE_WATCHED", "results AS MATERIALIZED"),
     ("RECORD_OUTCOMES", "o(id, attempt, state, delay"),
     ("COMPLETE_JOBS", "'completed', done.priority"),  # the row it moves to the history

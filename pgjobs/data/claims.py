@@ -25,35 +25,26 @@ from pgjobs.data.sql import SchemaSQL, fill, id_ranges, int_array
 from pgjobs.data.steps import Statement
 from pgjobs.types import ClaimedJob, Outcome
 
-# Claims up to `limit` waiting jobs in one statement. SKIP LOCKED makes concurrent
-# claimers pass over each other's rows instead of waiting, and the row lock taken by the
-# subquery is held until the UPDATE commits, so no two workers can claim one row.
-# The attempt is counted and `started_at` set at the claim. `began_at` is set for the
-# first `begin` jobs, which the worker's threads may start at once, and stays NULL for
-# the jobs claimed ahead until the worker readies them for its threads (READY_JOBS):
-# threads start no job whose `began_at` is NULL, so a rescue can tell a job that waited
-# in a lost worker's buffer from one that may have run (RESCUE).
+# Claims up to `limit` waiting jobs in one statement, the function `claim_jobs`
+# (migration 0013 holds its text, and says why it is a function: planner settings that
+# keep its plan on the fetch index's plain index scan, which a bitmap scan replaced as
+# dead entries piled up, and a plan made once per session).
+# SKIP LOCKED makes concurrent claimers pass over each other's rows instead of waiting,
+# and the row lock taken by its subquery is held until the UPDATE commits, so no two
+# workers can claim one row. The attempt is counted and `started_at` set at the claim.
+# `began_at` is set for the first `begin` jobs, which the worker's threads may start at
+# once, and stays NULL for the jobs claimed ahead until the worker readies them for its
+# threads (READY_JOBS): threads start no job whose `began_at` is NULL, so a rescue can
+# tell a job that waited in a lost worker's buffer from one that may have run (RESCUE).
 # The rows come back in no particular order: the worker's buffer orders what it holds.
 # The UPDATE finds the claimed rows by an array of their ids, for the reasons given at
 # HEARTBEAT.
-CLAIM = """
-WITH {async_commit}claimable AS (
-    SELECT id FROM {live}
-    WHERE state = 'available' AND run_at <= now() {queue_filter}{async_condition}{limited}
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {live} AS j
-SET state = 'running', attempts = j.attempts + 1, started_at = now(),
-    began_at = CASE WHEN j.id = ANY(ARRAY(SELECT id FROM claimable LIMIT %(begin)s))
-                    THEN now() END,
-    heartbeat_at = now(), worker_id = %(worker_id)s
-WHERE j.id = ANY(ARRAY(SELECT id FROM claimable))
-RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
-          date_part('epoch', j.run_at), j.scheduled_at, j.priority, j.workflow_id,
-          j.meta::text, j.began_at IS NOT NULL
-"""
+# Paused queues are skipped: a claim from one queue checks the setting once, before
+# scanning anything; a claim from every queue filters its rows with a hashed list of the
+# paused queues, read once per claim. The jobs of limited tasks and queues are claimed
+# within their limits by data/limits.py, and this claim passes them over (two hashed
+# lists, empty while no limit exists), always: a limit set a moment ago must not let
+# this claim take its jobs.
 # A claim commits with the server's durability (`synchronous_commit` as configured), as
 # outcomes and heartbeats do. `pgjobs work --async-claim-commit` lets it commit without
 # waiting for its WAL to reach the disk (for this transaction only), which shortens the
@@ -61,23 +52,9 @@ RETURNING j.id, j.queue, j.task, j.payload::text, j.attempts, j.max_attempts,
 # over) before that WAL is flushed: the claim is undone, the job is `available` again
 # with its attempts unchanged and no entry in `errors`, and it runs again as the same
 # attempt while the first run's outcome no longer matches and is dropped.
-ASYNC_CLAIM_COMMIT = """async_commit AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true)
-), """
-ASYNC_CLAIM_CONDITION = "\n      AND EXISTS (SELECT FROM async_commit)"
-# Paused queues (queue control, below) are skipped. A claim from one queue checks the
-# setting once, before scanning anything; a claim from every queue filters its rows with
-# a hashed list of the paused queues, read once per claim.
-CLAIM_QUEUE_FILTER = """AND queue = %(queue)s
-      AND NOT EXISTS (SELECT FROM {queues} WHERE name = %(queue)s AND paused)"""
-CLAIM_ANY_QUEUE_FILTER = "AND queue NOT IN (SELECT name FROM {queues} WHERE paused)"
-# The jobs of limited tasks and queues are claimed within their limits by data/limits.py,
-# and this claim passes them over (two hashed lists, read once per claim, like the paused
-# queues; empty while no limit exists). Always, not only once the worker has seen that a
-# limit exists: a limit set a moment ago must not let this claim take its jobs.
-CLAIM_UNLIMITED_FILTER = """
-      AND task NOT IN (SELECT task FROM {task_limits})
-      AND queue NOT IN (SELECT name FROM {queues} WHERE max_running IS NOT NULL)"""
+CLAIM = """
+SELECT * FROM {claim_jobs}(%(limit)s, %(begin)s, %(worker_id)s, %(queue)s, %(async_commit)s)
+"""
 
 # The rows of `ids` this worker still holds, locked in id order. Outcome writes and
 # heartbeats touch the same rows; locking them in one order means they cannot deadlock.
@@ -131,24 +108,6 @@ RETURNING j.id
 """
 
 
-def _claim_forms() -> dict[tuple[bool, bool], str]:
-    """CLAIM from every queue or from one (any_queue), committing durably or not."""
-    filters = {True: CLAIM_ANY_QUEUE_FILTER, False: CLAIM_QUEUE_FILTER}
-    commits = {True: (ASYNC_CLAIM_COMMIT, ASYNC_CLAIM_CONDITION), False: ("", "")}
-    return {
-        (any_queue, async_commit): fill(
-            CLAIM,
-            queue_filter=filters[any_queue],
-            async_commit=commits[async_commit][0],
-            async_condition=commits[async_commit][1],
-            limited=CLAIM_UNLIMITED_FILTER,
-        )
-        for any_queue in filters
-        for async_commit in commits
-    }
-
-
-CLAIM_FORMS = _claim_forms()
 # The statements as they run: their shared subqueries put in.
 HEARTBEAT = fill(HEARTBEAT, held=HELD_BY_WORKER)
 
@@ -176,9 +135,14 @@ class ClaimStatements(StatementGroup):
         first `begin` of them ready for threads (CLAIM); `async_commit`: without waiting
         for the claim's WAL to reach the disk. Jobs of limited tasks and queues are
         passed over (data/limits.py claims them). Returns the jobs and the ids readied."""
-        params = {"limit": limit, "worker_id": worker_id, "queue": queue, "begin": begin}
-        form = CLAIM_FORMS[queue is None, async_commit]
-        claimed = self._rows(conn, form, params, binary=True)
+        params = {
+            "limit": limit,
+            "begin": begin,
+            "worker_id": worker_id,
+            "queue": queue,
+            "async_commit": async_commit,
+        }
+        claimed = self._rows(conn, CLAIM, params, binary=True)
         return claimed_jobs(claimed)
 
     def record_outcomes(

@@ -198,7 +198,7 @@ class WorkerProcess:
 
     def last_activity(self, like: str = "%") -> datetime | None:
         """When the worker's connections last started a statement now finished (one whose
-        text is `like` that pattern: "%claimable AS%" for a claim).
+        text is `like` that pattern: '%claim_jobs"(%' for a claim).
 
         Only idle sessions count, so a statement (or transaction) is seen once, finished.
         None when no connection of the worker has finished a statement yet.

@@ -21,8 +21,9 @@ The first `--warmup` seconds are not counted; then, for `--seconds`, every 10 s:
 live and dead tuples, its size (table, indexes), its autovacuums and autoanalyzes, the
 jobs waiting and running, each worker's RSS (/proc), the CPU of the workers, of this
 script's processes, of the server and of the rest of the machine, and a probe: EXPLAIN
-(ANALYZE, BUFFERS) of the worker's claim statement (limit 10) on a connection of its own,
-rolled back: its time, and the scan of jobs_live its plan chose. Pickup is a task's start
+(ANALYZE, BUFFERS) of the workers' claim (limit 10) as `claim_jobs` plans it
+(pgjobs.data.claim_plan), on a connection of its own, rolled back: its time, and the
+scan of jobs_live its plan chose. Pickup is a task's start
 less its commit's return, by interval of commit; completions are counted by task starts
 (the task is a no-op). Claim time is the first minute against the last (a quarter of the
 run each, for runs under 4 minutes): ms per claim that found jobs, µs per job claimed,

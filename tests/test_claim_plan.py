@@ -69,14 +69,30 @@ def test_the_claim_scans_the_fetch_index_in_order_when_the_table_looks_tiny(
     )
     assert "Seq Scan on jobs_live" in plain, plain
 
-    # when: the worker's claim runs, and its plan is read
+    # when: the worker's claim runs
     read = claim_counting_scans(app, observer, limit=2)
-    plan = "\n".join(row[0] for row in explain_claim(observer, app.schema, limit=2))
 
-    # then: the claim found its rows by a plain index scan of the fetch index, in order
+    # then: the claim found its rows by a plain index scan of the fetch index
     assert read["seq_scan"] == 0, read
     assert read["rows_fetched"] >= 2, read
-    assert f"Index Scan using {FETCH_INDEX}" in plan, plan
+
+
+@pytest.mark.usefixtures("tiny_statistics")
+@pytest.mark.parametrize("queue", [None, "default"])
+def test_the_claims_plan_reads_a_fetch_index_in_order(
+    app: App, observer: Connection, queue: str | None
+) -> None:
+    # given: statistics of a tiny table (the fixture), all of its jobs in one queue
+    # when: the plan of a claim from every queue, and from that one, as claim_jobs plans it
+    plan = "\n".join(row[0] for row in explain_claim(observer, app.schema, limit=2, queue=queue))
+
+    # then: a plain index scan of a fetch index that gives the jobs in claim order (for
+    # one queue, either: the table holds no other); no bitmap scan, no sequential scan,
+    # no sort (of the per-queue fetch index read whole, for a claim from every queue)
+    if queue is None:
+        assert f"Index Scan using {FETCH_INDEX} on jobs_live" in plan, plan
+    else:
+        assert "Index Scan using jobs_fetch_" in plan, plan
     assert "Bitmap" not in plan and "Sort" not in plan and "Seq Scan on jobs_live" not in plan
 
 

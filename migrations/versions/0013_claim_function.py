@@ -11,6 +11,8 @@ entries grew, and the pickup's p99 to 49 ms (8.8 ms with bitmap scans forbidden)
 A planner setting for one statement is only possible for a function: its `SET` clauses
 hold while it runs, on any connection, behind a transaction pooler too, and the limits'
 claim (data/limits.py), which needs a bitmap scan of its GIN index, is left alone.
+Bitmap and sequential scans are off, and sorts: a claim from every queue could otherwise
+read the whole per-queue fetch index and sort it, when it looks small.
 Within the function the claim is planned once per session (a generic plan: with only
 index scans allowed it is the same plan whatever the statistics), which saves the
 planning that was half the cost of an empty claim.
@@ -80,6 +82,7 @@ CREATE FUNCTION {s}.claim_jobs(
 LANGUAGE plpgsql
 SET enable_bitmapscan = off
 SET enable_seqscan = off
+SET enable_sort = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column

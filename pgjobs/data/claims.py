@@ -53,7 +53,8 @@ from pgjobs.types import ClaimedJob, Outcome
 # with its attempts unchanged and no entry in `errors`, and it runs again as the same
 # attempt while the first run's outcome no longer matches and is dropped.
 CLAIM = """
-SELECT * FROM {claim_jobs}(%(limit)s, %(begin)s, %(worker_id)s, %(queue)s, %(async_commit)s)
+SELECT * FROM {claim_jobs}(%(limit)s::integer, %(begin)s::integer, %(worker_id)s::text,
+                           %(queue)s::text, %(async_commit)s::boolean)
 """
 
 # The rows of `ids` this worker still holds, locked in id order. Outcome writes and

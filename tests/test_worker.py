@@ -472,6 +472,8 @@ def test_worker_ignores_queues_it_does_not_serve(
 ) -> None:
     # given: a worker on queue a only, that polls once a minute
     worker = start_worker("--queues", "a", "--poll-interval", "60")
+    # (the claims that start-up and the readiness probes set off are over)
+    worker.wait_quiet(CLAIM)
     quiet_since = worker.last_activity(CLAIM)
     # when
     other_id = app.enqueue(None, "record", {"label": "b"}, queue="b")

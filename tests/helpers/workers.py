@@ -214,6 +214,27 @@ class WorkerProcess:
         )
         return None if row is None else row[0]
 
+    def wait_quiet(self, like: str = "%", quiet_for: float = 0.3, timeout: float = 10.0) -> None:
+        """Wait until the worker has run no statement `like` that pattern for `quiet_for`
+        seconds (none running either): what start-up and its probes set off is over."""
+
+        def quiet() -> bool:
+            row = (
+                self._observe()
+                .execute(
+                    "SELECT coalesce(bool_and(state = 'idle'"
+                    " AND now() - query_start >= make_interval(secs => %s)), true)"
+                    " FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s",
+                    (quiet_for, self.application_name, like),
+                )
+                .fetchone()
+            )
+            return bool(row and row[0])
+
+        wait_until(
+            quiet, timeout, message=lambda: f"the worker never went quiet; {self.describe()}"
+        )
+
     def active_since(self, moment: datetime | None, like: str = "%") -> bool:
         """Whether the worker's connections finished a statement (`like` that pattern)
         after `moment`."""

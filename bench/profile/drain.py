@@ -76,6 +76,7 @@ from pgjobs.data.claims import (  # noqa: E402
     CLAIM,
     HEARTBEAT,
     READY_JOBS,
+    claim_params,
 )
 from pgjobs.data.layer import DataLayer  # noqa: E402
 from pgjobs.data.sql import id_ranges, int_array, notify_channel  # noqa: E402
@@ -497,17 +498,6 @@ def timed(
     return rows, server / 1e3, client / 1e3
 
 
-def claim_params(limit: int) -> dict[str, Any]:
-    """CLAIM's parameters for a claim of `limit` jobs, as the worker sends them."""
-    return {
-        "limit": limit,
-        "begin": 10,
-        "worker_id": WORKER_ID,
-        "queue": None,
-        "async_commit": False,
-    }
-
-
 def explained(conn: psycopg.Connection[Any], statement: Any, params: Any) -> str:
     with conn.transaction(force_rollback=True):
         query = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + (
@@ -551,7 +541,7 @@ def replay(
         held: list[int] = []
         rounds = max(1, min(count // claim - 2, 20))
         for _ in range(rounds):
-            params = claim_params(claim)
+            params = claim_params(limit=claim, worker_id=WORKER_ID, begin=10)
             rows, server, client = timed(conn, backend, claim_sql, params, binary=True)
             record("CLAIM", len(rows), server, client)
             ids = sorted(row[0] for row in rows)
@@ -595,7 +585,7 @@ def replay(
         )
         # The plans, on the same table: claim and ready again, then each statement
         # rolled back.
-        params = claim_params(claim)
+        params = claim_params(limit=claim, worker_id=WORKER_ID, begin=10)
         rows = conn.execute(claim_sql, params, binary=True).fetchall()
         ids = sorted(row[0] for row in rows)
         plans["READY_JOBS"] = (ready_sql, {"ranges": id_ranges(ids), "worker_id": WORKER_ID})

@@ -49,7 +49,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "peers")]
 import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements)
 from harness import live_of, make_partitions, tables_of  # noqa: E402
 
-from pgjobs.data.claims import CLAIM  # noqa: E402
+from pgjobs.data.claims import CLAIM, claim_params  # noqa: E402
 from pgjobs.data.history import moved_row  # noqa: E402
 from pgjobs.data.layer import DataLayer  # noqa: E402
 from pgjobs.data.outcome_sql import COMPLETE_JOBS, COMPLETED  # noqa: E402
@@ -169,20 +169,15 @@ class Bench:
         self.admin.execute("CHECKPOINT")
 
 
-def claim_params(limit: int) -> dict[str, Any]:
-    return {
-        "limit": limit,
-        "worker_id": WORKER_ID,
-        "queue": None,
-        "begin": 10,
-        "async_commit": False,
-    }
+def claim_args(limit: int) -> dict[str, Any]:
+    """CLAIM's parameters for a claim of `limit` jobs by this script's worker."""
+    return claim_params(limit=limit, worker_id=WORKER_ID, begin=10)
 
 
 def claimed(bench: Bench, schema: str, count: int) -> list[int]:
     """Claim `count` jobs as the worker does (untimed): their ids, in id order."""
     claim = DataLayer(schema).sql.render(CLAIM)
-    rows = bench.conn.execute(claim, claim_params(count), binary=True).fetchall()
+    rows = bench.conn.execute(claim, claim_args(count), binary=True).fetchall()
     return sorted(row[0] for row in rows)
 
 
@@ -201,12 +196,12 @@ def claims_of(
         layer = DataLayer(schema)
         claim = layer.sql.render(template or CLAIM)
         if not prepared:
-            return [bench.timed(claim, claim_params(limit), binary=True) for _ in range(per_fill)]
+            return [bench.timed(claim, claim_args(limit), binary=True) for _ in range(per_fill)]
         bench.conn.execute("SET plan_cache_mode = force_custom_plan")
         try:
-            bench.conn.execute(sql.SQL("EXPLAIN ") + claim, claim_params(1), prepare=True)
+            bench.conn.execute(sql.SQL("EXPLAIN ") + claim, claim_args(1), prepare=True)
             return [
-                bench.timed(claim, claim_params(limit), binary=True, prepare=True)
+                bench.timed(claim, claim_args(limit), binary=True, prepare=True)
                 for _ in range(per_fill)
             ]
         finally:

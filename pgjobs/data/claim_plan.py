@@ -26,23 +26,11 @@ ARGUMENT_TYPES = "integer, integer, text, text, boolean"
 PREPARED_NAME = "pgjobs_claim_plan"
 
 SET_CONFIG = sql.SQL("SELECT set_config(%s, %s, true)")
-PREPARED = sql.SQL("SELECT true FROM pg_prepared_statements WHERE name = %s")
 FUNCTION = sql.SQL("""
 SELECT p.prosrc, coalesce(p.proconfig, '{}')
 FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
 WHERE n.nspname = %s AND p.proname = 'claim_jobs'
 """)
-
-
-def claim_statement(conn: psycopg.Connection[Any], schema: str, *, any_queue: bool) -> str:
-    """The statement `claim_jobs` runs to claim from every queue (`any_queue`) or from
-    one, its arguments written as the parameters $1 to $5."""
-    source, _ = _function(conn, schema)
-    every, one = re.findall(r"RETURN QUERY\s+(.*?);", source, re.DOTALL)
-    statement: str = every if any_queue else one
-    for number, name in enumerate(ARGUMENTS, start=1):
-        statement = re.sub(rf"\b{name}\b", f"${number}", statement)
-    return statement
 
 
 def explain_claim(
@@ -58,30 +46,43 @@ def explain_claim(
     """EXPLAIN (`options`) of a claim of up to `limit` jobs from `queue` (every queue
     when None), planned as `claim_jobs` plans it; the rows EXPLAIN returns.
     `as_function=False`: planned as the same statement outside the function would be
-    (for its values, under the session's settings), to compare."""
-    _, settings = _function(conn, schema)
-    if not as_function:
-        settings = ["plan_cache_mode=force_custom_plan"]
-    statement = claim_statement(conn, schema, any_queue=queue is None)
+    (for its values, under the session's settings), to compare.
+
+    Leaves `conn` as it found it: in a caller's transaction everything runs in a
+    savepoint rolled back, outside one in a transaction rolled back."""
     name = sql.Identifier(PREPARED_NAME)
-    prepare = sql.SQL("PREPARE {} ({}) AS {}").format(
-        name, sql.SQL(ARGUMENT_TYPES), sql.SQL(statement)
-    )
     # The arguments as literals: a utility statement leaves its parameters' types unknown.
     arguments = [sql.Literal(value) for value in (limit, begin, "explain", queue, False)]
     explain = sql.SQL("EXPLAIN ({}) EXECUTE {} ({})").format(
         sql.SQL(options), name, sql.SQL(", ").join(arguments)
     )
-    # A prepared statement outlives a rolled-back transaction: deallocated after it.
-    try:
-        with conn.transaction(force_rollback=True):
-            for setting in settings:
-                _rows(conn, schema, SET_CONFIG, setting.split("=", 1))
-            _rows(conn, schema, prepare)
-            return _rows(conn, schema, explain)
-    finally:
-        if _rows(conn, schema, PREPARED, [PREPARED_NAME]):
+    with conn.transaction(force_rollback=True):
+        source, settings = _function(conn, schema)
+        if not as_function:
+            settings = ["plan_cache_mode=force_custom_plan"]
+        for setting in settings:
+            _rows(conn, schema, SET_CONFIG, setting.split("=", 1))
+        prepare = sql.SQL("PREPARE {} ({}) AS {}").format(
+            name, sql.SQL(ARGUMENT_TYPES), sql.SQL(_statement(source, queue is None))
+        )
+        _rows(conn, schema, prepare)
+        # A prepared statement outlives a rollback: deallocated before it, after the
+        # EXPLAIN, whose own savepoint keeps this transaction usable should it fail.
+        try:
+            with conn.transaction(force_rollback=True):
+                return _rows(conn, schema, explain)
+        finally:
             _rows(conn, schema, sql.SQL("DEALLOCATE {}").format(name))
+
+
+def _statement(source: str, any_queue: bool) -> str:
+    """Of the function's `source`, the claim from every queue or from one, its arguments
+    written as $1 to $5."""
+    every, one = re.findall(r"RETURN QUERY\s+(.*?);", source, re.DOTALL)
+    statement: str = every if any_queue else one
+    for number, argument in enumerate(ARGUMENTS, start=1):
+        statement = re.sub(rf"\b{argument}\b", f"${number}", statement)
+    return statement
 
 
 def _function(conn: psycopg.Connection[Any], schema: str) -> tuple[str, list[str]]:

@@ -136,13 +136,9 @@ class ClaimStatements(StatementGroup):
         first `begin` of them ready for threads (CLAIM); `async_commit`: without waiting
         for the claim's WAL to reach the disk. Jobs of limited tasks and queues are
         passed over (data/limits.py claims them). Returns the jobs and the ids readied."""
-        params = {
-            "limit": limit,
-            "begin": begin,
-            "worker_id": worker_id,
-            "queue": queue,
-            "async_commit": async_commit,
-        }
+        params = claim_params(
+            limit=limit, begin=begin, worker_id=worker_id, queue=queue, async_commit=async_commit
+        )
         claimed = self._rows(conn, CLAIM, params, binary=True)
         return claimed_jobs(claimed)
 
@@ -223,6 +219,24 @@ class ClaimStatements(StatementGroup):
         """Refresh `heartbeat_at` of the jobs still ours; returns their ids."""
         params = {"ids": int_array(ids), "worker_id": worker_id}
         return {row[0] for row in self._rows(conn, HEARTBEAT, params)}
+
+
+def claim_params(
+    *,
+    limit: int,
+    worker_id: str,
+    queue: str | None = None,
+    begin: int = 0,
+    async_commit: bool = False,
+) -> dict[str, Any]:
+    """CLAIM's parameters (`ClaimStatements.claim` says what each means)."""
+    return {
+        "limit": limit,
+        "begin": begin,
+        "worker_id": worker_id,
+        "queue": queue,
+        "async_commit": async_commit,
+    }
 
 
 def claimed_jobs(rows: Sequence[tuple[Any, ...]]) -> tuple[list[ClaimedJob], set[int]]:

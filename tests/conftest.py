@@ -119,6 +119,15 @@ def observer(database_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_terminal_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in the tests draw their tables for a pipe (as wide as their content),
+    whatever started pytest: pytest-xdist's test processes inherit COLUMNS=80, which
+    would wrap them. A test that wants a width sets COLUMNS itself."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `slow` every test that starts worker processes through `start_worker`, so
     `pytest -m "not slow"` is a quick inner loop; tests that start other processes carry

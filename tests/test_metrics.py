@@ -157,7 +157,8 @@ def test_batched_counting_reads_as_the_official_client_counting_each_attempt() -
     ]
     m = metrics()
     values = [*DURATION_BUCKETS, *LAG_BUCKETS, 0.0, 5000.0, 0.0021]
-    # a lag is read a few microseconds after it is set up: near each bound, not on it
+    # a lag is worked out from the clock readings below, which float arithmetic rounds:
+    # near each bound, not on it
     near = [bound + side for bound in LAG_BUCKETS for side in (-0.0004, 0.0004)]
     for batch in range(6):
         drain = batch % 2 == 0  # one task, all completed
@@ -166,10 +167,12 @@ def test_batched_counting_reads_as_the_official_client_counting_each_attempt() -
             queue, task = ("q", "t") if drain else (rng.choice("ab"), rng.choice("xy"))
             duration = rng.choice(values)
             lag = rng.choice([*near, 0.0, 5000.0, -0.5, -0.001])
+            # one reading for both ends: a busy machine may pause the test between two
+            now = time.time()
             m.jobs.job_ended(
                 JobEnded(
-                    ClaimedJob(n, queue, task, "{}", 1, 3, time.time() - duration - lag),
-                    ending, Outcome(n, 1, state), duration, "w1", time.time(),
+                    ClaimedJob(n, queue, task, "{}", 1, 3, now - duration - lag),
+                    ending, Outcome(n, 1, state), duration, "w1", now,
                 )
             )  # fmt: skip
             finished.labels(queue, task, label).inc()

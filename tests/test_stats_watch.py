@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import sys
 import termios
@@ -14,8 +15,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from rich.text import Text
 
 from pgjobs import App
+from pgjobs.cli.watch import watch_live
 from tests.helpers import REPO_ROOT, run_cli, wait_until
 
 ROWS, COLUMNS = 40, 120
@@ -110,6 +113,33 @@ def test_stats_watch_redraws_in_place_and_ctrl_c_exits_cleanly(
     # then it ends at once with status 0 and no traceback
     assert terminal.wait(10) == 0
     assert b"Traceback" not in terminal.output and b"aborted" not in terminal.output
+
+
+def test_a_ctrl_c_whose_interrupt_was_swallowed_still_ends_the_watch() -> None:
+    # given a watch whose second redraw is interrupted by Ctrl-C, and something in that
+    # redraw swallows the KeyboardInterrupt (as Python does in an object's __del__)
+    redraws = 0
+
+    def draw() -> list[Text]:
+        nonlocal redraws
+        redraws += 1
+        if redraws == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the interrupt lands here
+            except KeyboardInterrupt:
+                pass
+        if redraws > 5:
+            raise AssertionError("the watch went on redrawing after Ctrl-C")
+        return [Text("frame")]
+
+    # when the watch runs
+    before = signal.getsignal(signal.SIGINT)
+    watch_live(draw, 0.1, "title")
+
+    # then it ends after that redraw, and gives SIGINT its handler back
+    assert redraws == 2
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,21 @@ rich's Live display rewrites the same lines of the terminal instead of scrolling
 is how a person stops watching, not an error: it ends the command with status 0 and no
 traceback. A database that goes away while watching shows as a line in the display, and
 the next redraw tries again.
+
+Ctrl-C is also remembered, not only raised: Python drops a KeyboardInterrupt that lands
+while an object's `__del__` runs (it prints "Exception ignored" and goes on), and a
+redraw destroys connections' cursors and rich's renderables all the time. A watch that
+lost its Ctrl-C so kept redrawing (seen once in the test suite on a busy machine); the
+remembered press ends it at the next redraw instead.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from pgjobs.bounds import check_seconds
@@ -41,13 +49,28 @@ def watch_live(draw: Callable[[], list[RenderableType]], every: float, title: st
     """Redraw `draw()` under a title line every `every` seconds until Ctrl-C."""
     from rich.live import Live
 
+    ctrl_c = _CtrlC()
+    previous = signal.signal(signal.SIGINT, ctrl_c.press)
     try:
         with Live(console=console(), auto_refresh=False) as live:
-            while True:
+            while not ctrl_c.pressed:
                 live.update(_frame(draw, every, title), refresh=True)
                 time.sleep(every)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _CtrlC:
+    """SIGINT's handler while watching: remembers the press, then interrupts as Python's
+    own handler does (a sleep or a query ends at once)."""
+
+    pressed = False
+
+    def press(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
 
 
 def _frame(draw: Callable[[], list[RenderableType]], every: float, title: str) -> RenderableType:

@@ -72,7 +72,7 @@ from harness import drop, say, scalar
 from psycopg import sql
 
 import pgjobs
-from pgjobs.data.claim_plan import explain_claim
+from pgjobs.data.function_plans import explain_claim
 from pgjobs.history import drop_expired
 from pgjobs.types import JobState, Outcome
 

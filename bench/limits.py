@@ -444,7 +444,7 @@ def explain(site: Site, args: argparse.Namespace) -> list[tuple[int, list[float]
     full (10 running, 20 waiting): the execution time (ms, median of 5) of LOCK_BUCKETS,
     CLAIM_LIMITED and the plain claim (`claim_jobs`, passing limited jobs over), as one
     claim of 16 by the worker sends them, and the most rows each removed by a filter."""
-    from pgjobs.data.claim_plan import explain_claim
+    from pgjobs.data.function_plans import explain_claim
     from pgjobs.data.layer import DataLayer
     from pgjobs.data.limits import FORMS
     from pgjobs.limits import TaskLimits

@@ -4,7 +4,7 @@ hot table in shape: does the claim slow down, the table bloat, the workers' memo
 
     python bench/sustained.py [--database-url URL] [--seconds 300] [--rate 2000]
                               [--workers 2] [--concurrency 10] [--producers 2]
-                              [--threads 8] [--warmup 10]
+                              [--threads 8] [--per-commit 1] [--warmup 10]
 
 One schema, migrated with `pgjobs migrate`, server settings untouched (autovacuum on).
 `--workers` processes of `pgjobs work --concurrency N` (durable claims, the default) serve
@@ -12,17 +12,19 @@ One schema, migrated with `pgjobs migrate`, server settings untouched (autovacuu
 CLAIM call (when it began, rows claimed, seconds: the client's round trip) and whose
 no-op task appends its start time to a file (compare.py's StartMarks). `--producers`
 processes of `--threads` threads each enqueue single jobs with `job.enqueue(conn, ...)`,
-one transaction each, every job due at a fixed time (pgjobs_bench.produce: a late one
-does not push the next ones back), `--rate` jobs/s between them, and record when each
-commit returned. (One thread, one commit after the other, makes 600-750 jobs/s on 2
-cores with fsync on; one process of 8 threads about 1,200 on a busy machine.)
+`--per-commit` a transaction (one by default), every job due at a fixed time
+(pgjobs_bench.produce: a late one does not push the next ones back), `--rate` jobs/s
+between them, and record when each commit returned. (One thread, one commit after the
+other, makes 600-750 jobs/s on 2 cores with fsync on; one process of 8 threads about
+1,200 on a busy machine: 2,000 single-job commits a second are beyond 2 cores that also
+run the workers, so `--per-commit 4` offers 2,000 jobs/s in 500 commits a second.)
 
 The first `--warmup` seconds are not counted; then, for `--seconds`, every 10 s: jobs_live's
 live and dead tuples, its size (table, indexes), its autovacuums and autoanalyzes, the
 jobs waiting and running, each worker's RSS (/proc), the CPU of the workers, of this
 script's processes, of the server and of the rest of the machine, and a probe: EXPLAIN
 (ANALYZE, BUFFERS) of the workers' claim (limit 10) as `claim_jobs` plans it
-(pgjobs.data.claim_plan), on a connection of its own, rolled back: its time, and the
+(pgjobs.data.function_plans), on a connection of its own, rolled back: its time, and the
 scan of jobs_live its plan chose. Pickup is a task's start
 less its commit's return, by interval of commit; completions are counted by task starts
 (the task is a no-op). Claim time is the first minute against the last (a quarter of the
@@ -73,7 +75,7 @@ from comparison.common.latency import read_marks  # noqa: E402
 from comparison.common.workers import status_kb  # noqa: E402
 from history import busy_seconds, cpu_seconds, ours, postmaster  # noqa: E402
 
-from pgjobs.data.claim_plan import explain_claim  # noqa: E402
+from pgjobs.data.function_plans import explain_claim  # noqa: E402
 
 EVERY = 10.0  # seconds between samples
 EDGE = 60.0  # the claim's "first" and "last" minute
@@ -128,12 +130,15 @@ class Sample:
     cpu: dict[str, float]
 
 
-def produce(url: str, schema: str, jobs: range, rate: float, lanes: int, begin: float) -> list[Any]:
+def produce(
+    url: str, schema: str, jobs: range, rate: float, lanes: int, begin: float, per_commit: int
+) -> list[Any]:
     """One producer process: `jobs` (their numbers) paced from `begin` (monotonic, which
-    every process of this machine shares); [(n, commit time), ...]."""
+    every process of this machine shares), `per_commit` a transaction; [(n, commit time),
+    ...]."""
     pgjobs_bench.app.configure(schema=schema)
     time.sleep(max(0.0, begin - Schedule.LEAD - time.monotonic()))
-    return pgjobs_bench.produce(url, len(jobs), rate, jobs.start, lanes)
+    return pgjobs_bench.produce(url, len(jobs), rate, jobs.start, lanes, per_commit)
 
 
 def start_workers(
@@ -457,13 +462,17 @@ def summary(out: Outcome) -> list[str]:
     ]
 
 
+def per_commit(jobs: int) -> str:
+    return "one job per transaction" if jobs == 1 else f"{jobs} jobs per transaction"
+
+
 def report(out: Outcome, took: float) -> str:
     args = out.args
     head = (
         f"pgjobs under sustained load: {args.rate:,.0f} jobs/s for {args.seconds:.0f} s after "
         f"{args.warmup:.0f} s untimed; {args.workers} worker processes x --concurrency "
         f"{args.concurrency} (durable claims); {args.producers} producer processes x "
-        f"{args.threads} threads, one job per transaction; PostgreSQL {out.end['version']}, "
+        f"{args.threads} threads, {per_commit(args.per_commit)}; PostgreSQL {out.end['version']}, "
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {took:.0f} s in all"
     )
@@ -485,7 +494,9 @@ def start_producers(
         first = k * share + min(k, extra)
         jobs = range(first, first + share + (k < extra))
         rate = args.rate / args.producers
-        futures.append(pool.submit(produce, url, schema, jobs, rate, args.threads, begin))
+        futures.append(
+            pool.submit(produce, url, schema, jobs, rate, args.threads, begin, args.per_commit)
+        )
     return futures
 
 
@@ -534,6 +545,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10, help="each worker's threads")
     parser.add_argument("--producers", type=int, default=2, help="producer processes")
     parser.add_argument("--threads", type=int, default=8, help="each producer's threads")
+    parser.add_argument(
+        "--per-commit", type=int, default=1, help="jobs a producer's transaction enqueues"
+    )
     parser.add_argument("--warmup", type=float, default=10.0, help="untimed seconds first")
     args = parser.parse_args()
     schema = f"bench_sustained_{uuid.uuid4().hex[:8]}"

@@ -29,7 +29,7 @@ from pgjobs.data.producer import COPY_THRESHOLD
 from pgjobs.data.sql import STAGING_TABLE
 from pgjobs.data.steps import CopyIn
 from pgjobs.queue_control import set_queue_limit
-from tests.helpers import UNREACHABLE_URL, jobs
+from tests.helpers import UNREACHABLE_URL, jobs, wait_until
 
 T = TypeVar("T")
 KINDS = ["psycopg", "sqlalchemy-connection", "sqlalchemy-session"]
@@ -182,6 +182,32 @@ def test_own_async_pool_serves_one_event_loop_after_another(
     run(app.aclose())
 
     assert [row["id"] for row in jobs(observer, schema)] == [first, second]
+
+
+def client_backends(observer: Any) -> int:
+    row = observer.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    ).fetchone()
+    count: int = row[0]
+    return count
+
+
+def test_each_event_loop_closes_its_own_pool_when_it_ends(app: App, observer: Any) -> None:
+    # given: the server's connections before
+    before = client_backends(observer)
+
+    # when: a program runs thirty event loops one after another, each enqueueing a job
+    # through pgjobs' own pool (its pool of the loop)
+    for n in range(30):
+        run(app.enqueue_async(None, "t", {"n": n}))
+
+    # then: every loop closed its pool as it ended; none left connections behind (each
+    # kept one or two open, with its loop, for the life of the program)
+    wait_until(
+        lambda: client_backends(observer) <= before,
+        10,
+        message=lambda: f"{client_backends(observer)} connections, {before} before",
+    )
 
 
 def test_async_enqueue_without_connection_to_an_unreachable_server_says_so() -> None:

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
-from pgjobs.data.claim_plan import explain_claim
+from pgjobs.data.function_plans import explain_claim
 
 Connection = psycopg.Connection[Any]
 FETCH_INDEX = "jobs_fetch_any_queue_idx"

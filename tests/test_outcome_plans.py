@@ -1,5 +1,6 @@
 """Writing a batch of outcomes finds each job's row once, whatever plan the server picks,
-and a batch (a claim, outcomes, a heartbeat) reads its own rows, not the whole table.
+a batch (a claim, outcomes, a heartbeat) reads its own rows, not the whole table, and a
+completion locks its rows in id order whatever the statistics say (migration 0014).
 
 The worker's own connections never prepare statements, but `pgjobs.testing` writes
 outcomes on the caller's connection, where psycopg prepares a statement after five runs
@@ -18,13 +19,16 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App
-from pgjobs.data.claim_plan import explain_claim
 from pgjobs.data.claims import HEARTBEAT
+from pgjobs.data.function_plans import explain_claim, explain_completion
+from pgjobs.data.outcome_sql import results_by_id
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.outcomes import completed, failed_attempt, snoozed
 
 RUNNING = 5_000
 BATCH = 200
+# The scans of jobs_live that visit rows in id order, as a heartbeat locks them.
+IN_ID_ORDER = ([("Index Scan", "jobs_running_idx")], [("Index Scan", "jobs_pkey")])
 
 Connection = psycopg.Connection[Any]
 
@@ -104,8 +108,12 @@ def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
     batch = outcomes_of(kind, running_jobs[100 : 100 + BATCH])
     [statement] = app.data.claims.outcome_statements(batch, worker_id="w")
 
-    # when: the statement runs as a generic plan
-    plan = generic_plan(conn, statement.query, dict(statement.params or {}))
+    # when: the statement runs as a generic plan (a completion's, as complete_jobs
+    # plans it: its own generic plan)
+    if kind == "retried or snoozed":
+        plan = generic_plan(conn, statement.query, dict(statement.params or {}))
+    else:
+        plan = completion_plan(conn, app.schema, batch)
 
     # then: it wrote every outcome, and a step run once per outcome finds one row (its
     # job's, by id); the quadratic plans scanned every running job, or every outcome, once
@@ -123,6 +131,25 @@ def steps_on_jobs(node: dict[str, Any]) -> list[tuple[str, float]]:
     for child in node.get("Plans", []):
         found += steps_on_jobs(child)
     return found
+
+
+def completion_plan(
+    conn: Connection, schema: str, outcomes: list[Outcome], *, as_function: bool = True
+) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of the completion of `outcomes` as `complete_jobs` plans it (or,
+    `as_function=False`, as the same statement outside it would be), rolled back."""
+    results = results_by_id(outcomes) if any(o.result_json for o in outcomes) else None
+    [[explained]] = explain_completion(
+        conn,
+        schema,
+        attempts={o.job_id: o.attempt for o in outcomes},
+        worker_id="w",
+        results=results,
+        options="ANALYZE, FORMAT JSON",
+        as_function=as_function,
+    )
+    plan: dict[str, Any] = explained[0]["Plan"]
+    return plan
 
 
 def custom_plan(conn: Connection, query: sql.SQL, params: dict[str, Any]) -> dict[str, Any]:
@@ -150,15 +177,11 @@ def test_a_batch_reads_its_own_rows_not_the_table(
             conn, app.schema, limit=len(batch), begin=10, options="ANALYZE, FORMAT JSON"
         )
         plan: dict[str, Any] = explained[0]["Plan"]
+    elif kind == "heartbeat":
+        params = {"ids": [job.id for job in batch], "worker_id": "w"}
+        plan = custom_plan(conn, app.data.sql.render(HEARTBEAT), params)
     else:
-        if kind == "heartbeat":
-            query = app.data.sql.render(HEARTBEAT)
-            params: dict[str, Any] = {"ids": [job.id for job in batch], "worker_id": "w"}
-        else:
-            outcomes = outcomes_of(kind, batch)
-            [statement] = app.data.claims.outcome_statements(outcomes, worker_id="w")
-            query, params = statement.query, dict(statement.params or {})
-        plan = custom_plan(conn, query, params)
+        plan = completion_plan(conn, app.schema, outcomes_of(kind, batch))
 
     # then: it wrote the batch, and no step read more rows of the table than the batch
     # holds; joined by id alone, the rows were hash-joined to a scan of all 20,000
@@ -178,24 +201,73 @@ def scans_of_jobs(node: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 
 @pytest.mark.parametrize("kind", ["completed", "completed with a result"])
-def test_a_completion_finds_its_rows_in_id_order_in_either_plan(
+def test_a_completion_finds_its_rows_in_id_order(
     app: App, observer: Connection, conn: Connection, kind: str
 ) -> None:
     # given: 1,000 outcomes of the 1,200 jobs running among 20,000
     running = claimed_and_analyzed(app, observer, enqueued=20_000, running=1_200)
     batch = outcomes_of(kind, running[100:1_100])
-    [statement] = app.data.claims.outcome_statements(batch, worker_id="w")
-    query, params = statement.query, dict(statement.params or {})
 
-    # when: it runs as the worker sends it, and as a prepared statement's generic plan
-    plans = [custom_plan(conn, query, params), generic_plan(conn, query, params)]
+    # when: the completion is planned as complete_jobs plans it
+    plan = completion_plan(conn, app.schema, batch)
 
-    # then: each reads jobs_live once, through an index keyed by id: its rows are locked
+    # then: it reads jobs_live once, through an index keyed by id: its rows are locked
     # in id order, as a heartbeat locks them, so the two cannot deadlock (a bitmap scan
     # would lock them in the order of the table's pages)
-    for plan in plans:
-        assert plan["Actual Rows"] == len(batch)
-        assert scans_of_jobs(plan) in (
-            [("Index Scan", "jobs_running_idx")],
-            [("Index Scan", "jobs_live_pkey")],
-        )
+    assert plan["Actual Rows"] == len(batch)
+    assert scans_of_jobs(plan) in IN_ID_ORDER
+
+
+@pytest.fixture
+def few_live_rows(app: App, observer: Connection) -> list[ClaimedJob]:
+    """As under a steady load after an autovacuum: jobs_live vacuumed and analyzed while
+    20 of its 2,000 jobs ran, the others moved to the history (few live rows over many
+    pages); autovacuum off. The 20 running jobs, worker "w"'s."""
+    if observer.info.server_version < 150000:
+        pytest.skip("pg_stat_force_next_flush() came with PostgreSQL 15")
+    live = sql.Identifier(app.schema, "jobs_live")
+    observer.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(live))
+    app.enqueue_many(None, [("report", {"n": n}) for n in range(2_000)])
+    claimed, _ = app.data.claims.claim(observer, limit=2_000, queue=None, worker_id="w")
+    finished = [completed(job) for job in claimed[20:]]
+    app.data.claims.record_outcomes(observer, finished, worker_id="w")
+    observer.execute(sql.SQL("VACUUM ANALYZE {}").format(live))
+    return claimed[:20]
+
+
+def sequential_scans(observer: Connection, schema: str) -> int:
+    """jobs_live's sequential scans so far, this session's included."""
+    observer.execute("SELECT pg_stat_force_next_flush()")
+    observer.execute("SELECT pg_stat_clear_snapshot()")
+    row = observer.execute(
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+        (schema, "jobs_live"),
+    ).fetchone()
+    assert row is not None
+    count: int = row[0]
+    return count
+
+
+@pytest.mark.parametrize("kind", ["completed", "completed with a result"])
+def test_a_completion_locks_its_rows_in_id_order_whatever_the_statistics(
+    app: App, observer: Connection, conn: Connection, few_live_rows: list[ClaimedJob], kind: str
+) -> None:
+    # given: 10 of the 20 running jobs done, on a table of few live rows, where the
+    # completion planned as a plain statement reads jobs_live in the order of its pages
+    # (as the worker's statement did before migration 0014: a heartbeat and a completion
+    # deadlocked under a steady load)
+    batch = outcomes_of(kind, few_live_rows[::2])
+    plain = completion_plan(conn, app.schema, batch, as_function=False)
+    assert scans_of_jobs(plain) not in IN_ID_ORDER, scans_of_jobs(plain)
+
+    # when: the worker writes them
+    planned = completion_plan(conn, app.schema, batch)
+    scans_before = sequential_scans(observer, app.schema)
+    written = app.data.claims.record_outcomes(observer, batch, worker_id="w")
+
+    # then: complete_jobs reads jobs_live through an index keyed by id, so it locks the
+    # rows in id order, as a heartbeat does; and the worker's write went through it, with
+    # no sequential scan of jobs_live
+    assert scans_of_jobs(planned) in IN_ID_ORDER
+    assert written == {outcome.job_id for outcome in batch}
+    assert sequential_scans(observer, app.schema) == scans_before

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from pgjobs import App, InvalidJobError
-from pgjobs.data.claim_plan import explain_claim
+from pgjobs.data.function_plans import explain_claim
 from pgjobs.data.sql import notify_channel
 from pgjobs.queue_control import pause_queue, resume_queue, set_queue_limit
 from pgjobs.types import ClaimedJob

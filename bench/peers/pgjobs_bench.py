@@ -112,17 +112,28 @@ def single(url: str, count: int) -> float:
         return time.perf_counter() - started
 
 
-def produce(url: str, count: int, rate: float, first: int, lanes: int) -> list[Any]:
+def produce(
+    url: str, count: int, rate: float, first: int, lanes: int, per_commit: int = 1
+) -> list[Any]:
+    """Each lane enqueues its paced jobs, committing every `per_commit` of them (and what
+    is left at the end); [(n, its commit's return), ...]."""
     app.configure(database_url=url)
     schedule = Schedule(count, rate, first, lanes)
 
     def lane(number: int) -> list[tuple[int, float]]:
-        commits = []
+        commits: list[tuple[int, float]] = []
+        pending: list[int] = []
         with psycopg.connect(url) as conn:
             for n in schedule.paced(number):
                 job.enqueue(conn, n=n)
-                conn.commit()
-                commits.append((n, time.time()))
+                pending.append(n)
+                if len(pending) == per_commit:
+                    conn.commit()
+                    committed = time.time()
+                    commits += [(m, committed) for m in pending]
+                    pending.clear()
+            conn.commit()
+            commits += [(m, time.time()) for m in pending]
         return commits
 
     return in_lanes(lanes, lane)

@@ -71,13 +71,13 @@ import raw_sql  # noqa: E402  (bench/peers: the baseline's schema and statements
 from comparison.common.cpu import CpuSampler  # noqa: E402
 from harness import make_partitions, stop  # noqa: E402
 
-from pgjobs.data.claim_plan import explain_claim  # noqa: E402
 from pgjobs.data.claims import (  # noqa: E402
     CLAIM,
     HEARTBEAT,
     READY_JOBS,
     claim_params,
 )
+from pgjobs.data.function_plans import explain_claim, explain_completion  # noqa: E402
 from pgjobs.data.layer import DataLayer  # noqa: E402
 from pgjobs.data.sql import id_ranges, int_array, notify_channel  # noqa: E402
 from pgjobs.embedded import temporary_cluster  # noqa: E402
@@ -590,9 +590,6 @@ def replay(
         ids = sorted(row[0] for row in rows)
         plans["READY_JOBS"] = (ready_sql, {"ranges": id_ranges(ids), "worker_id": WORKER_ID})
         plans["HEARTBEAT"] = (heartbeat_sql, {"ids": int_array(ids), "worker_id": WORKER_ID})
-        done = [Outcome(job_id, 1, JobState.COMPLETED) for job_id in ids[:complete]]
-        (statement,) = claims.outcome_statements(done, worker_id=WORKER_ID)
-        plans["COMPLETE_JOBS"] = (statement.query, statement.params)
         retries = [
             Outcome(job_id, 1, JobState.AVAILABLE, 60.0, {"message": "retry"})
             for job_id in ids[:complete]
@@ -601,11 +598,22 @@ def replay(
         plans["RECORD_OUTCOMES (retries)"] = (statement.query, statement.params)
         for name, (statement_sql, statement_params) in plans.items():
             found[name].plan = explained(conn, statement_sql, statement_params)
-        # the claim as `claim_jobs` plans it (EXPLAIN of the call shows only the call)
+        # the claim as `claim_jobs` plans it, the completion as `complete_jobs` does
+        # (EXPLAIN of a call shows only the call)
         found["CLAIM"].plan = "\n".join(
             line
             for (line,) in explain_claim(
                 conn, SCHEMA, limit=claim, begin=10, options="ANALYZE, BUFFERS"
+            )
+        )
+        found["COMPLETE_JOBS"].plan = "\n".join(
+            line
+            for (line,) in explain_completion(
+                conn,
+                SCHEMA,
+                attempts=dict.fromkeys(ids[:complete], 1),
+                worker_id=WORKER_ID,
+                options="ANALYZE, BUFFERS",
             )
         )
 

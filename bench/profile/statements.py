@@ -52,7 +52,7 @@ from harness import live_of, make_partitions, tables_of  # noqa: E402
 from pgjobs.data.claims import CLAIM, claim_params  # noqa: E402
 from pgjobs.data.history import moved_row  # noqa: E402
 from pgjobs.data.layer import DataLayer  # noqa: E402
-from pgjobs.data.outcome_sql import COMPLETE_JOBS, COMPLETED  # noqa: E402
+from pgjobs.data.outcome_sql import COMPLETE_JOBS  # noqa: E402
 from pgjobs.data.sql import int_array  # noqa: E402
 from pgjobs.embedded import temporary_cluster  # noqa: E402
 from pgjobs.migrate import upgrade  # noqa: E402
@@ -103,7 +103,7 @@ INSERT INTO {{history}}
 SELECT {row} FROM done
 RETURNING id
 """
-COMPLETED_ROW = moved_row("done", **COMPLETED)
+COMPLETED_ROW = moved_row("done", state="'completed'", finished_at="now()", heartbeat_at="NULL")
 COMPLETE_GUARDED = MOVED.format(
     attempt="\n      AND j.attempts = (%(attempts)s::jsonb ->> j.id::text)::int", row=COMPLETED_ROW
 )

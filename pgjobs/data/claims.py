@@ -58,7 +58,8 @@ SELECT * FROM {claim_jobs}(%(limit)s::integer, %(begin)s::integer, %(worker_id)s
 """
 
 # The rows of `ids` this worker still holds, locked in id order. Outcome writes and
-# heartbeats touch the same rows; locking them in one order means they cannot deadlock.
+# heartbeats touch the same rows; locking them in one order means they cannot deadlock
+# (completions lock theirs in id order through `complete_jobs`: data/outcome_sql.py).
 HELD_BY_WORKER = """
     SELECT id FROM {live}
     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running' AND worker_id = %(worker_id)s

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pgjobs.data.history import moved_row
 from pgjobs.data.sql import fill
 from pgjobs.types import Outcome
 
@@ -79,46 +78,30 @@ FROM recorded
 # ENSURE_PARTITIONS, before the first completion of each day), since a statement routes
 # its rows only to partitions that existed when it began.
 #
-# The DELETE checks HELD_OUTCOMES' guard itself (STILL_OURS: this attempt, running,
-# ours), on the newest version of a row changed meanwhile, as FOR UPDATE would; each
-# outcome's attempt is looked up in one JSON object keyed by job id, parsed once (an
-# InitPlan). It finds its rows by one array of ids through an index keyed by id, so it
-# locks them in id order, as heartbeats do: the two cannot deadlock
-# (tests/test_outcome_plans.py holds the plan to that). The lock pass cost a row lock,
-# its WAL record and a second lookup a job (bench/PROFILE.md: 6.85 against 5.71 µs a row).
-ATTEMPTS_BY_ID = "attempts AS MATERIALIZED (SELECT %(attempts)s::jsonb AS by_id)"
-STILL_OURS = """j.id = ANY(%(ids)s::bigint[])
-      AND j.state = 'running' AND j.worker_id = %(worker_id)s
-      AND j.attempts = ((SELECT by_id FROM attempts) ->> j.id::text)::int"""
+# It runs as the schema's function `complete_jobs` (migration 0014 holds its text). The
+# DELETE checks HELD_OUTCOMES' guard itself (this attempt, running, ours), on the newest
+# version of a row changed meanwhile, as FOR UPDATE would; each outcome's attempt is
+# looked up in one JSON object keyed by job id. It finds its rows by one array of ids,
+# and the function's planner settings leave it only index scans keyed by id, so it locks
+# them in id order, as heartbeats do, and the two cannot deadlock. As a plain statement
+# it did so only while the planner chose such a scan: under a steady load it chose a
+# bitmap scan, which visits rows in the order of the table's pages, and a heartbeat and
+# a completion deadlocked (tests/test_outcome_plans.py holds the plan to an index scan
+# now). The lock pass cost a row lock, its WAL record and a second lookup a job
+# (bench/PROFILE.md: 6.85 against 5.71 µs a row).
 COMPLETE_JOBS = """
-WITH {attempts_by_id}, done AS (
-    DELETE FROM {live} AS j
-    WHERE {still_ours}
-    RETURNING j.*
-)
-INSERT INTO {history}
-SELECT {completed_row} FROM done
-RETURNING id
+SELECT id FROM {complete_jobs}(%(ids)s::bigint[], %(attempts)s::jsonb, %(worker_id)s::text)
 """
 
 # COMPLETE_JOBS for the jobs someone may wait for or depend on: those of tasks that store
-# their result (written here, as the row moves) and workflows' steps. It wakes
-# `App.result` waiters and, through SETTLED_STEPS, releases the steps that waited for
-# these in this very statement's transaction. Plain jobs never take it, so they pay for
-# none of this. The rows are found and checked as COMPLETE_JOBS does; the results travel
-# as one JSON object keyed by job id, like the attempts, so that no join by id can turn
-# into a scan.
+# their result (written as the row moves, from one JSON object keyed by job id) and
+# workflows' steps. It wakes `App.result` waiters and, through SETTLED_STEPS, releases the
+# steps that waited for these in this very statement's transaction. Plain jobs never
+# take it, so they pay for none of this.
 COMPLETE_WATCHED = """
-WITH {attempts_by_id}, results AS MATERIALIZED (
-    SELECT %(results)s::jsonb AS by_id
-), done AS (
-    DELETE FROM {live} AS j
-    WHERE {still_ours}
-    RETURNING j.*
-), recorded AS (
-    INSERT INTO {history}
-    SELECT {completed_row_with_result} FROM done
-    RETURNING id, state, workflow_id
+WITH recorded AS (
+    SELECT * FROM {complete_jobs}(%(ids)s::bigint[], %(attempts)s::jsonb,
+                                  %(worker_id)s::text, %(results)s::jsonb)
 )
 SELECT id, {settle_finished}
 FROM recorded
@@ -141,22 +124,7 @@ RECORD_OUTCOMES = fill(
     held_outcomes=fill(HELD_OUTCOMES, outcomes=OUTCOMES),
     settle_finished=SETTLED_STEPS,
 )
-COMPLETED = {"state": "'completed'", "finished_at": "now()", "heartbeat_at": "NULL"}
-COMPLETE_WATCHED = fill(
-    COMPLETE_WATCHED,
-    attempts_by_id=ATTEMPTS_BY_ID,
-    still_ours=STILL_OURS,
-    settle_finished=SETTLED_STEPS,
-    completed_row_with_result=moved_row(
-        "done", **COMPLETED, result="(SELECT by_id FROM results) -> done.id::text"
-    ),
-)
-COMPLETE_JOBS = fill(
-    COMPLETE_JOBS,
-    attempts_by_id=ATTEMPTS_BY_ID,
-    still_ours=STILL_OURS,
-    completed_row=moved_row("done", **COMPLETED),
-)
+COMPLETE_WATCHED = fill(COMPLETE_WATCHED, settle_finished=SETTLED_STEPS)
 
 
 def attempts_by_id(outcomes: Sequence[Outcome]) -> str:

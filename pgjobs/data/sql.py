@@ -72,6 +72,7 @@ class SchemaSQL:
             "alembic_version": self.version_table,
             "reserve_job_ids": sql.Identifier(schema, "reserve_job_ids"),
             "claim_jobs": sql.Identifier(schema, "claim_jobs"),
+            "complete_jobs": sql.Identifier(schema, "complete_jobs"),
             "settle_steps": sql.Identifier(schema, "settle_steps"),
             "workflows": sql.Identifier(schema, "workflows"),
             "task_limits": sql.Identifier(schema, "task_limits"),

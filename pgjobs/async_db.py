@@ -23,8 +23,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from pgjobs.data.connector import AsyncPsycopgConnector
+from pgjobs.data.steps import Statement
 from pgjobs.db import Database, first_line
 from pgjobs.errors import DatabaseUnavailableError
 
@@ -149,7 +152,7 @@ async def _still_works(conn: AsyncConnection) -> bool:
         return False
     try:
         await conn.set_autocommit(True)
-        await conn.execute("")
+        await AsyncPsycopgConnector(conn).rows(Statement(sql.SQL(""), None))
         await conn.set_autocommit(False)
     except psycopg.Error:
         await conn.close()

@@ -210,6 +210,22 @@ def test_each_event_loop_closes_its_own_pool_when_it_ends(app: App, observer: An
     )
 
 
+def test_an_idle_connection_the_server_dropped_is_replaced(app: App, observer: Any) -> None:
+    async def scenario() -> list[int]:
+        first = await app.enqueue_async(None, "t", {"n": 1})
+        # the server ends every other session: this loop's idle connection among them
+        observer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        second = await app.enqueue_async(None, "t", {"n": 2})
+        return [first, second]
+
+    ids = run(scenario())
+
+    assert [row["id"] for row in jobs(observer, app.schema)] == ids
+
+
 def test_async_enqueue_without_connection_to_an_unreachable_server_says_so() -> None:
     app = App(UNREACHABLE_URL, database_wait=1.0)
 

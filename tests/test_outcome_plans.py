@@ -21,7 +21,6 @@ from psycopg import sql
 from pgjobs import App
 from pgjobs.data.claims import HEARTBEAT
 from pgjobs.data.function_plans import explain_claim, explain_completion
-from pgjobs.data.outcome_sql import results_by_id
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.outcomes import completed, failed_attempt, snoozed
 
@@ -138,13 +137,11 @@ def completion_plan(
 ) -> dict[str, Any]:
     """EXPLAIN ANALYZE of the completion of `outcomes` as `complete_jobs` plans it (or,
     `as_function=False`, as the same statement outside it would be), rolled back."""
-    results = results_by_id(outcomes) if any(o.result_json for o in outcomes) else None
     [[explained]] = explain_completion(
         conn,
         schema,
-        attempts={o.job_id: o.attempt for o in outcomes},
+        outcomes=outcomes,
         worker_id="w",
-        results=results,
         options="ANALYZE, FORMAT JSON",
         as_function=as_function,
     )

@@ -611,7 +611,7 @@ def replay(
             for (line,) in explain_completion(
                 conn,
                 SCHEMA,
-                attempts=dict.fromkeys(ids[:complete], 1),
+                outcomes=[Outcome(job_id, 1, JobState.COMPLETED) for job_id in ids[:complete]],
                 worker_id=WORKER_ID,
                 options="ANALYZE, BUFFERS",
             )

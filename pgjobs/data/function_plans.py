@@ -12,7 +12,7 @@ good). The tests and the benches read the claim's and the completion's plans so.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,10 @@ import psycopg
 from psycopg import sql
 
 from pgjobs.data.connector import rows
+from pgjobs.data.outcome_sql import attempts_by_id, results_by_id
 from pgjobs.data.sql import int_array
 from pgjobs.data.steps import Rows, Statement
+from pgjobs.types import Outcome
 
 
 @dataclass(frozen=True)
@@ -80,20 +82,20 @@ def explain_completion(
     conn: psycopg.Connection[Any],
     schema: str,
     *,
-    attempts: Mapping[int, int],
+    outcomes: Sequence[Outcome],
     worker_id: str,
-    results: str | None = None,
     options: str = "ANALYZE, COSTS OFF",
     as_function: bool = True,
 ) -> Rows:
-    """EXPLAIN (`options`) of the completion of `attempts` (job id → attempt) by
-    `worker_id`, with `results` (a JSON object keyed by job id) for watched jobs,
-    planned as `complete_jobs` plans it; as `explain_claim` does otherwise."""
+    """EXPLAIN (`options`) of the completion of `outcomes` (successes) by `worker_id`,
+    planned as `complete_jobs` plans it, with their results when they are watched ones
+    (as the worker sends them); as `explain_claim` does otherwise."""
+    watched = any(outcome.watched for outcome in outcomes)
     arguments = (
-        int_array(sorted(attempts)),
-        "{" + ",".join(f'"{job_id}":{n}' for job_id, n in attempts.items()) + "}",
+        int_array([outcome.job_id for outcome in outcomes]),
+        attempts_by_id(outcomes),
         worker_id,
-        results,
+        results_by_id(outcomes) if watched else None,
     )
     return explain_function(conn, schema, COMPLETION, arguments, 0, options, as_function)
 

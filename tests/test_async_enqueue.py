@@ -29,7 +29,7 @@ from pgjobs.data.producer import COPY_THRESHOLD
 from pgjobs.data.sql import STAGING_TABLE
 from pgjobs.data.steps import CopyIn
 from pgjobs.queue_control import set_queue_limit
-from tests.helpers import UNREACHABLE_URL, jobs, wait_until
+from tests.helpers import UNREACHABLE_URL, jobs, terminate_client_backends, wait_until
 
 T = TypeVar("T")
 KINDS = ["psycopg", "sqlalchemy-connection", "sqlalchemy-session"]
@@ -210,20 +210,18 @@ def test_each_event_loop_closes_its_own_pool_when_it_ends(app: App, observer: An
     )
 
 
-def test_an_idle_connection_the_server_dropped_is_replaced(app: App, observer: Any) -> None:
+def test_an_idle_connection_the_server_dropped_is_replaced(app: App, database_url: str) -> None:
     async def scenario() -> list[int]:
         first = await app.enqueue_async(None, "t", {"n": 1})
         # the server ends every other session: this loop's idle connection among them
-        observer.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        )
+        terminate_client_backends(database_url)
         second = await app.enqueue_async(None, "t", {"n": 2})
         return [first, second]
 
     ids = run(scenario())
 
-    assert [row["id"] for row in jobs(observer, app.schema)] == ids
+    with psycopg.connect(database_url, autocommit=True) as observer:
+        assert [row["id"] for row in jobs(observer, app.schema)] == ids
 
 
 def test_async_enqueue_without_connection_to_an_unreachable_server_says_so() -> None:

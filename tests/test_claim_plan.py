@@ -12,35 +12,18 @@ from psycopg import sql
 
 from pgjobs import App
 from pgjobs.data.function_plans import explain_claim
+from tests.helpers import table_scans
 
 Connection = psycopg.Connection[Any]
 FETCH_INDEX = "jobs_fetch_any_queue_idx"
 
 
-def table_scans(observer: Connection, schema: str) -> dict[str, int]:
-    """jobs_live's sequential scans and the fetch index's entries read and rows fetched by
-    plain index scans (a bitmap scan fetches none), counted so far."""
-    observer.execute("SELECT pg_stat_force_next_flush()")  # this session's counts, too
-    observer.execute("SELECT pg_stat_clear_snapshot()")
-    row = observer.execute(
-        """
-        SELECT t.seq_scan, i.idx_tup_read, i.idx_tup_fetch
-        FROM pg_stat_user_tables AS t
-        JOIN pg_stat_user_indexes AS i USING (relid)
-        WHERE t.schemaname = %s AND t.relname = 'jobs_live' AND i.indexrelname = %s
-        """,
-        (schema, FETCH_INDEX),
-    ).fetchone()
-    assert row is not None
-    return dict(zip(("seq_scan", "entries_read", "rows_fetched"), row, strict=True))
-
-
 def claim_counting_scans(app: App, observer: Connection, limit: int) -> dict[str, int]:
     """Claim up to `limit` jobs as a worker does; what the claim read, as table_scans."""
-    before = table_scans(observer, app.schema)
+    before = table_scans(observer, app.schema, FETCH_INDEX)
     claimed, _ = app.data.claims.claim(observer, limit=limit, queue=None, worker_id="w")
     assert len(claimed) == limit
-    after = table_scans(observer, app.schema)
+    after = table_scans(observer, app.schema, FETCH_INDEX)
     return {name: after[name] - before[name] for name in after}
 
 

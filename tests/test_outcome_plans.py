@@ -23,6 +23,7 @@ from pgjobs.data.claims import HEARTBEAT
 from pgjobs.data.function_plans import explain_claim, explain_completion
 from pgjobs.types import ClaimedJob, Outcome
 from pgjobs.worker.outcomes import completed, failed_attempt, snoozed
+from tests.helpers import table_scans
 
 RUNNING = 5_000
 BATCH = 200
@@ -105,11 +106,11 @@ def test_a_batch_of_outcomes_visits_each_row_once_in_a_generic_plan(
     # given: a batch of outcomes for some of the many jobs running
     assert len(running_jobs) == RUNNING
     batch = outcomes_of(kind, running_jobs[100 : 100 + BATCH])
-    [statement] = app.data.claims.outcome_statements(batch, worker_id="w")
 
     # when: the statement runs as a generic plan (a completion's, as complete_jobs
     # plans it: its own generic plan)
     if kind == "retried or snoozed":
+        [statement] = app.data.claims.outcome_statements(batch, worker_id="w")
         plan = generic_plan(conn, statement.query, dict(statement.params or {}))
     else:
         plan = completion_plan(conn, app.schema, batch)
@@ -232,19 +233,6 @@ def few_live_rows(app: App, observer: Connection) -> list[ClaimedJob]:
     return claimed[:20]
 
 
-def sequential_scans(observer: Connection, schema: str) -> int:
-    """jobs_live's sequential scans so far, this session's included."""
-    observer.execute("SELECT pg_stat_force_next_flush()")
-    observer.execute("SELECT pg_stat_clear_snapshot()")
-    row = observer.execute(
-        "SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
-        (schema, "jobs_live"),
-    ).fetchone()
-    assert row is not None
-    count: int = row[0]
-    return count
-
-
 @pytest.mark.parametrize("kind", ["completed", "completed with a result"])
 def test_a_completion_locks_its_rows_in_id_order_whatever_the_statistics(
     app: App, observer: Connection, conn: Connection, few_live_rows: list[ClaimedJob], kind: str
@@ -259,7 +247,7 @@ def test_a_completion_locks_its_rows_in_id_order_whatever_the_statistics(
 
     # when: the worker writes them
     planned = completion_plan(conn, app.schema, batch)
-    scans_before = sequential_scans(observer, app.schema)
+    scans_before = table_scans(observer, app.schema, "jobs_pkey")["seq_scan"]
     written = app.data.claims.record_outcomes(observer, batch, worker_id="w")
 
     # then: complete_jobs reads jobs_live through an index keyed by id, so it locks the
@@ -267,4 +255,4 @@ def test_a_completion_locks_its_rows_in_id_order_whatever_the_statistics(
     # no sequential scan of jobs_live
     assert scans_of_jobs(planned) in IN_ID_ORDER
     assert written == {outcome.job_id for outcome in batch}
-    assert sequential_scans(observer, app.schema) == scans_before
+    assert table_scans(observer, app.schema, "jobs_pkey")["seq_scan"] == scans_before

@@ -84,8 +84,9 @@ FROM recorded
 # looked up in one JSON object keyed by job id. It finds its rows by one array of ids,
 # and the function's planner settings leave it only index scans keyed by id, so it locks
 # them in id order, as heartbeats do, and the two cannot deadlock. As a plain statement
-# it did so only while the planner chose such a scan: under a steady load it chose a
-# bitmap scan, which visits rows in the order of the table's pages, and a heartbeat and
+# it did so only while the planner chose such a scan: on a table of few live rows over
+# many pages, as a steady load leaves it after an autovacuum, it chose a sequential (or
+# bitmap) scan, which visits rows in the order of the table's pages, and a heartbeat and
 # a completion deadlocked (tests/test_outcome_plans.py holds the plan to an index scan
 # now). The lock pass cost a row lock, its WAL record and a second lookup a job
 # (bench/PROFILE.md: 6.85 against 5.71 µs a row).

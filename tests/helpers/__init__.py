@@ -2,7 +2,7 @@
 
 - `waiting`: `wait_until`, `stays_true` (poll a condition instead of sleeping).
 - `workers`: `WorkerProcess`, a real `pgjobs work` subprocess on a test schema.
-- `rows`: the jobs and runs tables as dicts; jobs in known states.
+- `rows`: the jobs and runs tables as dicts; jobs in known states; jobs_live's scan counts.
 - `cli`: `run_cli` (in-process) and `pgjobs` (a real process), `the_error_line`.
 - `outages`: statements that survive a restart, backend terminations, fleets of workers.
 - `fixtures`: the `runs_table` and `start_worker` fixtures (registered in conftest).
@@ -38,6 +38,7 @@ from tests.helpers.rows import (
     make_job,
     running,
     runs,
+    table_scans,
     update_job,
     wait_for_job,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "serving",
     "state_counts",
     "stays_true",
+    "table_scans",
     "terminate_client_backends",
     "the_error_line",
     "unaccounted_attempts",

@@ -214,3 +214,22 @@ def running() -> dict[str, Any]:
         "heartbeat_at": ago(),
         "worker_id": "host-a:41",
     }
+
+
+def table_scans(observer: psycopg.Connection[Any], schema: str, index: str) -> dict[str, int]:
+    """jobs_live's sequential scans, and `index`'s entries read and rows fetched by plain
+    index scans (a bitmap scan fetches none), counted so far, this session's included
+    (`pg_stat_force_next_flush()`: PostgreSQL 15 and later)."""
+    observer.execute("SELECT pg_stat_force_next_flush()")
+    observer.execute("SELECT pg_stat_clear_snapshot()")
+    row = observer.execute(
+        """
+        SELECT t.seq_scan, i.idx_tup_read, i.idx_tup_fetch
+        FROM pg_stat_user_tables AS t
+        JOIN pg_stat_user_indexes AS i USING (relid)
+        WHERE t.schemaname = %s AND t.relname = 'jobs_live' AND i.indexrelname = %s
+        """,
+        (schema, index),
+    ).fetchone()
+    assert row is not None
+    return dict(zip(("seq_scan", "entries_read", "rows_fetched"), row, strict=True))
